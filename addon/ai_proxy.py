@@ -1,0 +1,40 @@
+"""ai-proxy: an AI gateway in one mitmproxy addon.
+
+    mitmdump -s addon/ai_proxy.py --mode reverse:http://127.0.0.1:1 --set ai_proxy_config=routes.yaml
+
+This file only makes sure the project's own packages are the ones imported, then registers the
+addon. The logic lives in ``addon/gateway.py`` (mitmproxy glue) and ``transforms/`` (pure code).
+"""
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+_OURS = ("addon", "transforms")
+
+
+def _use_project_packages() -> None:
+    # mitmproxy puts only addon/ on sys.path, and PyPI has unrelated packages named `addon` and
+    # `transforms`: put the project root first and forget any foreign module of those names.
+    if sys.path[:1] != [_ROOT]:
+        if _ROOT in sys.path:
+            sys.path.remove(_ROOT)
+        sys.path.insert(0, _ROOT)
+    reloading = getattr(sys.modules.get("addon"), "_script_loaded", False)
+    for name in list(sys.modules):
+        if name.split(".", 1)[0] not in _OURS:
+            continue
+        origin = getattr(sys.modules[name], "__file__", None) or ""
+        # On a hot reload our modules are dropped too, so an edit anywhere takes effect.
+        if reloading or not origin.startswith(_ROOT):
+            del sys.modules[name]
+
+
+_use_project_packages()
+
+import addon  # noqa: E402
+from addon.gateway import AIProxy  # noqa: E402
+
+addon._script_loaded = True  # type: ignore[attr-defined]
+
+addons = [AIProxy()]

@@ -1,0 +1,366 @@
+"""The mitmproxy addon: matches flows to routes and hands them to the pure transforms.
+
+Hooks stay thin: they adapt a flow to plain data (``Inbound``), call ``transforms.pipeline`` and
+write the result back. Every hook of a matched flow fails closed: an unexpected error answers the
+client with a 500 instead of letting an untranslated request (with its credential) go upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy.mode_specs import ReverseMode
+
+from addon.config_loader import ConfigError, load_config
+from addon.emulator import Emulator
+from addon.stats import CallFacts, StatsSink, build_record
+from transforms.config import GatewayConfig, Route
+from transforms.errors import GatewayError, error_body
+from transforms.pipeline import Answer, Prepared, prepare, translate_response
+from transforms.stream import OpenAIStreamObserver
+from transforms.types import Inbound, StreamTranslator, Upstream, Usage
+from transforms.usage import estimate_usage
+
+logger = logging.getLogger("ai_proxy")
+
+DEMO_ROUTES = Path(__file__).resolve().parent / "demo_routes.yaml"
+UNMATCHED_CHOICES = ("auto", "pass", "reject")
+CONFIG_POLL_SECONDS = 1.0
+OVERHEAD_HEADER = "x-ai-proxy-overhead-ms"
+MODEL_HEADER = "x-ai-proxy-model"
+
+
+@dataclass(slots=True)
+class FlowState:
+    """Per-flow working state; lives from the request hook to the response or error hook."""
+
+    route: Route
+    prep: Prepared | None = None
+    sent_at: float = 0.0  # when the request left for the upstream
+    overhead: float = 0.0  # seconds spent in our hooks
+    translator: StreamTranslator | None = None
+    streamed: list[bytes] = field(default_factory=list)  # client-bound bytes, kept for payload logs
+    first_token_at: float | None = None
+
+
+class AIProxy:
+    def __init__(self) -> None:
+        self.config = GatewayConfig()
+        self.stats = StatsSink()
+        self.emulator: Emulator | None = None
+        self._live: dict[str, FlowState] = {}
+        self._config_path: str | None = None
+        self._config_mtime: float | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "ai_proxy_config",
+            str | None,
+            None,
+            "Routes file (YAML or JSON). Unset: built-in demo routes to a local provider emulator.",
+        )
+        loader.add_option(
+            "ai_proxy_stats_file",
+            str | None,
+            None,
+            "Append one JSON statistics record per LLM call to this file (JSON Lines).",
+        )
+        loader.add_option(
+            "ai_proxy_unmatched",
+            str,
+            "auto",
+            "Requests no route matches: pass them on, reject them with a 404, or auto "
+            "(reject in reverse mode, where there is nowhere to pass them; pass otherwise).",
+            choices=UNMATCHED_CHOICES,
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "ai_proxy_unmatched" in updated and ctx.options.ai_proxy_unmatched not in UNMATCHED_CHOICES:
+            raise exceptions.OptionsError(
+                f"ai_proxy_unmatched must be one of {', '.join(UNMATCHED_CHOICES)}, "
+                f"not {ctx.options.ai_proxy_unmatched!r}"
+            )
+        if "ai_proxy_stats_file" in updated:
+            try:
+                self.stats.open(ctx.options.ai_proxy_stats_file)
+            except OSError as e:
+                raise exceptions.OptionsError(f"cannot open ai_proxy_stats_file: {e}") from None
+        if "ai_proxy_config" in updated:
+            self._load_routes()
+        if "mode" in updated and self._has_reverse_mode() and ctx.options.connection_strategy != "lazy":
+            # A gateway's reverse target is a placeholder: connect only where a route points.
+            ctx.options.update(connection_strategy="lazy")
+
+    def running(self) -> None:
+        if self._watcher is None and self._config_path:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_config())
+
+    def done(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        self.stats.close()
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+
+    # --- routes ----------------------------------------------------------------------------------
+
+    def _load_routes(self) -> None:
+        path = ctx.options.ai_proxy_config
+        environ: dict[str, str] = dict(os.environ)
+        if not path:
+            if self.emulator is None:
+                self.emulator = Emulator().start()
+            environ["AI_PROXY_EMULATOR_URL"] = self.emulator.url
+            source = str(DEMO_ROUTES)
+        else:
+            source = path
+        self._config_path = path or None
+        try:
+            self._config_mtime = Path(source).stat().st_mtime
+            config = load_config(source, environ)
+        except (ConfigError, OSError) as e:
+            kept = f"keeping the previous {len(self.config.routes)} route(s)"
+            logger.warning(f"ai_proxy: cannot load {source}, {kept}:\n{e}")
+            return
+        self.config = config
+        names = ", ".join(r.name for r in config.routes) or "none"
+        demo = f" (demo: provider emulator at {self.emulator.url})" if not path and self.emulator else ""
+        logger.info(f"ai_proxy: loaded {len(config.routes)} route(s) from {source}{demo}: {names}")
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(CONFIG_POLL_SECONDS)
+            path = self._config_path
+            if not path:
+                continue
+            try:
+                mtime = Path(path).stat().st_mtime
+            except OSError:
+                continue
+            if mtime != self._config_mtime:
+                self._load_routes()
+
+    @staticmethod
+    def _has_reverse_mode() -> bool:
+        return any(str(m).startswith("reverse") for m in ctx.options.mode)
+
+    # --- hooks -----------------------------------------------------------------------------------
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        started = time.perf_counter()
+        route = self.config.find(flow.request.pretty_host, flow.request.path.split("?", 1)[0])
+        if route is None:
+            if self._reject_unmatched(flow):
+                path = flow.request.path.split("?", 1)[0]
+                _answer_error(flow, GatewayError(404, f"no route for {flow.request.method} {path}", "unknown_route"))
+            return
+        state = FlowState(route)
+        try:
+            prep = prepare(route, inbound_from(flow), request_id=uuid.uuid4().hex, now=int(time.time()))
+            state.prep = prep
+            apply_upstream(flow.request, prep.upstream)
+            self._live[flow.id] = state
+        except GatewayError as e:
+            logger.info(f"ai_proxy route={route.name} rejected the request ({e.status}): {e.message}")
+            _answer_error(flow, e)
+        except Exception:
+            self._fail_closed(flow, route, "request")
+        finally:
+            state.overhead += time.perf_counter() - started
+            state.sent_at = time.time()
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state = self._live.get(flow.id)
+        if state is None or state.prep is None or flow.response is None:
+            return
+        started = time.perf_counter()
+        try:
+            # An error answer to a stream request is read whole and translated as JSON.
+            if state.prep.stream and 200 <= flow.response.status_code < 300:
+                self._start_stream(flow, state)
+        except Exception:
+            self._fail_closed(flow, state.route, "responseheaders")
+        finally:
+            state.overhead += time.perf_counter() - started
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        state = self._live.pop(flow.id, None)
+        if state is None or state.prep is None or flow.response is None:
+            return
+        started = time.perf_counter()
+        try:
+            if state.translator is not None:
+                self._finish_stream(flow, state)
+                return
+            self._translate_whole(flow, state, started)
+        except Exception:
+            self._fail_closed(flow, state.route, "response")
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        state = self._live.pop(flow.id, None)
+        if state is not None and flow.error is not None:
+            logger.warning(f"ai_proxy route={state.route.name}: upstream failed: {flow.error.msg}")
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _reject_unmatched(self, flow: http.HTTPFlow) -> bool:
+        policy = ctx.options.ai_proxy_unmatched
+        if policy == "auto":
+            return isinstance(flow.client_conn.proxy_mode, ReverseMode)
+        return policy == "reject"
+
+    def _translate_whole(self, flow: http.HTTPFlow, state: FlowState, started: float) -> None:
+        prep = state.prep
+        assert prep is not None and flow.response is not None
+        raw = flow.response.get_content(strict=False) or b""
+        try:
+            answer = translate_response(prep, flow.response.status_code, raw)
+        except GatewayError as e:
+            logger.warning(f"ai_proxy route={state.route.name}: {e.message}")
+            answer = Answer(e.status, e.body(), None, None, False)
+        resp = flow.response
+        if not prep.passthrough:
+            resp.status_code = answer.status
+            resp.headers.pop("content-encoding", None)
+            resp.headers["content-type"] = "application/json"
+            resp.content = answer.body
+        model = answer.response_model or prep.request_model
+        if state.route.model_name_header and 200 <= answer.status < 300:
+            resp.headers[MODEL_HEADER] = f"{state.route.provider}/{model}"
+        state.overhead += time.perf_counter() - started
+        resp.headers[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+        self._record(flow, state, answer.usage, answer.response_model, answer.status, answer.body)
+
+    def _start_stream(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        prep = state.prep
+        assert prep is not None and flow.response is not None
+        transform = prep.spec.routes.get(prep.route.route_type) if not prep.passthrough else None
+        if transform is not None and transform.new_stream is not None and prep.ctx is not None:
+            translator: StreamTranslator = transform.new_stream(prep.ctx)
+            flow.response.headers["content-type"] = "text/event-stream"
+        else:
+            translator = OpenAIStreamObserver()
+        state.translator = translator
+        headers = flow.response.headers
+        headers.pop("content-length", None)
+        if flow.request.http_version.startswith("HTTP/1"):
+            headers["transfer-encoding"] = "chunked"
+        if state.route.model_name_header:
+            headers[MODEL_HEADER] = f"{state.route.provider}/{prep.request_model}"
+        headers[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+        keep_payload = state.route.logging.log_payloads
+        route_name = state.route.name
+
+        def on_chunk(data: bytes) -> list[bytes]:
+            try:
+                out = translator.feed(data) if data else translator.finish()
+            except Exception:
+                logger.exception(f"ai_proxy route={route_name}: stream translation failed")
+                out = [_stream_error_frame("the gateway failed to translate the upstream stream")]
+                translator.feed = lambda _data: []  # type: ignore[method-assign]
+                translator.finish = lambda: []  # type: ignore[method-assign]
+            if out and state.first_token_at is None:
+                state.first_token_at = time.time()
+            if keep_payload:
+                state.streamed.extend(out)
+            return out
+
+        flow.response.stream = on_chunk
+
+    def _finish_stream(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        translator = state.translator
+        assert translator is not None and state.prep is not None and flow.response is not None
+        usage = translator.usage
+        if usage is None:
+            text = getattr(translator, "text", "")
+            usage = estimate_usage(state.prep.prompt_text, text)
+        body = b"".join(state.streamed) if state.streamed else None
+        self._record(flow, state, usage, translator.response_model, flow.response.status_code, body)
+
+    def _record(
+        self,
+        flow: http.HTTPFlow,
+        state: FlowState,
+        usage: Usage | None,
+        response_model: str | None,
+        status: int,
+        response_body: bytes | None,
+    ) -> None:
+        route, prep = state.route, state.prep
+        if prep is None or not route.logging.log_statistics:
+            return
+        resp = flow.response
+        latency = int(max(0.0, (resp.timestamp_start - state.sent_at)) * 1000) if resp else 0
+        ttft = None
+        if state.first_token_at is not None:
+            ttft = int(max(0.0, state.first_token_at - state.sent_at) * 1000)
+        facts = CallFacts(
+            route=route,
+            request_model=prep.request_model,
+            response_model=response_model,
+            usage=usage,
+            llm_latency_ms=latency,
+            stream=state.translator is not None,
+            status=status,
+            time_to_first_token_ms=ttft,
+            request_payload=prep.upstream.body,
+            response_payload=response_body,
+            secrets=prep.secrets,
+        )
+        record = build_record(facts)
+        flow.metadata["ai_proxy"] = record
+        self.stats.emit(record)
+
+    def _fail_closed(self, flow: http.HTTPFlow, route: Route, hook: str) -> None:
+        logger.exception(f"ai_proxy route={route.name}: internal error in the {hook} hook")
+        self._live.pop(flow.id, None)
+        message = f"internal error in the AI gateway ({hook}); the request was not forwarded"
+        if hook != "request":
+            message = f"internal error in the AI gateway ({hook})"
+        _answer_error(flow, GatewayError(500, message, "gateway_error"))
+
+
+def inbound_from(flow: http.HTTPFlow) -> Inbound:
+    req = flow.request
+    return Inbound(
+        method=req.method,
+        host=req.pretty_host,
+        path=req.path.split("?", 1)[0],
+        query=list(req.query.items(multi=True)),
+        headers={k.lower(): v for k, v in req.headers.items()},
+        body=req.get_content(strict=False) or b"",
+    )
+
+
+def apply_upstream(req: http.Request, up: Upstream) -> None:
+    req.method = up.method
+    req.url = up.url
+    for name in up.remove_headers:
+        if name in req.headers:
+            del req.headers[name]
+    for name, value in up.set_headers.items():
+        req.headers[name] = value
+    req.content = up.body
+
+
+def _answer_error(flow: http.HTTPFlow, error: GatewayError) -> None:
+    flow.response = http.Response.make(error.status, error.body(), {"content-type": "application/json"})
+
+
+def _stream_error_frame(message: str) -> bytes:
+    return b"data: " + error_body(message, "api_error", "stream_error") + b"\n\n"

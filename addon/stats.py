@@ -1,0 +1,124 @@
+"""Usage statistics: one record per LLM call, in Kong's layout, to the event log and a JSONL file."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import IO, Any
+
+import orjson
+from mitmproxy.log import ALERT
+
+from transforms.redact import redact_bytes
+from transforms.types import Usage
+from transforms.usage import cost
+
+logger = logging.getLogger("ai_proxy")
+
+MAX_PAYLOAD = 1 << 20  # payload logs keep at most 1 MiB per side
+
+
+@dataclass(slots=True)
+class CallFacts:
+    """What the glue observed about one call, in plain values."""
+
+    route: Any  # transforms.config.Route
+    request_model: str
+    response_model: str | None
+    usage: Usage | None
+    llm_latency_ms: int
+    stream: bool
+    status: int
+    time_to_first_token_ms: int | None = None
+    request_payload: bytes | None = None
+    response_payload: bytes | None = None
+    secrets: tuple[str, ...] = ()
+
+
+def build_record(facts: CallFacts) -> dict[str, Any]:
+    route = facts.route
+    usage = facts.usage or Usage()
+    meta: dict[str, Any] = {
+        "route": route.name,
+        "provider_name": route.provider,
+        "request_model": facts.request_model,
+        "response_model": facts.response_model or facts.request_model,
+        "llm_latency": facts.llm_latency_ms,
+        "request_mode": "stream" if facts.stream else "oneshot",
+        "status": facts.status,
+    }
+    opts = route.model.options
+    if route.provider == "azure":
+        meta["azure_instance_id"] = opts.azure_instance
+        meta["azure_deployment_id"] = opts.azure_deployment_id
+        meta["azure_api_version"] = opts.azure_api_version
+    usage_out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "time_per_token": (
+            facts.llm_latency_ms / usage.completion_tokens if usage.completion_tokens else 0
+        ),
+        "cost": cost(usage, opts),
+    }
+    if usage.cached_tokens:
+        usage_out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
+    if usage.reasoning_tokens:
+        usage_out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    if usage.estimated:
+        usage_out["estimated"] = True
+    if facts.time_to_first_token_ms is not None:
+        usage_out["time_to_first_token"] = facts.time_to_first_token_ms
+    proxy: dict[str, Any] = {"meta": meta, "usage": usage_out}
+    if route.logging.log_payloads:
+        proxy["payload"] = {
+            "request": _payload(facts.request_payload, facts.secrets),
+            "response": _payload(facts.response_payload, facts.secrets),
+        }
+    return {"ai": {"proxy": proxy}}
+
+
+def _payload(data: bytes | None, secrets: tuple[str, ...]) -> str | None:
+    if data is None:
+        return None
+    return redact_bytes(data[:MAX_PAYLOAD], secrets).decode("utf-8", "replace")
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    proxy = record["ai"]["proxy"]
+    meta, usage = proxy["meta"], proxy["usage"]
+    models = meta["request_model"]
+    if meta["response_model"] != meta["request_model"]:
+        models += f" -> {meta['response_model']}"
+    estimated = " (estimated)" if usage.get("estimated") else ""
+    return (
+        f"ai_proxy route={meta['route']} provider={meta['provider_name']} model={models} "
+        f"status={meta['status']} mode={meta['request_mode']} "
+        f"tokens={usage['prompt_tokens']}+{usage['completion_tokens']}={usage['total_tokens']}{estimated} "
+        f"cost=${usage['cost']:.6f} latency={meta['llm_latency']}ms"
+    )
+
+
+class StatsSink:
+    """Writes records; the file is opened once per option change and closed on shutdown/reload."""
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] | None = None
+        self.path: str | None = None
+
+    def open(self, path: str | None) -> None:
+        self.close()
+        self.path = path
+        if path:
+            # Unbuffered append: each record is one write(2), so lines never interleave or tear.
+            self._file = open(path, "ab", buffering=0)  # noqa: SIM115
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def emit(self, record: dict[str, Any]) -> None:
+        logger.log(ALERT, summary_line(record))
+        if self._file is not None:
+            self._file.write(orjson.dumps(record) + b"\n")

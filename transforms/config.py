@@ -1,0 +1,272 @@
+"""The route configuration: the public contract of the gateway, validated with pydantic.
+
+Field names follow Kong's AI Proxy plugin (``auth``, ``model.options``, ``logging``...), so a Kong
+configuration translates one to one. Messages use Kong's wording where Kong has one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PROVIDERS = (
+    "openai",
+    "azure",
+    "anthropic",
+    "cohere",
+    "mistral",
+    "llama2",
+    "gemini",
+    "bedrock",
+    "huggingface",
+    "ollama",
+)
+ROUTE_TYPES = ("llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings", "preserve")
+LLM_FORMATS = ("openai", "anthropic", "gemini", "bedrock", "cohere", "huggingface")
+
+Provider = Literal[
+    "openai",
+    "azure",
+    "anthropic",
+    "cohere",
+    "mistral",
+    "llama2",
+    "gemini",
+    "bedrock",
+    "huggingface",
+    "ollama",
+]
+RouteType = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings", "preserve"]
+LlmFormat = Literal["openai", "anthropic", "gemini", "bedrock", "cohere", "huggingface"]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a config must not silently do nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _all_or_none(model: BaseModel, *fields: str, prefix: str) -> None:
+    given = [getattr(model, f) is not None for f in fields]
+    if any(given) and not all(given):
+        names = ", ".join(f"'{prefix}.{f}'" for f in fields)
+        raise ValueError(f"all or none of these fields must be set: {names}")
+
+
+class Match(_Strict):
+    path: str | None = None
+    host: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_absolute(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host_lower(cls, v: str | None) -> str | None:
+        return v.lower() if v else v
+
+    def matches(self, host: str, path: str) -> bool:
+        if self.host is not None and host.lower() != self.host:
+            return False
+        if self.path is None:
+            return True
+        if self.path.endswith("/*"):
+            prefix = self.path[:-1]
+            return path.startswith(prefix) or path == prefix[:-1]
+        return path == self.path
+
+
+class Auth(_Strict):
+    header_name: str | None = None
+    header_value: str | None = Field(default=None, repr=False)
+    param_name: str | None = None
+    param_value: str | None = Field(default=None, repr=False)
+    param_location: Literal["query", "body"] | None = None
+    allow_override: bool = False
+    aws_access_key_id: str | None = Field(default=None, repr=False)
+    aws_secret_access_key: str | None = Field(default=None, repr=False)
+    aws_session_token: str | None = Field(default=None, repr=False)
+    gcp_use_service_account: bool = False
+    gcp_service_account_json: str | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Auth:
+        _all_or_none(self, "header_name", "header_value", prefix="auth")
+        _all_or_none(self, "param_name", "param_value", "param_location", prefix="auth")
+        _all_or_none(self, "aws_access_key_id", "aws_secret_access_key", prefix="auth")
+        return self
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret value, so that logs and errors can be scrubbed of them."""
+        values = (
+            self.header_value,
+            self.param_value,
+            self.aws_secret_access_key,
+            self.aws_session_token,
+            self.gcp_service_account_json,
+        )
+        out = [v for v in values if v]
+        if self.header_value and " " in self.header_value:
+            # "Bearer sk-..." : the bare token is the secret too.
+            out.append(self.header_value.split(" ", 1)[1])
+        return tuple(s for s in out if len(s) >= 4)
+
+
+class GeminiOptions(_Strict):
+    api_endpoint: str | None = None
+    project_id: str | None = None
+    location_id: str | None = None
+
+    @model_validator(mode="after")
+    def _vertex_all_or_none(self) -> GeminiOptions:
+        _all_or_none(
+            self, "api_endpoint", "project_id", "location_id", prefix="model.options.gemini"
+        )
+        return self
+
+    @property
+    def is_vertex(self) -> bool:
+        return self.api_endpoint is not None
+
+
+class BedrockOptions(_Strict):
+    aws_region: str | None = None
+
+
+class HuggingFaceOptions(_Strict):
+    use_cache: bool | None = None
+    wait_for_model: bool | None = None
+
+
+class CohereOptions(_Strict):
+    embedding_input_type: Literal[
+        "search_document", "search_query", "classification", "clustering", "image"
+    ] = "search_document"
+
+
+class ModelOptions(_Strict):
+    max_tokens: Annotated[int, Field(gt=0)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=5)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=500)] | None = None
+    anthropic_version: str | None = None
+    azure_instance: str | None = None
+    azure_deployment_id: str | None = None
+    azure_api_version: str | None = "2023-05-15"
+    mistral_format: Literal["openai", "ollama"] | None = None
+    llama2_format: Literal["openai", "ollama", "raw"] | None = None
+    upstream_url: str | None = None
+    input_cost: Annotated[float, Field(gt=0)] | None = None
+    output_cost: Annotated[float, Field(gt=0)] | None = None
+    gemini: GeminiOptions | None = None
+    bedrock: BedrockOptions | None = None
+    huggingface: HuggingFaceOptions | None = None
+    cohere: CohereOptions | None = None
+
+    @field_validator("anthropic_version", "azure_api_version", mode="before")
+    @classmethod
+    def _date_as_text(cls, v: Any) -> Any:
+        # YAML reads an unquoted 2023-06-01 as a date; the API wants the text.
+        return v.isoformat() if hasattr(v, "isoformat") else v
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL")
+        return v
+
+
+class ModelConfig(_Strict):
+    provider: Provider
+    name: str | None = None
+    options: ModelOptions = ModelOptions()
+
+
+class Logging(_Strict):
+    log_statistics: bool = True
+    log_payloads: bool = False
+
+
+class Route(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    match: Match = Match()
+    route_type: RouteType
+    auth: Auth = Auth()
+    model: ModelConfig
+    logging: Logging = Logging()
+    response_streaming: Literal["allow", "deny", "always"] = "allow"
+    max_request_body_size: Annotated[int, Field(ge=0)] = 1048576
+    model_name_header: bool = True
+    llm_format: LlmFormat = "openai"
+
+    @model_validator(mode="after")
+    def _provider_rules(self) -> Route:
+        provider, opts = self.model.provider, self.model.options
+        required = {
+            "anthropic": ("anthropic_version",),
+            "azure": ("azure_instance", "azure_deployment_id", "azure_api_version"),
+            "llama2": ("llama2_format",),
+            "mistral": ("mistral_format",),
+        }
+        for field in required.get(provider, ()):
+            if getattr(opts, field) is None:
+                raise ValueError(f"must set 'model.options.{field}' for {provider} provider")
+        if provider in ("llama2", "ollama") and opts.upstream_url is None:
+            raise ValueError("must set 'model.options.upstream_url' for self-hosted providers/models")
+        if provider in ("bedrock", "gemini") and self.auth.allow_override:
+            raise ValueError("bedrock and gemini only support auth.allow_override = false")
+        if self.llm_format != "openai":
+            if self.route_type != "llm/v1/chat":
+                raise ValueError(
+                    "native provider options in llm_format can only be used with the "
+                    "'llm/v1/chat' route_type"
+                )
+            if self.llm_format != provider:
+                raise ValueError(
+                    f"native llm_format '{self.llm_format}' can only be used with the "
+                    f"'{self.llm_format}' model.provider"
+                )
+        return self
+
+    @property
+    def provider(self) -> str:
+        return self.model.provider
+
+    @property
+    def format(self) -> str:
+        """The wire format of the provider: mistral/llama2 speak openai, ollama or raw."""
+        opts = self.model.options
+        if self.model.provider == "mistral":
+            return opts.mistral_format or "openai"
+        if self.model.provider == "llama2":
+            return opts.llama2_format or "openai"
+        return self.model.provider
+
+
+class GatewayConfig(_Strict):
+    routes: list[Route] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GatewayConfig:
+        seen: set[str] = set()
+        for route in self.routes:
+            if route.name in seen:
+                raise ValueError(f"route name '{route.name}' is used more than once")
+            seen.add(route.name)
+        return self
+
+    def find(self, host: str, path: str) -> Route | None:
+        for route in self.routes:
+            if route.match.matches(host, path):
+                return route
+        return None

@@ -1,0 +1,372 @@
+"""From a client's standard-format request to the provider call, and from the provider's answer back.
+
+Pure: the caller passes the request, the route, an id and the clock; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from transforms.auth import apply_auth
+from transforms.config import ModelOptions, Route
+from transforms.errors import GatewayError, bad_request, error_body, error_type_for
+from transforms.redact import redact_text
+from transforms.registry import spec_for, spec_key
+from transforms.types import CallContext, ErrorInfo, Inbound, ProviderSpec, Upstream, Usage
+from transforms.usage import estimate_usage, request_text, response_text, usage_from_openai
+from transforms.validation import check_prompt_shape, parse_json_object, validate
+
+_RESPONSE_OBJECTS = {
+    "llm/v1/chat": ("chat.completion", "chatcmpl-"),
+    "llm/v1/completions": ("text_completion", "cmpl-"),
+    "llm/v1/embeddings": ("list", None),
+}
+# Hop-by-hop or length headers that must not survive a body rewrite.
+_BODY_HEADERS = ("content-length", "content-encoding", "transfer-encoding")
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request ready to go upstream, and what is needed to translate its answer."""
+
+    route: Route
+    spec: ProviderSpec
+    upstream: Upstream
+    request_model: str
+    stream: bool
+    passthrough: bool  # preserve or native llm_format: bodies are not translated
+    ctx: CallContext | None
+    prompt_text: str
+    secrets: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: bytes
+    usage: Usage | None
+    response_model: str | None
+    translated: bool  # False when the body is an error or passed through
+
+
+# --- request -------------------------------------------------------------------------------------
+
+
+def prepare(route: Route, inbound: Inbound, *, request_id: str, now: int) -> Prepared:
+    limit = route.max_request_body_size
+    if limit and len(inbound.body) > limit:
+        raise GatewayError(
+            413,
+            f"request body of {len(inbound.body)} bytes exceeds max_request_body_size ({limit})",
+            "request_too_large",
+        )
+    spec = spec_for(route)
+    if spec is None:
+        raise bad_request(
+            f"no transformer for {route.provider}://{route.route_type}", "unsupported_provider"
+        )
+    if route.route_type == "preserve" or route.llm_format != "openai":
+        return _prepare_passthrough(route, spec, inbound)
+
+    body = parse_json_object(inbound.body)
+    check_prompt_shape(route.route_type, body)
+    validate(route.route_type, body)
+    model = _resolve_model(route, body)
+    stream = _resolve_stream(route, body)
+    transform = spec.routes.get(route.route_type)
+    if transform is None:
+        raise bad_request(
+            f"{route.provider} does not support the {route.route_type} route type", "unsupported_route"
+        )
+    _apply_defaults(route.route_type, body, route.model.options)
+    stream_options = body.get("stream_options")
+    ctx = CallContext(
+        route_name=route.name,
+        route_type=route.route_type,
+        provider=route.provider,
+        model=model,
+        options=route.model.options,
+        stream=stream,
+        request_id=request_id,
+        created=now,
+        client_query=tuple(inbound.query),
+        include_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True,
+    )
+    auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body)
+    preq = transform.build_request(body, ctx)
+    if auth.body_params:
+        if not isinstance(preq.body, dict):
+            raise bad_request(f"{route.provider} requests cannot carry a body auth parameter")
+        preq.body.update(auth.body_params)
+    scheme, host, port, path, query = _target(spec, route, model, preq.path)
+    query.extend(preq.query)
+    query.extend(auth.query.items())
+    headers = {"content-type": "application/json", **preq.headers, **auth.set_headers}
+    if stream:
+        headers["accept-encoding"] = "identity"  # chunks must arrive as the provider wrote them
+    payload = preq.body if isinstance(preq.body, bytes) else orjson.dumps(preq.body)
+    upstream = Upstream(
+        method=preq.method,
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=path,
+        query=query,
+        set_headers=headers,
+        remove_headers=(*auth.remove_headers, *_BODY_HEADERS),
+        body=payload,
+    )
+    return Prepared(
+        route=route,
+        spec=spec,
+        upstream=upstream,
+        request_model=model,
+        stream=stream,
+        passthrough=False,
+        ctx=ctx,
+        prompt_text=request_text(body),
+        secrets=route.auth.secrets(),
+    )
+
+
+def _resolve_model(route: Route, body: dict[str, Any]) -> str:
+    configured = route.model.name
+    asked = body.get("model")
+    if configured:
+        if isinstance(asked, str) and asked and asked != configured:
+            raise bad_request(f"cannot use own model - must be: {configured}", "model_not_allowed")
+        return configured
+    if isinstance(asked, str) and asked:
+        return asked
+    raise bad_request(
+        "model parameter not found in request, nor in gateway configuration", "model_not_found"
+    )
+
+
+def _resolve_stream(route: Route, body: dict[str, Any]) -> bool:
+    if route.route_type == "llm/v1/embeddings":
+        return False
+    asked = body.get("stream") is True
+    if asked and route.response_streaming == "deny":
+        raise bad_request("response streaming is not enabled for this LLM", "streaming_disabled")
+    if route.response_streaming == "always":
+        body["stream"] = True
+        return True
+    return asked
+
+
+def _apply_defaults(route_type: str, body: dict[str, Any], options: ModelOptions) -> None:
+    """Configured tuning values are defaults: a client's own value wins."""
+    if route_type == "llm/v1/embeddings":
+        return
+    if (
+        options.max_tokens is not None
+        and body.get("max_tokens") is None
+        and body.get("max_completion_tokens") is None
+    ):
+        body["max_tokens"] = options.max_tokens
+    for field in ("temperature", "top_p", "top_k"):
+        value = getattr(options, field)
+        if value is not None and body.get(field) is None:
+            body[field] = value
+
+
+def _split_origin(url: str) -> tuple[str, str, int, str, list[tuple[str, str]]]:
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, parts.hostname or "", port, parts.path, parse_qsl(parts.query)
+
+
+def _target(
+    spec: ProviderSpec, route: Route, model: str, provider_path: str
+) -> tuple[str, str, int, str, list[tuple[str, str]]]:
+    """Kong's rule: an upstream_url with a path is used as is; without one, the standard path is
+    appended to it; with no upstream_url, the provider's own base URL is used."""
+    upstream_url = route.model.options.upstream_url
+    if upstream_url:
+        scheme, host, port, path, query = _split_origin(upstream_url)
+        if path and path != "/":
+            return scheme, host, port, path, query
+        return scheme, host, port, provider_path, query
+    scheme, host, port, prefix, query = _split_origin(spec.base_url(route.model.options, model))
+    return scheme, host, port, prefix.rstrip("/") + provider_path, query
+
+
+def forwarded_path(route: Route, path: str) -> str:
+    """The client path for passthrough routes, without the prefix its route matched on."""
+    pattern = route.match.path
+    if pattern and pattern.endswith("/*"):
+        rest = path[len(pattern) - 2 :]
+        return rest if rest.startswith("/") else "/" + rest
+    return path
+
+
+def _prepare_passthrough(route: Route, spec: ProviderSpec, inbound: Inbound) -> Prepared:
+    body: Any = None
+    if inbound.body:
+        try:
+            body = orjson.loads(inbound.body)
+        except orjson.JSONDecodeError:
+            body = None  # not JSON: forwarded as is, counted as nothing
+    parsed = body if isinstance(body, dict) else {}
+    model = parsed.get("model") if isinstance(parsed.get("model"), str) else None
+    model = model or route.model.name or _model_from_path(inbound.path) or "UNSPECIFIED"
+    auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), parsed)
+    payload = inbound.body
+    if auth.body_params and isinstance(body, dict):
+        payload = orjson.dumps({**body, **auth.body_params})
+    upstream_url = route.model.options.upstream_url
+    if upstream_url:
+        scheme, host, port, path, query = _split_origin(upstream_url)
+        if not path or path == "/":
+            path = forwarded_path(route, inbound.path)
+    else:
+        scheme, host, port, _, query = _split_origin(spec.base_url(route.model.options, model))
+        path = forwarded_path(route, inbound.path)
+    dropped = {route.auth.param_name} if route.auth.param_name else set()
+    query = [*query, *((k, v) for k, v in inbound.query if k not in dropped), *auth.query.items()]
+    stream = parsed.get("stream") is True or inbound.path.endswith(
+        (":streamGenerateContent", "/converse-stream", "/invoke-with-response-stream")
+    )
+    upstream = Upstream(
+        method=inbound.method,
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=path,
+        query=query,
+        set_headers=dict(auth.set_headers),
+        remove_headers=(*auth.remove_headers, *_BODY_HEADERS[:2]),
+        body=payload,
+    )
+    return Prepared(
+        route=route,
+        spec=spec,
+        upstream=upstream,
+        request_model=model,
+        stream=stream,
+        passthrough=True,
+        ctx=None,
+        prompt_text=request_text(parsed),
+        secrets=route.auth.secrets(),
+    )
+
+
+def _model_from_path(path: str) -> str | None:
+    # Native Gemini (/models/<m>:<op>) and Bedrock (/model/<m>/<op>) carry the model in the path.
+    for marker in ("/models/", "/model/"):
+        if marker in path:
+            rest = path.split(marker, 1)[1]
+            name = rest.split(":", 1)[0] if marker == "/models/" else rest.split("/", 1)[0]
+            if name:
+                from urllib.parse import unquote
+
+                return unquote(name)
+    return None
+
+
+# --- response ------------------------------------------------------------------------------------
+
+
+def translate_response(prep: Prepared, status: int, raw: bytes) -> Answer:
+    """The client's answer for a complete (non-streamed) upstream response."""
+    if prep.passthrough:
+        return _passthrough_answer(prep, status, raw)
+    if not 200 <= status < 300:
+        return Answer(status, translate_error(prep, status, raw), None, None, False)
+    ctx = prep.ctx
+    assert ctx is not None
+    transform = prep.spec.routes[ctx.route_type]
+    where = f"{prep.spec.name}://{ctx.route_type}"
+    try:
+        out = transform.parse_response(orjson.loads(raw), ctx)
+        normalize(out, ctx)
+        body = orjson.dumps(out)
+    except GatewayError:
+        raise
+    except Exception as e:  # an upstream body we cannot read is the upstream's fault: 502
+        detail = redact_text(str(e) or type(e).__name__, prep.secrets)
+        raise GatewayError(
+            502, f"failed to translate the {where} response: {detail}", "bad_upstream_response"
+        ) from None
+    usage = usage_from_openai(out)
+    if usage is None and ctx.route_type != "llm/v1/embeddings":
+        usage = estimate_usage(prep.prompt_text, response_text(out))
+    return Answer(status, body, usage, out.get("model") or ctx.model, True)
+
+
+def normalize(out: dict[str, Any], ctx: CallContext) -> None:
+    """Every translated response carries OpenAI's identifying fields."""
+    obj, prefix = _RESPONSE_OBJECTS[ctx.route_type]
+    out.setdefault("object", obj)
+    if prefix:
+        if not out.get("id"):
+            out["id"] = prefix + ctx.request_id
+        if not out.get("created"):
+            out["created"] = ctx.created
+    if not out.get("model"):
+        out["model"] = ctx.model
+
+
+def _passthrough_answer(prep: Prepared, status: int, raw: bytes) -> Answer:
+    usage = None
+    model = None
+    if 200 <= status < 300 and raw[:1] in (b"{", b"["):
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if prep.spec.native_usage is not None and prep.route.llm_format != "openai":
+            usage = prep.spec.native_usage(parsed)
+        else:
+            usage = usage_from_openai(parsed)
+        if isinstance(parsed, dict):
+            found = parsed.get("model") or parsed.get("modelVersion")
+            model = found if isinstance(found, str) else None
+    return Answer(status, raw, usage, model or prep.request_model, False)
+
+
+def translate_error(prep: Prepared, status: int, raw: bytes) -> bytes:
+    """An upstream error in OpenAI's shape, carrying the provider's own message."""
+    try:
+        parsed = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    info = prep.spec.parse_error(status, parsed) if parsed is not None else None
+    if info is None:
+        info = generic_error(status, parsed, raw)
+    message = redact_text(info.message, prep.secrets)
+    return error_body(message, info.type or error_type_for(status), info.code, info.param)
+
+
+def generic_error(status: int, parsed: Any, raw: bytes) -> ErrorInfo:
+    message = _find_message(parsed) if parsed is not None else None
+    if not message:
+        text = raw.decode("utf-8", "replace").strip()
+        if text.startswith("<"):
+            text = ""  # an HTML error page says nothing useful to an API client
+        message = f"upstream returned HTTP {status}" + (f": {text[:500]}" if text else "")
+    return ErrorInfo(message)
+
+
+def _find_message(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, list):
+        return _find_message(value[0]) if value else None
+    if isinstance(value, dict):
+        for key in ("error", "message", "detail", "msg", "errors"):
+            if key in value:
+                found = _find_message(value[key])
+                if found:
+                    return found
+    return None
+
+
+def describe(prep: Prepared) -> str:
+    return f"{spec_key(prep.route)}://{prep.route.route_type}"

@@ -1,0 +1,1 @@
+"""One module per wire format. Each exposes ``SPECS``: the ProviderSpecs it serves."""

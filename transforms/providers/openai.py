@@ -1,0 +1,105 @@
+"""OpenAI and the OpenAI-compatible family: Azure OpenAI, Mistral and Llama2 (openai format).
+
+These speak OpenAI's own format, so the body passes through with the model enforced and the
+configured defaults applied; only the URL, auth and a few unsupported fields change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transforms.config import ModelOptions
+from transforms.types import CallContext, ErrorInfo, Json, ProviderRequest, ProviderSpec, RouteTransform
+
+PATHS = {
+    "llm/v1/chat": "/v1/chat/completions",
+    "llm/v1/completions": "/v1/completions",
+    "llm/v1/embeddings": "/v1/embeddings",
+}
+RESULT_KEYS = {"llm/v1/chat": "choices", "llm/v1/completions": "choices", "llm/v1/embeddings": "data"}
+
+
+def _request(path: str, drop: tuple[str, ...] = ()):
+    def build(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
+        out = {k: v for k, v in body.items() if k not in drop}
+        out["model"] = ctx.model
+        if ctx.stream:
+            out["stream"] = True
+        return ProviderRequest(out, path)
+
+    return build
+
+
+def _response(route_type: str):
+    key = RESULT_KEYS[route_type]
+
+    def parse(body: Json, ctx: CallContext) -> Json:
+        if not isinstance(body, dict) or key not in body:
+            raise ValueError(f"'{key}' not in {route_type} response")
+        return body
+
+    return parse
+
+
+def parse_error(status: int, body: Json) -> ErrorInfo | None:
+    """OpenAI's ``{"error": {...}}``; also Mistral's and vLLM's flat ``{"message", "type"}``."""
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        code = err.get("code")
+        return ErrorInfo(
+            err["message"],
+            err.get("type") if isinstance(err.get("type"), str) else None,
+            str(code) if code is not None else None,
+            err.get("param") if isinstance(err.get("param"), str) else None,
+        )
+    if isinstance(body.get("message"), str):
+        code = body.get("code")
+        return ErrorInfo(body["message"], None, str(code) if code is not None else None)
+    return None
+
+
+def _routes(drop: tuple[str, ...], paths: dict[str, str]) -> dict[str, RouteTransform]:
+    return {
+        route_type: RouteTransform(_request(path, drop), _response(route_type))
+        for route_type, path in paths.items()
+    }
+
+
+def _fixed(url: str):
+    return lambda options, model: url
+
+
+def _azure_base(options: ModelOptions, model: str) -> str:
+    return f"https://{options.azure_instance}.openai.azure.com"
+
+
+def _azure_routes() -> dict[str, RouteTransform]:
+    routes = {}
+    for route_type, path in PATHS.items():
+        inner = _request(path.removeprefix("/v1"), ("top_k",))
+
+        def build(body: dict[str, Any], ctx: CallContext, inner=inner) -> ProviderRequest:
+            req = inner(body, ctx)
+            req.path = f"/openai/deployments/{ctx.options.azure_deployment_id}{req.path}"
+            # A client's own ?api-version= wins over the configured one (as in Kong).
+            client = dict(ctx.client_query).get("api-version")
+            req.query.append(("api-version", client or ctx.options.azure_api_version or "2023-05-15"))
+            return req
+
+        routes[route_type] = RouteTransform(build, _response(route_type))
+    return routes
+
+
+def _no_base(options: ModelOptions, model: str) -> str:
+    raise ValueError("this provider needs model.options.upstream_url")
+
+
+SPECS = (
+    # OpenAI has no top_k; self-hosted OpenAI-compatible servers (vLLM, TGI...) often do.
+    ProviderSpec("openai", _fixed("https://api.openai.com"), _routes(("top_k",), PATHS), parse_error),
+    ProviderSpec("azure", _azure_base, _azure_routes(), parse_error, default_auth_header="api-key"),
+    ProviderSpec("mistral", _fixed("https://api.mistral.ai"), _routes(("top_k",), PATHS), parse_error),
+    ProviderSpec("llama2", _no_base, _routes((), PATHS), parse_error),
+)

@@ -1,0 +1,53 @@
+"""The registry of pure provider transforms, keyed by (wire format, route type).
+
+Built once at import from every module in ``transforms.providers``: adding a provider means adding
+a module that exposes ``SPECS``; nothing here changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from transforms import providers
+from transforms.config import Route
+from transforms.types import ProviderSpec, RouteTransform
+
+
+def _discover() -> Mapping[str, ProviderSpec]:
+    specs: dict[str, ProviderSpec] = {}
+    for info in sorted(pkgutil.iter_modules(providers.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{providers.__name__}.{info.name}")
+        for spec in getattr(module, "SPECS", ()):
+            if spec.name in specs:
+                raise RuntimeError(f"provider spec '{spec.name}' is defined twice")
+            specs[spec.name] = spec
+    return MappingProxyType(specs)
+
+
+SPECS: Mapping[str, ProviderSpec] = _discover()
+
+
+def spec_key(route: Route) -> str:
+    """The wire format a route's upstream speaks (mistral and llama2 come in several)."""
+    provider = route.model.provider
+    opts = route.model.options
+    if provider == "mistral":
+        return "ollama" if opts.mistral_format == "ollama" else "mistral"
+    if provider == "llama2":
+        fmt = opts.llama2_format or "openai"
+        return {"openai": "llama2", "ollama": "ollama", "raw": "llama2_raw"}[fmt]
+    return provider
+
+
+def spec_for(route: Route) -> ProviderSpec | None:
+    return SPECS.get(spec_key(route))
+
+
+def transform_for(route: Route) -> RouteTransform | None:
+    spec = spec_for(route)
+    return spec.routes.get(route.route_type) if spec else None

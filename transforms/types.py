@@ -1,0 +1,137 @@
+"""Plain data passed between the mitmproxy glue and the pure transforms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from transforms.config import ModelOptions
+
+Json = Any  # what orjson.loads returns
+
+
+@dataclass(slots=True)
+class Inbound:
+    """The client's request as the gateway received it."""
+
+    method: str
+    host: str
+    path: str  # without the query string
+    query: list[tuple[str, str]]
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+
+@dataclass(slots=True)
+class Upstream:
+    """The request to send to the provider, replacing the client's."""
+
+    method: str
+    scheme: str
+    host: str
+    port: int
+    path: str
+    query: list[tuple[str, str]]
+    set_headers: dict[str, str]
+    remove_headers: tuple[str, ...]
+    body: bytes
+
+    @property
+    def url(self) -> str:
+        from urllib.parse import urlencode
+
+        default = 443 if self.scheme == "https" else 80
+        netloc = self.host if self.port == default else f"{self.host}:{self.port}"
+        q = f"?{urlencode(self.query)}" if self.query else ""
+        return f"{self.scheme}://{netloc}{self.path}{q}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a provider transform may know about the call; nothing else reaches it."""
+
+    route_name: str
+    route_type: str
+    provider: str
+    model: str
+    options: ModelOptions
+    stream: bool
+    request_id: str  # used for ids the provider does not give
+    created: int  # unix seconds, for responses that carry no timestamp
+    client_query: tuple[tuple[str, str], ...] = ()
+    include_usage: bool = False  # the client asked stream_options.include_usage
+
+
+@dataclass(slots=True)
+class ProviderRequest:
+    """A provider transform's answer: the body and where it goes (relative to the provider base)."""
+
+    body: Json
+    path: str
+    query: list[tuple[str, str]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    def as_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.cached_tokens:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return out
+
+
+class StreamTranslator(Protocol):
+    """Turns a provider's response stream into OpenAI SSE, one network chunk at a time."""
+
+    usage: Usage | None
+    response_model: str | None
+
+    def feed(self, chunk: bytes) -> list[bytes]: ...
+
+    def finish(self) -> list[bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTransform:
+    """The pure functions that serve one (provider, route type) pair."""
+
+    build_request: Callable[[Json, CallContext], ProviderRequest]
+    parse_response: Callable[[Json, CallContext], Json]
+    new_stream: Callable[[CallContext], StreamTranslator] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    message: str
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """Everything the gateway knows about one wire format."""
+
+    name: str
+    base_url: Callable[[ModelOptions, str], str]  # (options, model) -> scheme://host[:port][/prefix]
+    routes: Mapping[str, RouteTransform]
+    parse_error: Callable[[int, Json], ErrorInfo | None]
+    # Usage of a native (llm_format) response body, for statistics of untranslated traffic.
+    native_usage: Callable[[Json], Usage | None] | None = None
+    default_auth_header: str = "authorization"

@@ -1,0 +1,79 @@
+"""Checks that a standard-format (OpenAI-shaped) request is well formed, before any translation."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from transforms.errors import GatewayError, bad_request
+
+_SCHEMA_FILES = {
+    "llm/v1/chat": "chat.json",
+    "llm/v1/completions": "completions.json",
+    "llm/v1/embeddings": "embeddings.json",
+}
+
+
+@cache
+def validator_for(route_type: str) -> Draft202012Validator:
+    """Schemas are compiled once per process, not per request."""
+    text = resources.files("transforms.schemas").joinpath(_SCHEMA_FILES[route_type]).read_bytes()
+    return Draft202012Validator(orjson.loads(text))
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise bad_request("request body is empty; expected a JSON object", "invalid_body")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise bad_request(f"request body is not valid JSON: {e}", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object", "invalid_body")
+    return body
+
+
+def check_prompt_shape(route_type: str, body: dict[str, Any]) -> None:
+    """Kong's format checks, with Kong's messages, before the detailed schema check."""
+    has_messages = "messages" in body
+    has_prompt = "prompt" in body
+    if route_type == "llm/v1/embeddings":
+        if has_messages or has_prompt:
+            kind = "llm/v1/chat" if has_messages else "llm/v1/completions"
+            raise bad_request(
+                f"[{kind}] message format is not compatible with [llm/v1/embeddings] route type",
+                "incompatible_format",
+            )
+        if "input" not in body:
+            raise bad_request("request body doesn't contain valid input", "invalid_input")
+        return
+    if has_messages and has_prompt:
+        raise bad_request("request matches multiple LLM request formats", "incompatible_format")
+    if not has_messages and not has_prompt:
+        raise bad_request("request body doesn't contain valid prompts", "invalid_prompts")
+    kind = "llm/v1/chat" if has_messages else "llm/v1/completions"
+    if kind != route_type:
+        raise bad_request(
+            f"[{kind}] message format is not compatible with [{route_type}] route type",
+            "incompatible_format",
+        )
+
+
+def _where(error: ValidationError) -> str:
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def validate(route_type: str, body: dict[str, Any]) -> None:
+    error = best_match(validator_for(route_type).iter_errors(body))
+    if error is not None:
+        raise GatewayError(
+            400, f"invalid request: '{_where(error)}': {error.message}", "invalid_request_body"
+        )
