@@ -93,7 +93,9 @@ class Emulator:
         return f"http://{host}:{port}"
 
     def start(self) -> Emulator:
-        self._thread = threading.Thread(target=self.server.serve_forever, name="ai-proxy-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="ai-proxy-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -162,7 +164,9 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 fixture = f"{folder}/{self._pick(folder, body)}"
             path = (emulator.root / fixture).resolve()
             if emulator.root not in path.parents or not path.is_file():
-                return self._send(404, b'{"error": {"message": "emulator: unknown fixture"}}', "application/json")
+                return self._send(
+                    404, b'{"error": {"message": "emulator: unknown fixture"}}', "application/json"
+                )
             ctype = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
             data = path.read_bytes()
             if path.name.startswith("stream") and status == 200:

@@ -60,6 +60,7 @@ class AIProxy:
         self._config_path: str | None = None
         self._config_mtime: float | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self.env: dict[str, str] = dict(os.environ)  # read once: AWS region/keys, GCP_SERVICE_ACCOUNT
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -97,6 +98,7 @@ class AIProxy:
             except OSError as e:
                 raise exceptions.OptionsError(f"cannot open ai_proxy_stats_file: {e}") from None
         if "ai_proxy_config" in updated:
+            self.env = dict(os.environ)
             self._load_routes()
         if "mode" in updated and self._has_reverse_mode() and ctx.options.connection_strategy != "lazy":
             # A gateway's reverse target is a placeholder: connect only where a route points.
@@ -167,11 +169,21 @@ class AIProxy:
         if route is None:
             if self._reject_unmatched(flow):
                 path = flow.request.path.split("?", 1)[0]
-                _answer_error(flow, GatewayError(404, f"no route for {flow.request.method} {path}", "unknown_route"))
+                _answer_error(
+                    flow, GatewayError(404, f"no route for {flow.request.method} {path}", "unknown_route")
+                )
             return
         state = FlowState(route)
         try:
-            prep = prepare(route, inbound_from(flow), request_id=uuid.uuid4().hex, now=int(time.time()))
+            credentials = await self._cloud_credentials(route)
+            prep = prepare(
+                route,
+                inbound_from(flow),
+                request_id=uuid.uuid4().hex,
+                now=int(time.time()),
+                env=self.env,
+                credentials=credentials,
+            )
             state.prep = prep
             apply_upstream(flow.request, prep.upstream)
             self._live[flow.id] = state
@@ -217,6 +229,10 @@ class AIProxy:
             logger.warning(f"ai_proxy route={state.route.name}: upstream failed: {flow.error.msg}")
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    async def _cloud_credentials(self, route: Route) -> dict[str, str]:
+        """Tokens that must be obtained over the network (GCP service accounts), off the event loop."""
+        return {}
 
     def _reject_unmatched(self, flow: http.HTTPFlow) -> bool:
         policy = ctx.options.ai_proxy_unmatched

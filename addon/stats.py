@@ -56,9 +56,7 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-        "time_per_token": (
-            facts.llm_latency_ms / usage.completion_tokens if usage.completion_tokens else 0
-        ),
+        "time_per_token": (facts.llm_latency_ms / usage.completion_tokens if usage.completion_tokens else 0),
         "cost": cost(usage, opts),
     }
     if usage.cached_tokens:

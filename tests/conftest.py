@@ -156,7 +156,9 @@ def gateway(
         env = env or {}
         extra = extra or []
         config = orjson.dumps({"routes": routes}, option=orjson.OPT_SORT_KEYS)
-        key = hashlib.sha256(config + orjson.dumps([env, extra], option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        key = hashlib.sha256(config + orjson.dumps([env, extra], option=orjson.OPT_SORT_KEYS)).hexdigest()[
+            :16
+        ]
         gw = _gateways.get(key)
         if gw is None or gw.proc.poll() is not None:
             folder = tmp_path_factory.mktemp(f"gw-{key}")
@@ -189,7 +191,12 @@ def route(
     model_block: dict[str, Any] = {"provider": provider, "options": opts}
     if model:
         model_block["name"] = model
-    out: dict[str, Any] = {"name": name, "match": {"path": path}, "route_type": route_type, "model": model_block}
+    out: dict[str, Any] = {
+        "name": name,
+        "match": {"path": path},
+        "route_type": route_type,
+        "model": model_block,
+    }
     if auth is not None:
         out["auth"] = auth
     out.update(extra)

@@ -87,7 +87,11 @@ def gw(gateway, emulator):
             emulator.url,
             model="gpt-4o",
             auth={"header_name": "api-key", "header_value": "azure-secret-789"},
-            options={"azure_instance": "demo", "azure_deployment_id": "prod-4o", "azure_api_version": "2024-10-21"},
+            options={
+                "azure_instance": "demo",
+                "azure_deployment_id": "prod-4o",
+                "azure_api_version": "2024-10-21",
+            },
         ),
     ]
     return gateway(routes)
@@ -160,7 +164,9 @@ def test_model_enforcement(gw, emulator):
 def test_no_model_anywhere(gw):
     r = httpx.post(f"{gw.url}/v1/chat/completions", json={"messages": MESSAGES})
     assert r.status_code == 400
-    assert r.json()["error"]["message"] == "model parameter not found in request, nor in gateway configuration"
+    assert (
+        r.json()["error"]["message"] == "model parameter not found in request, nor in gateway configuration"
+    )
 
 
 def test_auth_is_replaced_and_client_key_never_forwarded(gw, emulator):
@@ -207,14 +213,32 @@ def test_azure_url_and_key(gw, emulator):
     [
         (b"not json", 400, "request body is not valid JSON"),
         (b'{"model": "m"}', 400, "request body doesn't contain valid prompts"),
-        (b'{"model": "m", "prompt": "hi"}', 400, "[llm/v1/completions] message format is not compatible with [llm/v1/chat] route type"),
-        (b'{"model": "m", "messages": [], "prompt": "x"}', 400, "request matches multiple LLM request formats"),
-        (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', 400, "invalid request: 'temperature': 'hot' is not of type 'number', 'null'"),
-        (b'{"model": "m", "messages": [{"role": "user", "content": 5}]}', 400, "invalid request: 'messages[0].content'"),
+        (
+            b'{"model": "m", "prompt": "hi"}',
+            400,
+            "[llm/v1/completions] message format is not compatible with [llm/v1/chat] route type",
+        ),
+        (
+            b'{"model": "m", "messages": [], "prompt": "x"}',
+            400,
+            "request matches multiple LLM request formats",
+        ),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}',
+            400,
+            "invalid request: 'temperature': 'hot' is not of type 'number', 'null'",
+        ),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": 5}]}',
+            400,
+            "invalid request: 'messages[0].content'",
+        ),
     ],
 )
 def test_bad_requests(gw, emulator, body, status, message):
-    r = httpx.post(f"{gw.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{gw.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
     assert r.status_code == status
     error = r.json()["error"]
     assert error["message"].startswith(message)
@@ -225,7 +249,10 @@ def test_bad_requests(gw, emulator, body, status, message):
 def test_chat_body_on_completions_route(gw):
     r = httpx.post(f"{gw.url}/v1/completions", json={"model": "m", "messages": MESSAGES})
     assert r.status_code == 400
-    assert r.json()["error"]["message"] == "[llm/v1/chat] message format is not compatible with [llm/v1/completions] route type"
+    assert (
+        r.json()["error"]["message"]
+        == "[llm/v1/chat] message format is not compatible with [llm/v1/completions] route type"
+    )
 
 
 def test_body_too_large(gw, emulator):
@@ -257,7 +284,9 @@ def test_unknown_path_in_gateway_mode(gw):
     ],
 )
 def test_upstream_errors_are_openai_shaped(gw, fixture, status, exc, message):
-    c = client(gw).with_options(default_headers={"x-emulator-fixture": fixture, "x-emulator-status": str(status)})
+    c = client(gw).with_options(
+        default_headers={"x-emulator-fixture": fixture, "x-emulator-status": str(status)}
+    )
     with pytest.raises(exc) as err:
         c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert err.value.status_code == status

@@ -43,6 +43,7 @@ def apply_auth(
     headers: Mapping[str, str],
     query: Mapping[str, str],
     body: Mapping[str, Any] | None,
+    credentials: Mapping[str, str] | None = None,
 ) -> AuthResult:
     """Decide which credential goes upstream.
 
@@ -77,5 +78,9 @@ def apply_auth(
             result.query[auth.param_name] = value
         else:
             result.body_params[auth.param_name] = value
+    token = (credentials or {}).get("gcp_access_token")
+    if auth.gcp_use_service_account and token:
+        result.set_headers["authorization"] = f"Bearer {token}"
+        keep.add("authorization")
     result.remove_headers = [h for h in CREDENTIAL_HEADERS if h not in keep]
     return result

@@ -125,9 +125,7 @@ class GeminiOptions(_Strict):
 
     @model_validator(mode="after")
     def _vertex_all_or_none(self) -> GeminiOptions:
-        _all_or_none(
-            self, "api_endpoint", "project_id", "location_id", prefix="model.options.gemini"
-        )
+        _all_or_none(self, "api_endpoint", "project_id", "location_id", prefix="model.options.gemini")
         return self
 
     @property
@@ -228,8 +226,7 @@ class Route(_Strict):
         if self.llm_format != "openai":
             if self.route_type != "llm/v1/chat":
                 raise ValueError(
-                    "native provider options in llm_format can only be used with the "
-                    "'llm/v1/chat' route_type"
+                    "native provider options in llm_format can only be used with the 'llm/v1/chat' route_type"
                 )
             if self.llm_format != provider:
                 raise ValueError(

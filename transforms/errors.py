@@ -44,6 +44,4 @@ def bad_request(message: str, code: str = "invalid_request") -> GatewayError:
 
 
 def error_body(message: str, error_type: str, code: str | None, param: str | None = None) -> bytes:
-    return orjson.dumps(
-        {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    )
+    return orjson.dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}})

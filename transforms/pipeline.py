@@ -5,6 +5,7 @@ Pure: the caller passes the request, the route, an id and the clock; nothing her
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -56,7 +57,19 @@ class Answer:
 # --- request -------------------------------------------------------------------------------------
 
 
-def prepare(route: Route, inbound: Inbound, *, request_id: str, now: int) -> Prepared:
+def prepare(
+    route: Route,
+    inbound: Inbound,
+    *,
+    request_id: str,
+    now: int,
+    env: Mapping[str, str] | None = None,
+    credentials: Mapping[str, str] | None = None,
+) -> Prepared:
+    """``env`` is the process environment (AWS region and keys); ``credentials`` holds tokens the
+    glue obtained for this call (``gcp_access_token``)."""
+    env = env or {}
+    credentials = credentials or {}
     limit = route.max_request_body_size
     if limit and len(inbound.body) > limit:
         raise GatewayError(
@@ -66,11 +79,9 @@ def prepare(route: Route, inbound: Inbound, *, request_id: str, now: int) -> Pre
         )
     spec = spec_for(route)
     if spec is None:
-        raise bad_request(
-            f"no transformer for {route.provider}://{route.route_type}", "unsupported_provider"
-        )
+        raise bad_request(f"no transformer for {route.provider}://{route.route_type}", "unsupported_provider")
     if route.route_type == "preserve" or route.llm_format != "openai":
-        return _prepare_passthrough(route, spec, inbound)
+        return _prepare_passthrough(route, spec, inbound, env, credentials, now)
 
     body = parse_json_object(inbound.body)
     check_prompt_shape(route.route_type, body)
@@ -96,13 +107,13 @@ def prepare(route: Route, inbound: Inbound, *, request_id: str, now: int) -> Pre
         client_query=tuple(inbound.query),
         include_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True,
     )
-    auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body)
+    auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body, credentials)
     preq = transform.build_request(body, ctx)
     if auth.body_params:
         if not isinstance(preq.body, dict):
             raise bad_request(f"{route.provider} requests cannot carry a body auth parameter")
         preq.body.update(auth.body_params)
-    scheme, host, port, path, query = _target(spec, route, model, preq.path)
+    scheme, host, port, path, query = _target(spec, route, model, preq.path, env)
     query.extend(preq.query)
     query.extend(auth.query.items())
     headers = {"content-type": "application/json", **preq.headers, **auth.set_headers}
@@ -120,6 +131,8 @@ def prepare(route: Route, inbound: Inbound, *, request_id: str, now: int) -> Pre
         remove_headers=(*auth.remove_headers, *_BODY_HEADERS),
         body=payload,
     )
+    if spec.sign is not None:
+        spec.sign(upstream, route.auth, env, now)
     return Prepared(
         route=route,
         spec=spec,
@@ -142,9 +155,7 @@ def _resolve_model(route: Route, body: dict[str, Any]) -> str:
         return configured
     if isinstance(asked, str) and asked:
         return asked
-    raise bad_request(
-        "model parameter not found in request, nor in gateway configuration", "model_not_found"
-    )
+    raise bad_request("model parameter not found in request, nor in gateway configuration", "model_not_found")
 
 
 def _resolve_stream(route: Route, body: dict[str, Any]) -> bool:
@@ -183,7 +194,7 @@ def _split_origin(url: str) -> tuple[str, str, int, str, list[tuple[str, str]]]:
 
 
 def _target(
-    spec: ProviderSpec, route: Route, model: str, provider_path: str
+    spec: ProviderSpec, route: Route, model: str, provider_path: str, env: Mapping[str, str]
 ) -> tuple[str, str, int, str, list[tuple[str, str]]]:
     """Kong's rule: an upstream_url with a path is used as is; without one, the standard path is
     appended to it; with no upstream_url, the provider's own base URL is used."""
@@ -193,7 +204,7 @@ def _target(
         if path and path != "/":
             return scheme, host, port, path, query
         return scheme, host, port, provider_path, query
-    scheme, host, port, prefix, query = _split_origin(spec.base_url(route.model.options, model))
+    scheme, host, port, prefix, query = _split_origin(spec.base_url(route.model.options, model, env))
     return scheme, host, port, prefix.rstrip("/") + provider_path, query
 
 
@@ -206,7 +217,14 @@ def forwarded_path(route: Route, path: str) -> str:
     return path
 
 
-def _prepare_passthrough(route: Route, spec: ProviderSpec, inbound: Inbound) -> Prepared:
+def _prepare_passthrough(
+    route: Route,
+    spec: ProviderSpec,
+    inbound: Inbound,
+    env: Mapping[str, str],
+    credentials: Mapping[str, str],
+    now: int,
+) -> Prepared:
     body: Any = None
     if inbound.body:
         try:
@@ -216,7 +234,7 @@ def _prepare_passthrough(route: Route, spec: ProviderSpec, inbound: Inbound) -> 
     parsed = body if isinstance(body, dict) else {}
     model = parsed.get("model") if isinstance(parsed.get("model"), str) else None
     model = model or route.model.name or _model_from_path(inbound.path) or "UNSPECIFIED"
-    auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), parsed)
+    auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), parsed, credentials)
     payload = inbound.body
     if auth.body_params and isinstance(body, dict):
         payload = orjson.dumps({**body, **auth.body_params})
@@ -226,7 +244,7 @@ def _prepare_passthrough(route: Route, spec: ProviderSpec, inbound: Inbound) -> 
         if not path or path == "/":
             path = forwarded_path(route, inbound.path)
     else:
-        scheme, host, port, _, query = _split_origin(spec.base_url(route.model.options, model))
+        scheme, host, port, _, query = _split_origin(spec.base_url(route.model.options, model, env))
         path = forwarded_path(route, inbound.path)
     dropped = {route.auth.param_name} if route.auth.param_name else set()
     query = [*query, *((k, v) for k, v in inbound.query if k not in dropped), *auth.query.items()]
@@ -244,6 +262,8 @@ def _prepare_passthrough(route: Route, spec: ProviderSpec, inbound: Inbound) -> 
         remove_headers=(*auth.remove_headers, *_BODY_HEADERS[:2]),
         body=payload,
     )
+    if spec.sign is not None:
+        spec.sign(upstream, route.auth, env, now)
     return Prepared(
         route=route,
         spec=spec,

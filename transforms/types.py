@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from transforms.config import ModelOptions
+from transforms.config import Auth, ModelOptions
 
 Json = Any  # what orjson.loads returns
 
@@ -129,9 +129,12 @@ class ProviderSpec:
     """Everything the gateway knows about one wire format."""
 
     name: str
-    base_url: Callable[[ModelOptions, str], str]  # (options, model) -> scheme://host[:port][/prefix]
+    # (options, model, environment) -> scheme://host[:port][/prefix]
+    base_url: Callable[[ModelOptions, str, Mapping[str, str]], str]
     routes: Mapping[str, RouteTransform]
     parse_error: Callable[[int, Json], ErrorInfo | None]
     # Usage of a native (llm_format) response body, for statistics of untranslated traffic.
     native_usage: Callable[[Json], Usage | None] | None = None
     default_auth_header: str = "authorization"
+    # Signs the final request in place (AWS SigV4): (upstream, auth, environment, unix time).
+    sign: Callable[[Upstream, Auth, Mapping[str, str], int], None] | None = None

@@ -6,6 +6,7 @@ configured defaults applied; only the URL, auth and a few unsupported fields cha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from transforms.config import ModelOptions
@@ -68,10 +69,10 @@ def _routes(drop: tuple[str, ...], paths: dict[str, str]) -> dict[str, RouteTran
 
 
 def _fixed(url: str):
-    return lambda options, model: url
+    return lambda options, model, env: url
 
 
-def _azure_base(options: ModelOptions, model: str) -> str:
+def _azure_base(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
     return f"https://{options.azure_instance}.openai.azure.com"
 
 
@@ -92,7 +93,7 @@ def _azure_routes() -> dict[str, RouteTransform]:
     return routes
 
 
-def _no_base(options: ModelOptions, model: str) -> str:
+def _no_base(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
     raise ValueError("this provider needs model.options.upstream_url")
 
 

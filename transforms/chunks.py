@@ -1,0 +1,203 @@
+"""Writing OpenAI streaming chunks, and the base class of every provider stream translator.
+
+A translator subclass only reads its provider's events and calls the writer; framing, stable ids,
+the first chunk's role, per-index tool-call state, the usage chunk, error frames and ``[DONE]``
+are handled here once for all providers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import orjson
+
+from transforms.errors import error_body
+from transforms.stream import DONE, SSEEvent, SSEParser, sse_frame
+from transforms.types import CallContext, Usage
+
+
+class ChunkWriter:
+    """Builds ``chat.completion.chunk`` (or ``text_completion``) SSE frames for one response."""
+
+    def __init__(self, ctx: CallContext) -> None:
+        self.completions = ctx.route_type == "llm/v1/completions"
+        prefix = "cmpl-" if self.completions else "chatcmpl-"
+        self.id = prefix + ctx.request_id
+        self.created = ctx.created
+        self.model = ctx.model
+        self.include_usage = ctx.include_usage
+        self._role_sent = False
+        self._tools: dict[Hashable, int] = {}
+
+    def _frame(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "text_completion" if self.completions else "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+        if usage is not None:
+            chunk["usage"] = usage
+        return sse_frame(orjson.dumps(chunk))
+
+    def _delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        if self.completions:
+            choice = {
+                "index": 0,
+                "text": delta.get("content", ""),
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        else:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return self._frame([choice])
+
+    def start(self) -> list[bytes]:
+        """The first chunk carries the role (chat only); sent at most once."""
+        if self._role_sent or self.completions:
+            self._role_sent = True
+            return []
+        self._role_sent = True
+        return [self._delta({"role": "assistant", "content": ""})]
+
+    def content(self, text: str) -> list[bytes]:
+        if not text:
+            return []
+        return [*self.start(), self._delta({"content": text})]
+
+    def reasoning(self, text: str) -> list[bytes]:
+        if not text or self.completions:
+            return []
+        return [*self.start(), self._delta({"reasoning_content": text})]
+
+    def tool_call_start(self, key: Hashable, call_id: str, name: str, arguments: str = "") -> list[bytes]:
+        """Opens tool call ``key`` (any provider-side identity): index, id and name come first."""
+        index = self._tools.setdefault(key, len(self._tools))
+        call = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+        return [*self.start(), self._delta({"tool_calls": [call]})]
+
+    def tool_call_arguments(self, key: Hashable, fragment: str) -> list[bytes]:
+        if not fragment or key not in self._tools:
+            return []
+        call = {"index": self._tools[key], "function": {"arguments": fragment}}
+        return [self._delta({"tool_calls": [call]})]
+
+    def has_tool_calls(self) -> bool:
+        return bool(self._tools)
+
+    def finish(self, reason: str) -> list[bytes]:
+        return [*self.start(), self._delta({}, reason)]
+
+    def usage(self, usage: Usage | None) -> list[bytes]:
+        """OpenAI's final usage chunk (``choices: []``), only when the client asked for it."""
+        if not self.include_usage or usage is None:
+            return []
+        return [self._frame([], usage.as_openai())]
+
+    @staticmethod
+    def error(message: str, error_type: str = "api_error", code: str | None = "stream_error") -> bytes:
+        return sse_frame(error_body(message, error_type, code))
+
+
+class StreamTranslatorBase:
+    """Reads a provider stream event by event and writes OpenAI chunks.
+
+    Subclasses implement ``on_event`` and call ``self.end(reason)`` when the provider says the
+    answer is complete. Framing is SSE by default; set ``framing = "ndjson"`` for line-delimited
+    JSON, or override ``split`` for anything else (JSON arrays, binary event streams).
+    """
+
+    framing = "sse"
+    provider = "upstream"
+
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self.out = ChunkWriter(ctx)
+        self.usage: Usage | None = None
+        self.response_model: str | None = None
+        self.text_parts: list[str] = []
+        self.finish_reason: str | None = None
+        self._ended = False
+        self._sse = SSEParser()
+        self._partial = b""
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    # framing ---------------------------------------------------------------------------------
+
+    def split(self, chunk: bytes) -> list[Any]:
+        if self.framing == "ndjson":
+            lines = (self._partial + chunk).split(b"\n")
+            self._partial = lines.pop()
+            return [orjson.loads(line) for line in lines if line.strip()]
+        return self._sse.feed(chunk)
+
+    def split_rest(self) -> list[Any]:
+        if self.framing == "ndjson":
+            rest, self._partial = self._partial, b""
+            return [orjson.loads(rest)] if rest.strip() else []
+        return self._sse.finish()
+
+    # translation -----------------------------------------------------------------------------
+
+    def on_event(self, event: Any) -> list[bytes]:
+        raise NotImplementedError
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        frames: list[bytes] = []
+        if self._ended:
+            return frames
+        for event in self.split(chunk):
+            frames.extend(self.on_event(event))
+            if self._ended:
+                break
+        return frames
+
+    def finish(self) -> list[bytes]:
+        frames: list[bytes] = []
+        if not self._ended:
+            for event in self.split_rest():
+                frames.extend(self.on_event(event))
+                if self._ended:
+                    return frames
+        if not self._ended:
+            self._ended = True
+            frames.append(
+                self.out.error(f"the {self.provider} stream ended before the response was complete")
+            )
+            frames.append(DONE)
+        return frames
+
+    def content(self, text: str) -> list[bytes]:
+        if text:
+            self.text_parts.append(text)
+        return self.out.content(text)
+
+    def end(self, finish_reason: str) -> list[bytes]:
+        """Finish chunk, then the usage chunk when asked for, then ``[DONE]``."""
+        if self._ended:
+            return []
+        self._ended = True
+        self.finish_reason = finish_reason
+        return [*self.out.finish(finish_reason), *self.out.usage(self.usage), DONE]
+
+    def fail(
+        self, message: str, error_type: str = "api_error", code: str | None = "upstream_error"
+    ) -> list[bytes]:
+        """An upstream error event mid-stream: one OpenAI-shaped error frame, then the end."""
+        if self._ended:
+            return []
+        self._ended = True
+        return [self.out.error(message, error_type, code), DONE]
+
+
+__all__ = ["ChunkWriter", "SSEEvent", "StreamTranslatorBase"]

@@ -1,0 +1,75 @@
+"""Small helpers shared by provider transforms: content parts, images, tool arguments."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+
+from transforms.errors import bad_request
+
+
+def content_parts(content: Any) -> list[dict[str, Any]]:
+    """OpenAI message content as a list of parts (a string is one text part)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return [p for p in content if isinstance(p, dict)]
+
+
+def text_content(content: Any, joiner: str = "") -> str:
+    """Only the text of a message's content."""
+    if isinstance(content, str):
+        return content
+    return joiner.join(p.get("text", "") for p in content_parts(content) if p.get("type") == "text")
+
+
+def image_url_of(part: dict[str, Any]) -> str:
+    value = part.get("image_url")
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url:
+        raise bad_request("message part type is 'image_url' but is missing .image_url.url")
+    return url
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``data:<mime>;base64,<data>`` -> (mime, base64 data); None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, data = url[5:].partition(",")
+    if not sep or ";base64" not in header:
+        raise bad_request("image data URLs must be base64-encoded (data:<mime>;base64,...)")
+    mime = header.split(";", 1)[0] or "application/octet-stream"
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("image data URL does not hold valid base64") from None
+    return mime, data
+
+
+def tool_arguments(arguments: Any, where: str = "tool_calls") -> dict[str, Any]:
+    """An assistant tool call's JSON-string arguments as an object ('' or null is {})."""
+    if arguments is None or arguments == "":
+        return {}
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = orjson.loads(arguments)
+    except (orjson.JSONDecodeError, TypeError):
+        raise bad_request(f"{where}: function arguments are not valid JSON") from None
+    if not isinstance(value, dict):
+        raise bad_request(f"{where}: function arguments must be a JSON object")
+    return value
+
+
+def dumps_arguments(value: Any) -> str:
+    """Tool-call arguments the OpenAI way: a JSON string, '{}' when empty."""
+    return orjson.dumps(value if value is not None else {}).decode()
+
+
+def refuse(provider: str, field: str, why: str = "is not supported") -> Exception:
+    """A 400 naming the field and the provider, for what a provider cannot express."""
+    return bad_request(f"'{field}' {why} by the {provider} provider", "unsupported_parameter")
