@@ -25,7 +25,7 @@ from addon.stats import CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
 from transforms.pipeline import Answer, Prepared, prepare, translate_response
-from transforms.stream import OpenAIStreamObserver
+from transforms.stream import OpenAIStream
 from transforms.types import Inbound, StreamTranslator, Upstream, Usage
 from transforms.usage import estimate_usage
 
@@ -270,7 +270,7 @@ class AIProxy:
             translator: StreamTranslator = transform.new_stream(prep.ctx)
             flow.response.headers["content-type"] = "text/event-stream"
         else:
-            translator = OpenAIStreamObserver()
+            translator = OpenAIStream()
         state.translator = translator
         headers = flow.response.headers
         headers.pop("content-length", None)

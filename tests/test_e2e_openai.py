@@ -314,3 +314,30 @@ def test_stream_passthrough_with_usage(gw, emulator):
     (record,) = gw.wait_records(1)
     assert record["ai"]["proxy"]["meta"]["request_mode"] == "stream"
     assert record["ai"]["proxy"]["usage"]["completion_tokens"] == 7
+
+
+def test_stream_usage_is_asked_for_but_hidden_from_a_client_that_did_not_ask(gw, emulator):
+    chunks = list(client(gw).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    assert emulator.last.json()["stream_options"] == {"include_usage": True}
+    assert all(c.choices for c in chunks)  # no usage-only chunk reached the client
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "1 + 1 = 2."
+    (record,) = gw.wait_records(1)
+    assert record["ai"]["proxy"]["usage"]["total_tokens"] == 32
+    assert "estimated" not in record["ai"]["proxy"]["usage"]
+
+
+def test_stream_arrives_incrementally(gw):
+    import time
+
+    c = client(gw).with_options(default_headers={"x-emulator-delay-ms": "300"})
+    started = time.monotonic()
+    stream = c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    first = next(iter(stream))
+    first_at = time.monotonic() - started
+    rest = list(stream)
+    total = time.monotonic() - started
+    assert first.choices[0].delta.role == "assistant"
+    assert len(rest) == 7
+    # 9 events 300 ms apart: the whole stream takes >= 2.4 s, the first chunk must not wait for it.
+    assert total >= 2.4
+    assert first_at < 1.0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from transforms.errors import error_body
 from transforms.types import Usage
 from transforms.usage import usage_from_openai
 
@@ -70,41 +71,71 @@ def sse_frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
-class OpenAIStreamObserver:
-    """For upstreams that already speak OpenAI SSE: the bytes go through untouched, while the
-    events are read on the side for usage, the response model and the generated text."""
+class OpenAIStream:
+    """An upstream that already speaks OpenAI SSE.
 
-    def __init__(self) -> None:
+    By default the bytes go through untouched while the events are read on the side for usage,
+    the response model and the generated text. With ``hide_usage_chunk`` (the gateway asked the
+    upstream for usage the client did not ask for) events are re-framed one by one and that final
+    usage-only chunk is kept from the client.
+    """
+
+    def __init__(self, hide_usage_chunk: bool = False) -> None:
         self._parser = SSEParser()
+        self._hide = hide_usage_chunk
+        self._done = False
         self.usage: Usage | None = None
         self.response_model: str | None = None
         self.text_parts: list[str] = []
-        self.first_token_at_chunk: int | None = None
-        self._chunks = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
 
     def feed(self, chunk: bytes) -> list[bytes]:
         if not chunk:
             return []
-        self._chunks += 1
-        for event in self._parser.feed(chunk):
-            self._observe(event)
-        return [chunk]
+        events = self._parser.feed(chunk)
+        if not self._hide:
+            for event in events:
+                self._observe(event)
+            return [chunk]
+        return [frame for event in events if (frame := self._reframe(event))]
 
     def finish(self) -> list[bytes]:
-        for event in self._parser.finish():
-            self._observe(event)
-        return []
+        out = [frame for event in self._parser.finish() if (frame := self._reframe(event))]
+        if not self._hide:
+            out = []  # the raw bytes already went out
+        if not self._done:
+            # The upstream stopped without [DONE]: say so instead of ending silently.
+            error = error_body(
+                "the upstream stream ended before the response was complete", "api_error", "stream_error"
+            )
+            out += [b"\n\n" if not self._hide else b"", sse_frame(error), DONE]
+            out = [frame for frame in out if frame]
+        return out
 
-    def _observe(self, event: SSEEvent) -> None:
-        if not event.data or event.data == "[DONE]":
-            return
+    def _reframe(self, event: SSEEvent) -> bytes | None:
+        data = self._observe(event)
+        if data is None:
+            return sse_frame(event.data.encode()) if event.data else None
+        if self._hide and not data.get("choices") and data.get("usage"):
+            return None
+        return sse_frame(event.data.encode())
+
+    def _observe(self, event: SSEEvent) -> dict | None:
+        if event.data == "[DONE]":
+            self._done = True
+            return None
+        if not event.data:
+            return None
         try:
             data = orjson.loads(event.data)
         except orjson.JSONDecodeError:
-            return
+            return None
         if not isinstance(data, dict):
-            return
-        if isinstance(data.get("model"), str):
+            return None
+        if isinstance(data.get("model"), str) and data["model"]:
             self.response_model = data["model"]
         usage = usage_from_openai(data)
         if usage is not None:
@@ -112,13 +143,10 @@ class OpenAIStreamObserver:
         for choice in data.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
-            delta = choice.get("delta") or {}
+            delta = choice.get("delta")
             text = delta.get("content") if isinstance(delta, dict) else None
             if not isinstance(text, str):
                 text = choice.get("text")
             if isinstance(text, str) and text:
                 self.text_parts.append(text)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
+        return data

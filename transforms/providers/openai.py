@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from transforms.config import ModelOptions
+from transforms.stream import OpenAIStream
 from transforms.types import CallContext, ErrorInfo, Json, ProviderRequest, ProviderSpec, RouteTransform
 
 PATHS = {
@@ -20,15 +21,25 @@ PATHS = {
 RESULT_KEYS = {"llm/v1/chat": "choices", "llm/v1/completions": "choices", "llm/v1/embeddings": "data"}
 
 
-def _request(path: str, drop: tuple[str, ...] = ()):
+def _request(path: str, drop: tuple[str, ...] = (), ask_usage: bool = False):
     def build(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
         out = {k: v for k, v in body.items() if k not in drop}
         out["model"] = ctx.model
         if ctx.stream:
             out["stream"] = True
+            if ask_usage and not ctx.include_usage:
+                # Statistics need the token counts, which OpenAI streams only when asked.
+                out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
         return ProviderRequest(out, path)
 
     return build
+
+
+def _stream(asks_usage: bool):
+    def new_stream(ctx: CallContext) -> OpenAIStream:
+        return OpenAIStream(hide_usage_chunk=asks_usage and not ctx.include_usage)
+
+    return new_stream
 
 
 def _response(route_type: str):
@@ -61,9 +72,15 @@ def parse_error(status: int, body: Json) -> ErrorInfo | None:
     return None
 
 
-def _routes(drop: tuple[str, ...], paths: dict[str, str]) -> dict[str, RouteTransform]:
+def _routes(
+    drop: tuple[str, ...], paths: dict[str, str], ask_usage: bool = False
+) -> dict[str, RouteTransform]:
     return {
-        route_type: RouteTransform(_request(path, drop), _response(route_type))
+        route_type: RouteTransform(
+            _request(path, drop, ask_usage),
+            _response(route_type),
+            _stream(ask_usage) if route_type != "llm/v1/embeddings" else None,
+        )
         for route_type, path in paths.items()
     }
 
@@ -89,7 +106,8 @@ def _azure_routes() -> dict[str, RouteTransform]:
             req.query.append(("api-version", client or ctx.options.azure_api_version or "2023-05-15"))
             return req
 
-        routes[route_type] = RouteTransform(build, _response(route_type))
+        stream = _stream(False) if route_type != "llm/v1/embeddings" else None
+        routes[route_type] = RouteTransform(build, _response(route_type), stream)
     return routes
 
 
@@ -99,7 +117,11 @@ def _no_base(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
 
 SPECS = (
     # OpenAI has no top_k; self-hosted OpenAI-compatible servers (vLLM, TGI...) often do.
-    ProviderSpec("openai", _fixed("https://api.openai.com"), _routes(("top_k",), PATHS), parse_error),
+    # Only OpenAI itself is asked for stream usage: older Azure API versions and some
+    # compatible servers reject an unknown stream_options field.
+    ProviderSpec(
+        "openai", _fixed("https://api.openai.com"), _routes(("top_k",), PATHS, ask_usage=True), parse_error
+    ),
     ProviderSpec("azure", _azure_base, _azure_routes(), parse_error, default_auth_header="api-key"),
     ProviderSpec("mistral", _fixed("https://api.mistral.ai"), _routes(("top_k",), PATHS), parse_error),
     ProviderSpec("llama2", _no_base, _routes((), PATHS), parse_error),
