@@ -15,6 +15,8 @@ from ruamel.yaml.error import YAMLError
 
 from transforms.config import GatewayConfig
 
+# Kong's entity checks quote the fields they concern ('auth.header_name'): no path prefix needed.
+_NAMES_FIELDS = re.compile(r"'[a-z_]+\.[a-z_.]+'")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -92,6 +94,6 @@ def _describe(err: Mapping[str, Any], data: Any) -> str:
         message = "unknown field"
     # Errors of a whole object (Kong's entity checks) name their fields in the message already.
     rest = tuple(p for p in rest if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
-    if err["type"] == "value_error" or not rest:
+    if not rest or _NAMES_FIELDS.search(message):
         return f"{label}: {message}"
     return f"{label}: {'.'.join(str(p) for p in rest)}: {message}"

@@ -100,7 +100,12 @@ class AIProxy:
         if "ai_proxy_config" in updated:
             self.env = dict(os.environ)
             self._load_routes()
-        if "mode" in updated and self._has_reverse_mode() and ctx.options.connection_strategy != "lazy":
+        if (
+            "mode" in updated
+            and "connection_strategy" in ctx.options
+            and self._has_reverse_mode()
+            and ctx.options.connection_strategy != "lazy"
+        ):
             # A gateway's reverse target is a placeholder: connect only where a route points.
             ctx.options.update(connection_strategy="lazy")
 

@@ -1,0 +1,208 @@
+"""The route config contract: field names, Kong's validation messages, ${VAR} substitution."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT
+
+from addon.config_loader import ConfigError, load_config, parse_config
+from transforms.config import Route
+
+ANTHROPIC = """
+routes:
+  - name: claude
+    match: {path: /anthropic/v1/chat/completions, host: api.openai.com}
+    route_type: llm/v1/chat
+    auth:
+      header_name: x-api-key
+      header_value: ${ANTHROPIC_API_KEY}
+    model:
+      provider: anthropic
+      name: claude-sonnet-4-5
+      options:
+        anthropic_version: 2023-06-01
+        max_tokens: 1024
+        upstream_url: http://127.0.0.1:9000
+        input_cost: 3.0
+        output_cost: 15.0
+    logging: {log_statistics: true, log_payloads: false}
+    response_streaming: allow
+    max_request_body_size: 1048576
+    model_name_header: true
+    llm_format: openai
+"""
+
+
+def errors_of(text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "routes.yaml", env or {})
+    return str(err.value)
+
+
+def test_full_example_loads_with_every_field():
+    config = parse_config(ANTHROPIC, "routes.yaml", {"ANTHROPIC_API_KEY": "sk-ant-123"})
+    (route,) = config.routes
+    assert route.name == "claude"
+    assert route.auth.header_value == "sk-ant-123"
+    assert route.model.options.anthropic_version == "2023-06-01"  # an unquoted YAML date stays text
+    assert route.model.options.max_tokens == 1024
+    assert route.match.host == "api.openai.com"
+    assert config.find("api.openai.com", "/anthropic/v1/chat/completions") is route
+    assert config.find("example.com", "/anthropic/v1/chat/completions") is None
+
+
+def test_secrets_are_not_in_the_repr():
+    config = parse_config(ANTHROPIC, "routes.yaml", {"ANTHROPIC_API_KEY": "sk-ant-123"})
+    assert "sk-ant-123" not in repr(config)
+
+
+def test_missing_environment_variable_is_a_clear_error():
+    assert errors_of(ANTHROPIC) == (
+        "route 'claude': environment variable 'ANTHROPIC_API_KEY' is not set (used in auth.header_value)"
+    )
+
+
+def test_variable_default():
+    text = ANTHROPIC.replace("${ANTHROPIC_API_KEY}", "${ANTHROPIC_API_KEY:-fallback}")
+    assert parse_config(text, "r.yaml", {}).routes[0].auth.header_value == "fallback"
+
+
+def _route(**overrides: object) -> dict:
+    base: dict = {"name": "r", "route_type": "llm/v1/chat", "model": {"provider": "openai"}}
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        (
+            _route(model={"provider": "anthropic"}),
+            "route 'r': must set 'model.options.anthropic_version' for anthropic provider",
+        ),
+        (
+            _route(model={"provider": "azure", "options": {"azure_deployment_id": "d"}}),
+            "route 'r': must set 'model.options.azure_instance' for azure provider",
+        ),
+        (
+            _route(model={"provider": "llama2", "options": {"llama2_format": "raw"}}),
+            "route 'r': must set 'model.options.upstream_url' for self-hosted providers/models",
+        ),
+        (
+            _route(model={"provider": "mistral"}),
+            "route 'r': must set 'model.options.mistral_format' for mistral provider",
+        ),
+        (
+            _route(auth={"header_name": "x-api-key"}),
+            "route 'r': all or none of these fields must be set: 'auth.header_name', 'auth.header_value'",
+        ),
+        (
+            _route(auth={"param_name": "key", "param_value": "v"}),
+            "route 'r': all or none of these fields must be set: "
+            "'auth.param_name', 'auth.param_value', 'auth.param_location'",
+        ),
+        (
+            _route(model={"provider": "gemini"}, auth={"allow_override": True}),
+            "route 'r': bedrock and gemini only support auth.allow_override = false",
+        ),
+        (
+            _route(model={"provider": "gemini", "options": {"gemini": {"project_id": "p"}}}),
+            "route 'r': all or none of these fields must be set: "
+            "'model.options.gemini.api_endpoint', 'model.options.gemini.project_id', "
+            "'model.options.gemini.location_id'",
+        ),
+        (
+            _route(llm_format="gemini", model={"provider": "bedrock"}),
+            "route 'r': native llm_format 'gemini' can only be used with the 'gemini' model.provider",
+        ),
+        (
+            _route(llm_format="bedrock", route_type="llm/v1/completions", model={"provider": "bedrock"}),
+            "route 'r': native provider options in llm_format can only be used with the 'llm/v1/chat' route_type",
+        ),
+        (_route(route_type="llm/v9/chat"), "route 'r': route_type: Input should be 'llm/v1/chat', "),
+        (
+            _route(model={"provider": "openai", "options": {"temprature": 1}}),
+            "route 'r': model.options.temprature: unknown field",
+        ),
+        (
+            _route(model={"provider": "openai", "options": {"temperature": 9}}),
+            "route 'r': model.options.temperature: Input should be less than or equal to 5",
+        ),
+        (
+            _route(model={"provider": "openai", "options": {"upstream_url": "ftp://x"}}),
+            "route 'r': model.options.upstream_url: must be an absolute http(s) URL",
+        ),
+        (_route(match={"path": "v1/chat"}), "route 'r': match.path: must start with '/'"),
+        (
+            _route(response_streaming="sometimes"),
+            "route 'r': response_streaming: Input should be 'allow', 'deny' or 'always'",
+        ),
+    ],
+)
+def test_validation_messages_name_route_and_field(route, message):
+    import orjson
+
+    text = orjson.dumps({"routes": [route]}).decode()
+    assert errors_of(text).startswith(message)
+
+
+def test_duplicate_names_and_unnamed_routes():
+    import orjson
+
+    text = orjson.dumps({"routes": [_route(), _route()]}).decode()
+    assert "route name 'r' is used more than once" in errors_of(text)
+    unnamed = orjson.dumps(
+        {"routes": [{"route_type": "llm/v1/chat", "model": {"provider": "openai"}}]}
+    ).decode()
+    assert errors_of(unnamed) == "route #1: name: Field required"
+
+
+def test_not_yaml_and_not_a_mapping():
+    assert "is not valid YAML/JSON" in errors_of("routes: [unclosed")
+    assert "the top level must be a mapping" in errors_of("- a\n- b\n")
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", {})
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_is_valid(example):
+    env = {
+        name: "placeholder-value"
+        for name in (
+            "OPENAI_API_KEY",
+            "AZURE_OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "COHERE_API_KEY",
+            "MISTRAL_API_KEY",
+            "GEMINI_API_KEY",
+            "GCP_SERVICE_ACCOUNT",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "HF_TOKEN",
+        )
+    }
+    config = load_config(example, env)
+    assert config.routes
+
+
+def test_demo_routes_are_valid():
+    config = load_config(ROOT / "addon" / "demo_routes.yaml", {"AI_PROXY_EMULATOR_URL": "http://127.0.0.1:9"})
+    assert {"openai-chat", "openai-completions", "openai-embeddings"} <= {r.name for r in config.routes}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("/v1/chat/completions", "/v1/chat/completions", True),
+        ("/v1/chat/completions", "/v1/chat/completions/x", False),
+        ("/anthropic/*", "/anthropic/v1/messages", True),
+        ("/anthropic/*", "/anthropic", True),
+        ("/anthropic/*", "/anthropics/v1", False),
+    ],
+)
+def test_path_matching(pattern, path, matches):
+    route = Route.model_validate(_route(match={"path": pattern}))
+    assert route.match.matches("h", path) is matches

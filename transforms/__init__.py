@@ -1,0 +1,1 @@
+"""Pure translation code: no mitmproxy import, no I/O, no mutable globals."""
