@@ -7,7 +7,8 @@ fixture folder has an ``emulator.json`` listing the requests it answers::
 
 A matched request gets ``<dir>/response.json`` (or ``<dir>/stream.*`` when it asks to stream).
 Headers steer it in tests: ``x-emulator-fixture: <path under fixtures/>``, ``x-emulator-status``,
-``x-emulator-delay-ms`` (pause between stream events). Every request is recorded in ``requests``.
+``x-emulator-delay-ms`` (pause between stream events), ``x-emulator-cut-after: N`` (drop the
+connection after N stream events). Every request is recorded in ``requests``.
 
 Run alone: ``python addon/emulator.py --port 9000``.
 """
@@ -156,6 +157,7 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             fixture = headers.get("x-emulator-fixture")
             status = int(headers.get("x-emulator-status") or 200)
             delay = int(headers.get("x-emulator-delay-ms") or 0) / 1000
+            cut_after = int(headers["x-emulator-cut-after"]) if "x-emulator-cut-after" in headers else None
             if fixture is None:
                 folder = emulator.resolve(self.command, self.path.split("?", 1)[0])
                 if folder is None:
@@ -170,7 +172,7 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             ctype = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
             data = path.read_bytes()
             if path.name.startswith("stream") and status == 200:
-                return self._stream(split_stream(data, path.suffix), ctype, delay)
+                return self._stream(split_stream(data, path.suffix), ctype, delay, cut_after)
             return self._send(status, data, ctype)
 
         def _pick(self, folder: str, body: bytes) -> str:
@@ -188,12 +190,15 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def _stream(self, events: list[bytes], ctype: str, delay: float) -> None:
+        def _stream(self, events: list[bytes], ctype: str, delay: float, cut_after: int | None) -> None:
             self.send_response(200)
             self.send_header("content-type", ctype)
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
             for i, event in enumerate(events):
+                if i == cut_after:
+                    self.close_connection = True
+                    return  # no terminating chunk: the connection just drops
                 if delay and i:
                     time.sleep(delay)
                 self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")

@@ -49,6 +49,7 @@ class FlowState:
     translator: StreamTranslator | None = None
     streamed: list[bytes] = field(default_factory=list)  # client-bound bytes, kept for payload logs
     first_token_at: float | None = None
+    broken: bool = False  # a hook failed after the request went out: answer 500 when the body is in
 
 
 class AIProxy:
@@ -100,13 +101,10 @@ class AIProxy:
         if "ai_proxy_config" in updated:
             self.env = dict(os.environ)
             self._load_routes()
-        if (
-            "mode" in updated
-            and "connection_strategy" in ctx.options
-            and self._has_reverse_mode()
-            and ctx.options.connection_strategy != "lazy"
-        ):
-            # A gateway's reverse target is a placeholder: connect only where a route points.
+        if "connection_strategy" in ctx.options and ctx.options.connection_strategy != "lazy":
+            # Connect only once a route has chosen the destination: a gateway's reverse target is a
+            # placeholder, and an intercepted api.openai.com may be answered by another provider.
+            logger.info("ai_proxy: setting connection_strategy=lazy (routes choose the upstream)")
             ctx.options.update(connection_strategy="lazy")
 
     def running(self) -> None:
@@ -160,10 +158,6 @@ class AIProxy:
             if mtime != self._config_mtime:
                 self._load_routes()
 
-    @staticmethod
-    def _has_reverse_mode() -> bool:
-        return any(str(m).startswith("reverse") for m in ctx.options.mode)
-
     # --- hooks -----------------------------------------------------------------------------------
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -211,7 +205,9 @@ class AIProxy:
             if state.prep.stream and 200 <= flow.response.status_code < 300:
                 self._start_stream(flow, state)
         except Exception:
-            self._fail_closed(flow, state.route, "responseheaders")
+            # Replacing the response here would be overwritten by the upstream body; fail in `response`.
+            logger.exception(f"ai_proxy route={state.route.name}: internal error in the responseheaders hook")
+            state.broken = True
         finally:
             state.overhead += time.perf_counter() - started
 
@@ -220,6 +216,9 @@ class AIProxy:
         if state is None or state.prep is None or flow.response is None:
             return
         started = time.perf_counter()
+        if state.broken:
+            self._fail_closed(flow, state.route, "responseheaders")
+            return
         try:
             if state.translator is not None:
                 self._finish_stream(flow, state)
@@ -230,8 +229,12 @@ class AIProxy:
 
     def error(self, flow: http.HTTPFlow) -> None:
         state = self._live.pop(flow.id, None)
-        if state is not None and flow.error is not None:
-            logger.warning(f"ai_proxy route={state.route.name}: upstream failed: {flow.error.msg}")
+        if state is None or flow.error is None:
+            return
+        logger.warning(f"ai_proxy route={state.route.name}: upstream failed: {flow.error.msg}")
+        if state.translator is not None and flow.response is not None:
+            # A stream cut mid-way: the client sees an incomplete response; account for what was sent.
+            self._finish_stream(flow, state)
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -348,7 +351,8 @@ class AIProxy:
         self.stats.emit(record)
 
     def _fail_closed(self, flow: http.HTTPFlow, route: Route, hook: str) -> None:
-        logger.exception(f"ai_proxy route={route.name}: internal error in the {hook} hook")
+        if hook != "responseheaders":  # that one was logged when it happened
+            logger.exception(f"ai_proxy route={route.name}: internal error in the {hook} hook")
         self._live.pop(flow.id, None)
         message = f"internal error in the AI gateway ({hook}); the request was not forwarded"
         if hook != "request":

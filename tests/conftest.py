@@ -41,7 +41,14 @@ def fixture_json(relative: str) -> Any:
 class Gateway:
     """A running mitmdump with the addon; ``records()`` reads the statistics it wrote."""
 
-    def __init__(self, config: Path, stats: Path, env: dict[str, str], extra: list[str]) -> None:
+    def __init__(
+        self,
+        config: Path,
+        stats: Path,
+        env: dict[str, str],
+        extra: list[str],
+        mode: str = "reverse:http://127.0.0.1:1",
+    ) -> None:
         self.stats_path = stats
         self.lines: list[str] = []
         self._ready = threading.Event()
@@ -50,7 +57,7 @@ class Gateway:
             "-s",
             str(ROOT / "addon" / "ai_proxy.py"),
             "--mode",
-            "reverse:http://127.0.0.1:1",
+            mode,
             "--listen-host",
             "127.0.0.1",
             "-p",
@@ -81,7 +88,7 @@ class Gateway:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
-            m = re.search(r"listening at 127\.0\.0\.1:(\d+)", line)
+            m = re.search(r"listening at \*?:?(?:127\.0\.0\.1:)?(\d+)", line)
             if m:
                 self.port = int(m.group(1))
                 self._ready.set()

@@ -92,10 +92,12 @@ def test_unmatched_option_is_validated():
         tctx.configure(addon, ai_proxy_unmatched="sometimes")
 
 
-async def test_reverse_mode_makes_connections_lazy():
+async def test_connections_are_made_lazy():
     addon = AIProxy()
     with taddons.context(Proxyserver(), addon) as tctx:
         tctx.configure(addon, mode=["reverse:http://127.0.0.1:1"])
+        assert tctx.options.connection_strategy == "lazy"
+        tctx.options.update(connection_strategy="eager")
         assert tctx.options.connection_strategy == "lazy"
         addon.done()
 
@@ -226,3 +228,20 @@ def test_config_file_edits_are_picked_up(tmp_path, emulator):
         assert "loaded 1 route(s)" in gw.log
     finally:
         gw.stop()
+
+
+async def test_a_failing_responseheaders_hook_answers_500_once_the_body_is_in(config_file, monkeypatch):
+    addon = AIProxy()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, ai_proxy_config=str(config_file))
+        flow = chat_flow()
+        await addon.request(flow)
+        flow.response = tutils.tresp(content=b"{}")
+        monkeypatch.setattr(addon, "_start_stream", lambda *a: 1 / 0)
+        addon._live[flow.id].prep.stream = True
+        addon.responseheaders(flow)
+        assert flow.response.status_code == 200  # nothing replaced yet: mitmproxy would overwrite it
+        addon.response(flow)
+        assert flow.response.status_code == 500
+        assert orjson.loads(flow.response.content)["error"]["code"] == "gateway_error"
+        addon.done()

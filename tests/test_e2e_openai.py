@@ -341,3 +341,16 @@ def test_stream_arrives_incrementally(gw):
     # 9 events 300 ms apart: the whole stream takes >= 2.4 s, the first chunk must not wait for it.
     assert total >= 2.4
     assert first_at < 1.0
+
+
+def test_stream_cut_by_the_upstream_is_an_error_not_a_silent_end(gw):
+    c = client(gw).with_options(default_headers={"x-emulator-cut-after": "3"})
+    stream = c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    received = []
+    with pytest.raises(openai.APIError):
+        for chunk in stream:
+            received.append(chunk)
+    assert "".join(c.choices[0].delta.content or "" for c in received) == "1 +"
+    (record,) = gw.wait_records(1)
+    usage = record["ai"]["proxy"]["usage"]
+    assert usage["estimated"] is True and usage["completion_tokens"] == 1

@@ -1,0 +1,60 @@
+"""Explicit-proxy use: programs keep their provider URLs (HTTPS) and trust mitmproxy's CA."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import orjson
+import pytest
+from conftest import Gateway, route
+
+
+@pytest.fixture(scope="module")
+def explicit_proxy(emulator, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("explicit")
+    routes = [
+        {
+            **route(
+                "openai-intercepted",
+                "/v1/chat/completions",
+                "llm/v1/chat",
+                "openai",
+                emulator.url,
+                auth={"header_name": "Authorization", "header_value": "Bearer sk-from-the-gateway"},
+            ),
+            "match": {"host": "api.openai.com", "path": "/v1/chat/completions"},
+        }
+    ]
+    config = folder / "routes.json"
+    config.write_bytes(orjson.dumps({"routes": routes}))
+    gw = Gateway(config, folder / "stats.jsonl", {}, ["--set", f"confdir={folder}"], mode="regular")
+    yield gw, folder / "mitmproxy-ca-cert.pem"
+    gw.stop()
+
+
+def test_https_call_through_the_explicit_proxy_is_translated(explicit_proxy, emulator):
+    gw, ca = explicit_proxy
+    http_client = httpx.Client(proxy=gw.url, verify=str(ca))
+    client = openai.OpenAI(
+        api_key="sk-client", http_client=http_client, max_retries=0
+    )  # real api.openai.com URL
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "1 + 1 = 2."
+    assert emulator.last.headers["authorization"] == "Bearer sk-from-the-gateway"
+    (record,) = gw.wait_records(1)
+    assert record["ai"]["proxy"]["meta"]["route"] == "openai-intercepted"
+
+
+def test_unmatched_traffic_passes_untouched(explicit_proxy, emulator):
+    gw, _ = explicit_proxy
+    gw.clear_records()
+    r = httpx.post(
+        f"{emulator.url}/v1/chat/completions",
+        content=b"not even json",
+        headers={"authorization": "Bearer client-own"},
+        proxy=gw.url,
+    )
+    assert r.status_code == 200  # the emulator answered; nothing was validated or rewritten
+    assert emulator.last.body == b"not even json"
+    assert emulator.last.headers["authorization"] == "Bearer client-own"
+    assert gw.records() == []
