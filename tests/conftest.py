@@ -3,6 +3,9 @@
 ``gateway(routes)`` starts (or reuses, for an identical config) a real ``mitmdump -s
 addon/ai_proxy.py`` in gateway mode on a free loopback port, pointed at routes whose
 ``upstream_url`` is usually ``emulator.url``.
+
+A streamed call's statistics record is written after its last byte reached the client, so a test
+that streams must ``gw.wait_records(n)`` before it ends, or the record lands in the next test.
 """
 
 from __future__ import annotations

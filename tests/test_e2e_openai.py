@@ -341,6 +341,7 @@ def test_stream_arrives_incrementally(gw):
     # 9 events 300 ms apart: the whole stream takes >= 2.4 s, the first chunk must not wait for it.
     assert total >= 2.4
     assert first_at < 1.0
+    assert len(gw.wait_records(1)) == 1  # a stream's record lands after its last byte: wait for it
 
 
 def test_stream_cut_by_the_upstream_is_an_error_not_a_silent_end(gw):
