@@ -245,3 +245,26 @@ async def test_a_failing_responseheaders_hook_answers_500_once_the_body_is_in(co
         assert flow.response.status_code == 500
         assert orjson.loads(flow.response.content)["error"]["code"] == "gateway_error"
         addon.done()
+
+
+async def test_full_cycle_sets_metadata_headers_and_event_log(config_file, caplog):
+    addon = AIProxy()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, ai_proxy_config=str(config_file))
+        flow = chat_flow()
+        await addon.request(flow)
+        flow.response = tutils.tresp(
+            content=(ROOT / "fixtures/openai/chat/response.json").read_bytes(),
+            headers=[(b"content-type", b"application/json")],
+        )
+        with caplog.at_level(logging.INFO, logger="ai_proxy"):
+            addon.responseheaders(flow)
+            addon.response(flow)
+        record = flow.metadata["ai_proxy"]
+        assert record["ai"]["proxy"]["usage"]["total_tokens"] == 37
+        assert record["ai"]["proxy"]["meta"]["route"] == "chat"
+        assert flow.response.headers["x-ai-proxy-model"] == "openai/gpt-4o-mini-2024-07-18"
+        assert float(flow.response.headers["x-ai-proxy-overhead-ms"]) > 0
+        assert "ai_proxy route=chat provider=openai" in caplog.text
+        assert "sk-configured-1" not in caplog.text
+        addon.done()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from conftest import fixture_json, route
+from conftest import fixture_bytes, fixture_json, route
 
 OPENAI_KEY = "sk-configured-0123456789"
 
@@ -355,3 +355,68 @@ def test_stream_cut_by_the_upstream_is_an_error_not_a_silent_end(gw):
     (record,) = gw.wait_records(1)
     usage = record["ai"]["proxy"]["usage"]
     assert usage["estimated"] is True and usage["completion_tokens"] == 1
+
+
+@pytest.fixture
+def compat_gw(gateway, emulator):
+    routes = [
+        route(
+            "mistral",
+            "/mistral/v1/chat/completions",
+            "llm/v1/chat",
+            "mistral",
+            emulator.url,
+            model="mistral-large-latest",
+            auth={"header_name": "Authorization", "header_value": "Bearer mistral-secret"},
+            options={"mistral_format": "openai", "top_k": 40},
+        ),
+        route(
+            "vllm",
+            "/vllm/v1/chat/completions",
+            "llm/v1/chat",
+            "llama2",
+            emulator.url,
+            options={"llama2_format": "openai", "top_k": 40},
+        ),
+        route(
+            "preserve",
+            "/openai/*",
+            "preserve",
+            "openai",
+            emulator.url,
+            auth={"header_name": "Authorization", "header_value": "Bearer preserve-secret"},
+        ),
+    ]
+    return gateway(routes)
+
+
+def test_mistral_and_self_hosted_openai_compatible(compat_gw, emulator):
+    client(compat_gw, "/mistral").chat.completions.create(model="mistral-large-latest", messages=MESSAGES)
+    assert emulator.last.path == "/v1/chat/completions"
+    assert "top_k" not in emulator.last.json()  # Mistral's API has no top_k
+    assert emulator.last.headers["authorization"] == "Bearer mistral-secret"
+    client(compat_gw, "/vllm", key="client-key").chat.completions.create(
+        model="llama-3.1-8b", messages=MESSAGES
+    )
+    assert emulator.last.json()["top_k"] == 40  # vLLM and TGI take top_k
+    assert emulator.last.json()["model"] == "llama-3.1-8b"
+    assert (
+        emulator.last.headers["authorization"] == "Bearer client-key"
+    )  # no auth configured: the client's own
+    records = compat_gw.wait_records(2)
+    assert [r["ai"]["proxy"]["meta"]["provider_name"] for r in records] == ["mistral", "llama2"]
+
+
+def test_preserve_passes_bodies_through_and_still_accounts(compat_gw, emulator):
+    body = b'{"model": "text-embedding-3-small", "input": "x", "unknown_field": [1, 2]}'
+    r = httpx.post(
+        f"{compat_gw.url}/openai/v1/embeddings?trace=1", content=body, headers={"authorization": "Bearer c"}
+    )
+    assert r.status_code == 200
+    assert r.content == fixture_bytes("openai/embeddings/response.json")  # byte for byte
+    assert emulator.last.path == "/v1/embeddings?trace=1"
+    assert emulator.last.body == body
+    assert emulator.last.headers["authorization"] == "Bearer preserve-secret"
+    (record,) = compat_gw.wait_records(1)
+    assert record["ai"]["proxy"]["usage"]["prompt_tokens"] == 13
+    assert record["ai"]["proxy"]["meta"]["request_model"] == "text-embedding-3-small"
