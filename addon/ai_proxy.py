@@ -32,9 +32,13 @@ def _use_project_packages() -> None:
 
 _use_project_packages()
 
+from mitmproxy import contentviews  # noqa: E402
+
 import addon  # noqa: E402
+from addon.conversation_view import LLMConversationContentview  # noqa: E402
 from addon.gateway import AIProxy  # noqa: E402
 
 addon._script_loaded = True  # type: ignore[attr-defined]
 
+contentviews.add(LLMConversationContentview)
 addons = [AIProxy()]
