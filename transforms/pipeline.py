@@ -106,6 +106,7 @@ def prepare(
         created=now,
         client_query=tuple(inbound.query),
         include_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True,
+        prompt_text=request_text(body),
     )
     auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body, credentials)
     preq = transform.build_request(body, ctx)
@@ -141,7 +142,7 @@ def prepare(
         stream=stream,
         passthrough=False,
         ctx=ctx,
-        prompt_text=request_text(body),
+        prompt_text=ctx.prompt_text,
         secrets=route.auth.secrets(),
     )
 

@@ -61,6 +61,8 @@ class CallContext:
     created: int  # unix seconds, for responses that carry no timestamp
     client_query: tuple[tuple[str, str], ...] = ()
     include_usage: bool = False  # the client asked stream_options.include_usage
+    # All prompt text of the client's request, for providers that report no prompt token count.
+    prompt_text: str = ""
 
 
 @dataclass(slots=True)
