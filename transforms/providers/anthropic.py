@@ -1,0 +1,733 @@
+"""Anthropic's Messages API behind OpenAI's chat and completions formats, both ways, streams too.
+
+Requests become a new ``/v1/messages`` body: system and developer messages move to the top-level
+``system``, tool calls and tool results become ``tool_use`` / ``tool_result`` blocks, consecutive
+turns of one role are merged, and ``response_format`` is honoured through a forced tool whose input
+is the JSON answer. Anything that would change the answer and has no Anthropic equivalent is
+refused with a 400 naming the field. Field names follow the ``anthropic`` SDK's parameter types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from transforms.chunks import SSEEvent, StreamTranslatorBase
+from transforms.common import (
+    content_parts,
+    dumps_arguments,
+    image_url_of,
+    parse_data_url,
+    refuse,
+    tool_arguments,
+)
+from transforms.config import ModelOptions
+from transforms.errors import bad_request
+from transforms.types import (
+    CallContext,
+    ErrorInfo,
+    Json,
+    ProviderRequest,
+    ProviderSpec,
+    RouteTransform,
+    Usage,
+)
+
+PROVIDER = "anthropic"
+BASE_URL = "https://api.anthropic.com"
+MESSAGES_PATH = "/v1/messages"
+DEFAULT_VERSION = "2023-06-01"
+# Anthropic requires max_tokens; this is used when neither the client nor the route gives one.
+DEFAULT_MAX_TOKENS = 4096
+# The forced tool that carries a response_format answer. The name is reserved: a client tool of
+# that name is refused, so a tool_use block with it can only be the JSON answer.
+RESPONSE_TOOL = "ai_proxy_json_response"
+_RESPONSE_TOOL_DESCRIPTION = (
+    "Give your final answer by calling this tool: its input is the answer, as a JSON object "
+    "that follows the input schema."
+)
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+# --- which client fields are translated, harmless, or refused --------------------------------------
+
+# Fields that only change how OpenAI stores, bills or caches a call, never the answer itself.
+# (OpenAI's own ``seed`` is best effort; Anthropic sampling cannot be seeded at all.)
+_IGNORED = frozenset(
+    {
+        "model",
+        "stream",
+        "stream_options",
+        "seed",
+        "store",
+        "metadata",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "prompt_cache_options",
+    }
+)
+# Fields whose neutral value is fine and any other value is refused: name -> (is_neutral, why).
+_NEUTRAL: Mapping[str, tuple[Callable[[Any], bool], str]] = {
+    "n": (lambda v: v == 1, "above 1 is not supported"),
+    "best_of": (lambda v: v == 1, "above 1 is not supported"),
+    "logprobs": (lambda v: v is False, "is not supported"),
+    "top_logprobs": (lambda v: v == 0, "is not supported"),
+    "presence_penalty": (lambda v: v == 0, "is not supported"),
+    "frequency_penalty": (lambda v: v == 0, "is not supported"),
+    "logit_bias": (lambda v: v == {}, "is not supported"),
+    "modalities": (lambda v: v == ["text"], "other than ['text'] is not supported"),
+    "echo": (lambda v: v is False, "is not supported"),
+    "suffix": (lambda v: v == "", "is not supported"),
+}
+_COMMON_FIELDS = frozenset(
+    {"max_tokens", "stop", "temperature", "top_p", "top_k", "user", "safety_identifier"}
+)
+_CHAT_FIELDS = _COMMON_FIELDS | {
+    "messages",
+    "max_completion_tokens",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+}
+_COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt"}
+
+
+def _check_fields(body: Mapping[str, Any], translated: frozenset[str]) -> None:
+    """Refuse every field that would change the answer and that Anthropic cannot express."""
+    for name, value in body.items():
+        if value is None or name in translated or name in _IGNORED:
+            continue
+        neutral = _NEUTRAL.get(name)
+        if neutral is None:
+            raise refuse(PROVIDER, name)
+        is_neutral, why = neutral
+        if not is_neutral(value):
+            raise refuse(PROVIDER, name, why)
+
+
+# --- request: parameters ------------------------------------------------------------------------
+
+
+def _max_tokens(body: Mapping[str, Any]) -> int:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is not None:
+            return value
+    return DEFAULT_MAX_TOKENS
+
+
+def _stop_sequences(stop: Any) -> list[str]:
+    sequences = [stop] if isinstance(stop, str) else list(stop or ())
+    if any(not s.strip() for s in sequences):
+        raise refuse(PROVIDER, "stop", "made only of whitespace is not supported")
+    return sequences
+
+
+def _sampling(body: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """stop, temperature, top_p, top_k and the end-user id."""
+    stop = _stop_sequences(body.get("stop"))
+    if stop:
+        out["stop_sequences"] = stop
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if temperature > 1:
+            raise refuse(PROVIDER, "temperature", "above 1 is not supported")
+        out["temperature"] = temperature
+    for name in ("top_p", "top_k"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    user = body.get("user") or body.get("safety_identifier")
+    if user:
+        out["metadata"] = {"user_id": user}
+
+
+def _headers(ctx: CallContext) -> dict[str, str]:
+    return {"anthropic-version": ctx.options.anthropic_version or DEFAULT_VERSION}
+
+
+# --- request: content blocks --------------------------------------------------------------------
+
+
+def _cache_control(part: Mapping[str, Any], block: dict[str, Any]) -> dict[str, Any]:
+    # Prompt caching markers some OpenAI clients put on parts; Anthropic reads them per block.
+    marker = part.get("cache_control")
+    if isinstance(marker, dict):
+        block["cache_control"] = marker
+    return block
+
+
+def _text_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise bad_request(f"{where}: message part type is 'text' but is missing .text")
+    return _cache_control(part, {"type": "text", "text": text})
+
+
+def _refusal_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An assistant's earlier refusal, replayed as the text it was."""
+    return _text_block({"text": part.get("refusal")}, where)
+
+
+def _image_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    url = image_url_of(part)
+    inline = parse_data_url(url)
+    if inline is not None:
+        media_type, data = inline
+        if media_type not in IMAGE_TYPES:
+            raise refuse(PROVIDER, f"{where}.image_url", f"of type '{media_type}' is not supported")
+        source: dict[str, Any] = {"type": "base64", "media_type": media_type, "data": data}
+    elif url.startswith(("https://", "http://")):
+        source = {"type": "url", "url": url}
+    else:
+        raise bad_request(f"{where}.image_url: only data: and http(s) URLs are supported")
+    return _cache_control(part, {"type": "image", "source": source})
+
+
+def _document_block(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An OpenAI ``file`` part carrying a PDF inline; file ids mean nothing to Anthropic."""
+    file = part.get("file") if isinstance(part.get("file"), dict) else {}
+    inline = parse_data_url(file["file_data"]) if isinstance(file.get("file_data"), str) else None
+    if inline is None or inline[0] != "application/pdf":
+        raise refuse(PROVIDER, f"{where}.file", "other than an inline PDF (file_data) is not supported")
+    source = {"type": "base64", "media_type": "application/pdf", "data": inline[1]}
+    return _cache_control(part, {"type": "document", "source": source})
+
+
+_USER_PARTS = {"text": _text_block, "image_url": _image_block, "file": _document_block}
+_ASSISTANT_PARTS = {"text": _text_block, "refusal": _refusal_block}
+
+
+def _blocks(content: Any, where: str, allowed: Mapping[str, Callable[..., dict[str, Any]]]) -> list[dict]:
+    """OpenAI content (a string or parts) as Anthropic blocks; empty text is dropped (Anthropic
+    rejects empty text blocks)."""
+    blocks = []
+    for j, part in enumerate(content_parts(content)):
+        kind = part.get("type")
+        build = allowed.get(kind) if isinstance(kind, str) else None
+        if build is None:
+            raise refuse(PROVIDER, f"{where}.content[{j}]", f"of type '{kind}' is not supported")
+        block = build(part, f"{where}.content[{j}]")
+        if block["type"] != "text" or block["text"]:
+            blocks.append(block)
+    return blocks
+
+
+def _tool_use(call: Mapping[str, Any], where: str) -> dict[str, Any]:
+    if call.get("type", "function") != "function":
+        raise refuse(PROVIDER, f"{where}.type", f"'{call.get('type')}' is not supported")
+    function = call["function"]
+    if function["name"] == RESPONSE_TOOL:
+        raise bad_request(f"{where}: the tool name '{RESPONSE_TOOL}' is reserved by the gateway")
+    return {
+        "type": "tool_use",
+        "id": call["id"],
+        "name": function["name"],
+        "input": tool_arguments(function.get("arguments"), where),
+    }
+
+
+def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise bad_request(f"{where}: a tool message needs a tool_call_id")
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
+    content = message.get("content")
+    if isinstance(content, str):
+        if content:
+            block["content"] = content
+    else:
+        parts = _blocks(content, where, {"text": _text_block})
+        if parts:
+            block["content"] = parts
+    return block
+
+
+# --- request: messages --------------------------------------------------------------------------
+
+
+def _system_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    return _blocks(message.get("content"), where, {"text": _text_block})
+
+
+def _turn(message: Mapping[str, Any], where: str) -> tuple[str, list[dict[str, Any]]]:
+    """One OpenAI message as (Anthropic role, blocks)."""
+    role = message["role"]
+    if role == "user":
+        return "user", _blocks(message.get("content"), where, _USER_PARTS)
+    if role == "tool":
+        return "user", [_tool_result(message, where)]
+    if role == "assistant":
+        if message.get("function_call") is not None:
+            raise refuse(PROVIDER, f"{where}.function_call", "(legacy functions) is not supported")
+        blocks = _blocks(message.get("content"), where, _ASSISTANT_PARTS)
+        calls = message.get("tool_calls") or ()
+        blocks += [_tool_use(call, f"{where}.tool_calls[{k}]") for k, call in enumerate(calls)]
+        return "assistant", blocks
+    raise refuse(PROVIDER, f"{where}.role", f"'{role}' is not supported")
+
+
+def _merge_turns(turns: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Consecutive turns of one role become one, as Anthropic's alternation requires; in a user
+    turn the tool results come first, as Anthropic requires."""
+    merged: list[tuple[str, list[dict[str, Any]]]] = []
+    for role, blocks in turns:
+        if not blocks:
+            continue
+        if merged and merged[-1][0] == role:
+            merged[-1][1].extend(blocks)
+        else:
+            merged.append((role, list(blocks)))
+    out = []
+    for role, blocks in merged:
+        if role == "user":
+            blocks.sort(key=lambda b: b["type"] != "tool_result")  # stable: order kept otherwise
+        out.append({"role": role, "content": _compact(blocks)})
+    return out
+
+
+def _compact(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A lone plain text block is sent as the equivalent string."""
+    if len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]:
+        return blocks[0]["text"]
+    return blocks
+
+
+def convert_messages(messages: list[Mapping[str, Any]]) -> tuple[str | list[dict[str, Any]] | None, list]:
+    """(top-level system, Anthropic messages) from OpenAI chat messages."""
+    system: list[dict[str, Any]] = []
+    system_messages: list[Mapping[str, Any]] = []
+    turns = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if message["role"] in ("system", "developer"):
+            system_messages.append(message)
+            system += _system_blocks(message, where)
+        else:
+            turns.append(_turn(message, where))
+    if not system:
+        return None, _merge_turns(turns)
+    # One plain-string system message stays a string; several, or parts, become text blocks.
+    single = len(system_messages) == 1 and isinstance(system_messages[0].get("content"), str)
+    return (system[0]["text"] if single else system), _merge_turns(turns)
+
+
+# --- request: tools and response_format ---------------------------------------------------------
+
+
+def _tool(tool: Mapping[str, Any], where: str) -> dict[str, Any]:
+    function = tool["function"]
+    name = function["name"]
+    if name == RESPONSE_TOOL:
+        raise bad_request(f"{where}: the tool name '{RESPONSE_TOOL}' is reserved by the gateway")
+    schema = function.get("parameters") or {"type": "object", "properties": {}}
+    if "type" not in schema:
+        schema = {"type": "object", **schema}
+    out: dict[str, Any] = {"name": name, "input_schema": schema}
+    if function.get("description"):
+        out["description"] = function["description"]
+    if function.get("strict") is True:
+        out["strict"] = True
+    return out
+
+
+def _response_tool(response_format: Any) -> dict[str, Any] | None:
+    """The forced tool that emulates ``response_format`` json_schema / json_object, or None."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind in (None, "text"):
+        return None
+    schema: Any = {"type": "object"}
+    description = _RESPONSE_TOOL_DESCRIPTION
+    strict = False
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema") or schema
+        if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+            raise refuse(
+                PROVIDER, "response_format.json_schema.schema", "other than an object is not supported"
+            )
+        if spec.get("description"):
+            description += " " + spec["description"]
+        strict = spec.get("strict") is True
+    tool = {"name": RESPONSE_TOOL, "description": description, "input_schema": schema}
+    if strict:
+        tool["strict"] = True  # schema adherence guaranteed, as OpenAI's strict promises
+    return tool
+
+
+def _tool_choice(choice: Any) -> dict[str, Any]:
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "none":
+        return {"type": "none"}
+    if choice == "required":
+        return {"type": "any"}
+    return {"type": "tool", "name": choice["function"]["name"]}
+
+
+def _tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """tools, tool_choice, parallel_tool_calls and response_format."""
+    tools = [_tool(t, f"tools[{k}]") for k, t in enumerate(body.get("tools") or ())]
+    choice_asked = body.get("tool_choice")
+    answer_tool = _response_tool(body.get("response_format"))
+    choice: dict[str, Any] | None = _tool_choice(choice_asked) if choice_asked is not None else None
+    # When the model must call a client tool (required / named) there is no text answer to shape.
+    if answer_tool is not None and choice_asked in (None, "auto", "none"):
+        if tools and choice_asked != "none":
+            choice = {"type": "any"}  # a client tool, or the answer through the answer tool
+        else:
+            choice = {"type": "tool", "name": RESPONSE_TOOL}
+        tools.append(answer_tool)
+    if body.get("parallel_tool_calls") is False and tools:
+        choice = choice or {"type": "auto"}
+        if choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
+    if tools:
+        out["tools"] = tools
+    if choice is not None:
+        out["tool_choice"] = choice
+
+
+# --- request: builders --------------------------------------------------------------------------
+
+
+def _base(body: Mapping[str, Any], ctx: CallContext, messages: list) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": ctx.model, "max_tokens": _max_tokens(body), "messages": messages}
+    _sampling(body, out)
+    if ctx.stream:
+        out["stream"] = True
+    return out
+
+
+def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
+    _check_fields(body, _CHAT_FIELDS)
+    system, messages = convert_messages(body["messages"])
+    out = _base(body, ctx, messages)
+    if system is not None:
+        out["system"] = system
+    _tools(body, out)
+    return ProviderRequest(out, MESSAGES_PATH, headers=_headers(ctx))
+
+
+def _prompt_text(prompt: Any) -> str:
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise refuse(PROVIDER, "prompt", "other than one text prompt is not supported")
+    return prompt
+
+
+def build_completions(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
+    _check_fields(body, _COMPLETIONS_FIELDS)
+    messages = [{"role": "user", "content": _prompt_text(body.get("prompt"))}]
+    return ProviderRequest(_base(body, ctx, messages), MESSAGES_PATH, headers=_headers(ctx))
+
+
+# --- response -----------------------------------------------------------------------------------
+
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def finish_reason(stop_reason: Any, called_client_tools: bool) -> str:
+    reason = _FINISH.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+    # The answer tool is the reply itself, not a call for the client to run.
+    return "stop" if reason == "tool_calls" and not called_client_tools else reason
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class TokenCounts:
+    """Anthropic usage, cumulative over a stream; prompt tokens include cache reads and writes."""
+
+    __slots__ = ("cache_read", "cache_write", "input", "output", "thinking")
+
+    def __init__(self) -> None:
+        self.input = self.cache_read = self.cache_write = self.output = self.thinking = 0
+
+    def update(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        for attr, key in (
+            ("input", "input_tokens"),
+            ("cache_read", "cache_read_input_tokens"),
+            ("cache_write", "cache_creation_input_tokens"),
+            ("output", "output_tokens"),
+        ):
+            if usage.get(key) is not None:
+                setattr(self, attr, _count(usage[key]))
+        details = usage.get("output_tokens_details")
+        if isinstance(details, dict) and details.get("thinking_tokens") is not None:
+            self.thinking = _count(details["thinking_tokens"])
+
+    def usage(self) -> Usage:
+        prompt = self.input + self.cache_read + self.cache_write
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=self.output,
+            total_tokens=prompt + self.output,
+            cached_tokens=self.cache_read,
+            reasoning_tokens=self.thinking,
+        )
+
+
+def usage_of(body: Any) -> Usage | None:
+    """Usage of a native Messages response (also used for untranslated llm_format traffic)."""
+    if not isinstance(body, dict) or not isinstance(body.get("usage"), dict):
+        return None
+    counts = TokenCounts()
+    counts.update(body["usage"])
+    return counts.usage()
+
+
+def _message_body(body: Json) -> dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("content"), list):
+        raise ValueError("'content' not in anthropic message response")
+    return body
+
+
+def _read_blocks(blocks: list[Any]) -> tuple[str, str, list[dict[str, Any]]]:
+    """(content text, reasoning text, OpenAI tool calls); the answer tool's input is content."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in blocks:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            text.append(block["text"])
+        elif kind == "thinking":
+            reasoning.append(block["thinking"])  # the signature stays out of the answer
+        elif kind == "tool_use" and block["name"] == RESPONSE_TOOL:
+            text.append(dumps_arguments(block.get("input")))
+        elif kind == "tool_use":
+            function = {"name": block["name"], "arguments": dumps_arguments(block.get("input"))}
+            calls.append({"id": block["id"], "type": "function", "function": function})
+        # redacted_thinking and server-side tool blocks carry nothing an OpenAI client can read.
+    return "".join(text), "".join(reasoning), calls
+
+
+def _envelope(body: dict[str, Any], ctx: CallContext, obj: str, choice: dict[str, Any]) -> dict[str, Any]:
+    usage = usage_of(body)
+    out = {
+        "id": body.get("id") or None,
+        "object": obj,
+        "created": ctx.created,
+        "model": body.get("model") or ctx.model,
+        "choices": [choice],
+    }
+    if usage is not None:
+        out["usage"] = usage.as_openai()
+    return out
+
+
+def parse_chat(body: Json, ctx: CallContext) -> Json:
+    message_body = _message_body(body)
+    text, reasoning, calls = _read_blocks(message_body["content"])
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = calls
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": finish_reason(message_body.get("stop_reason"), bool(calls)),
+    }
+    return _envelope(message_body, ctx, "chat.completion", choice)
+
+
+def parse_completions(body: Json, ctx: CallContext) -> Json:
+    message_body = _message_body(body)
+    text, _, calls = _read_blocks(message_body["content"])
+    reason = finish_reason(message_body.get("stop_reason"), bool(calls))
+    choice = {
+        "text": text,
+        "index": 0,
+        "logprobs": None,
+        "finish_reason": "stop" if reason == "tool_calls" else reason,
+    }
+    return _envelope(message_body, ctx, "text_completion", choice)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+# Anthropic's error types as OpenAI's, where OpenAI has a counterpart.
+_ERROR_TYPES = {
+    "invalid_request_error": "invalid_request_error",
+    "request_too_large": "invalid_request_error",
+    "authentication_error": "authentication_error",
+    "permission_error": "permission_error",
+    "not_found_error": "not_found_error",
+    "rate_limit_error": "rate_limit_error",
+    "billing_error": "insufficient_quota",
+    "api_error": "api_error",
+    "overloaded_error": "api_error",
+    "timeout_error": "api_error",
+}
+
+
+def _error_info(error: Any) -> ErrorInfo | None:
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return None
+    kind = error.get("type") if isinstance(error.get("type"), str) else None
+    return ErrorInfo(error["message"], _ERROR_TYPES.get(kind or ""), kind)
+
+
+def parse_error(status: int, body: Json) -> ErrorInfo | None:
+    """``{"type": "error", "error": {"type": "authentication_error", "message": ...}}``."""
+    return _error_info(body.get("error")) if isinstance(body, dict) else None
+
+
+# --- stream -------------------------------------------------------------------------------------
+
+
+class AnthropicStream(StreamTranslatorBase):
+    """Messages API server-sent events -> OpenAI chunks.
+
+    Content blocks are tracked by their ``index``: each tool_use block is one OpenAI tool call
+    (parallel calls keep their own state), the answer tool's JSON streams as content.
+    """
+
+    provider = PROVIDER
+
+    def __init__(self, ctx: CallContext) -> None:
+        super().__init__(ctx)
+        self.counts = TokenCounts()
+        self.blocks: dict[int, str] = {}  # index -> text / thinking / tool / answer / other
+        self.filled: set[int] = set()  # tool blocks that received argument text
+        self.stop_reason: str | None = None
+        self.called_client_tools = False
+
+    def on_event(self, event: SSEEvent) -> list[bytes]:
+        if not event.data:
+            return []
+        data = orjson.loads(event.data)
+        if not isinstance(data, dict):
+            return []
+        handler = self._handlers.get(data.get("type") or event.event or "")
+        return handler(self, data) if handler is not None else []
+
+    def _set_usage(self, usage: Any) -> None:
+        self.counts.update(usage)
+        self.usage = self.counts.usage()
+
+    def _message_start(self, data: dict[str, Any]) -> list[bytes]:
+        message = data.get("message") or {}
+        if isinstance(message.get("id"), str) and message["id"]:
+            self.out.id = message["id"]
+        if isinstance(message.get("model"), str) and message["model"]:
+            self.out.model = self.response_model = message["model"]
+        self._set_usage(message.get("usage"))
+        return self.out.start()
+
+    def _block_start(self, data: dict[str, Any]) -> list[bytes]:
+        index, block = data["index"], data.get("content_block") or {}
+        kind = block.get("type")
+        if kind == "text":
+            self.blocks[index] = "text"
+            return self.content(block.get("text") or "")
+        if kind == "thinking":
+            self.blocks[index] = "thinking"
+            return self.out.reasoning(block.get("thinking") or "")
+        if kind == "tool_use" and block.get("name") == RESPONSE_TOOL:
+            self.blocks[index] = "answer"
+            return []
+        if kind == "tool_use":
+            self.blocks[index] = "tool"
+            self.called_client_tools = True
+            return self.out.tool_call_start(index, block["id"], block["name"])
+        self.blocks[index] = "other"
+        return []
+
+    def _block_delta(self, data: dict[str, Any]) -> list[bytes]:
+        index, delta = data["index"], data.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return self.content(delta.get("text") or "")
+        if kind == "thinking_delta":
+            return self.out.reasoning(delta.get("thinking") or "")
+        if kind == "input_json_delta":
+            fragment = delta.get("partial_json") or ""
+            if fragment:
+                self.filled.add(index)
+            if self.blocks.get(index) == "answer":
+                return self.content(fragment)
+            return self.out.tool_call_arguments(index, fragment)
+        return []  # signature_delta (kept out of the answer), citations_delta
+
+    def _block_stop(self, data: dict[str, Any]) -> list[bytes]:
+        index = data["index"]
+        if index in self.filled:
+            return []
+        # A call without input streams no fragment at all; clients expect parseable arguments.
+        if self.blocks.get(index) == "tool":
+            return self.out.tool_call_arguments(index, "{}")
+        if self.blocks.get(index) == "answer":
+            return self.content("{}")
+        return []
+
+    def _message_delta(self, data: dict[str, Any]) -> list[bytes]:
+        delta = data.get("delta") or {}
+        if delta.get("stop_reason"):
+            self.stop_reason = delta["stop_reason"]
+        self._set_usage(data.get("usage"))
+        return []
+
+    def _message_stop(self, data: dict[str, Any]) -> list[bytes]:
+        reason = finish_reason(self.stop_reason, self.called_client_tools)
+        if self.out.completions and reason == "tool_calls":
+            reason = "stop"
+        return self.end(reason)
+
+    def _error(self, data: dict[str, Any]) -> list[bytes]:
+        info = _error_info(data.get("error")) or ErrorInfo("the anthropic stream reported an error")
+        return self.fail(info.message, info.type or "api_error", info.code or "upstream_error")
+
+    _handlers: Mapping[str, Callable[[AnthropicStream, dict[str, Any]], list[bytes]]] = {
+        "message_start": _message_start,
+        "content_block_start": _block_start,
+        "content_block_delta": _block_delta,
+        "content_block_stop": _block_stop,
+        "message_delta": _message_delta,
+        "message_stop": _message_stop,
+        "error": _error,
+    }
+
+
+# --- spec ---------------------------------------------------------------------------------------
+
+
+def _base_url(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
+    return BASE_URL
+
+
+SPECS = (
+    ProviderSpec(
+        PROVIDER,
+        _base_url,
+        {
+            "llm/v1/chat": RouteTransform(build_chat, parse_chat, AnthropicStream),
+            "llm/v1/completions": RouteTransform(build_completions, parse_completions, AnthropicStream),
+            # Anthropic has no embeddings API: no transform, so the pipeline answers 400.
+        },
+        parse_error,
+        native_usage=usage_of,
+        default_auth_header="x-api-key",
+    ),
+)
