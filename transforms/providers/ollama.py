@@ -174,7 +174,7 @@ def _message(message: dict[str, Any], where: str, tool_names: dict[str, str], la
     return out
 
 
-def _format(response_format: Any, label: str) -> Any:
+def _format(response_format: Any) -> Any:
     """OpenAI's response_format as Ollama's ``format`` ("json" or a JSON schema); None for text."""
     if not isinstance(response_format, dict) or response_format.get("type") in (None, "text"):
         return None
@@ -190,9 +190,8 @@ def _tools(body: dict[str, Any], label: str) -> list[dict[str, Any]] | None:
     tools = body.get("tools")
     choice = body.get("tool_choice")
     if choice == "required" or isinstance(choice, dict):
-        raise refuse(
-            label, "tool_choice", f"'{choice if isinstance(choice, str) else 'function'}' is not supported"
-        )
+        named = choice if isinstance(choice, str) else "function"
+        raise refuse(label, "tool_choice", f"'{named}' is not supported")
     if body.get("parallel_tool_calls") is False and tools:
         raise refuse(label, "parallel_tool_calls", "set to false is not supported")
     if not tools or choice == "none":
@@ -216,7 +215,7 @@ def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     tools = _tools(body, label)
     if tools:
         out["tools"] = tools
-    fmt = _format(body.get("response_format"), label)
+    fmt = _format(body.get("response_format"))
     if fmt is not None:
         out["format"] = fmt
     return ProviderRequest(out, CHAT_PATH)
@@ -249,10 +248,7 @@ def build_generate(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
 def build_embed(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     label = provider_label(ctx)
     value = body["input"]
-    texts_only = isinstance(value, str) or (
-        isinstance(value, list) and all(isinstance(v, str) for v in value)
-    )
-    if not texts_only:
+    if not isinstance(value, str) and not all(isinstance(v, str) for v in value):
         raise refuse(label, "input", "as token ids is not supported")
     out: dict[str, Any] = {"model": ctx.model, "input": value}
     if body.get("dimensions") is not None:
