@@ -89,6 +89,10 @@ def _route(**overrides: object) -> dict:
             "route 'r': must set 'model.options.upstream_url' for self-hosted providers/models",
         ),
         (
+            _route(model={"provider": "mistral", "options": {"mistral_format": "ollama"}}),
+            "route 'r': must set 'model.options.upstream_url' for self-hosted providers/models",
+        ),
+        (
             _route(model={"provider": "mistral"}),
             "route 'r': must set 'model.options.mistral_format' for mistral provider",
         ),

@@ -219,7 +219,10 @@ class Route(_Strict):
         for field in required.get(provider, ()):
             if getattr(opts, field) is None:
                 raise ValueError(f"must set 'model.options.{field}' for {provider} provider")
-        if provider in ("llama2", "ollama") and opts.upstream_url is None:
+        self_hosted = provider in ("llama2", "ollama") or (
+            provider == "mistral" and opts.mistral_format == "ollama"
+        )
+        if self_hosted and opts.upstream_url is None:
             raise ValueError("must set 'model.options.upstream_url' for self-hosted providers/models")
         if provider in ("bedrock", "gemini") and self.auth.allow_override:
             raise ValueError("bedrock and gemini only support auth.allow_override = false")
