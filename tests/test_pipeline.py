@@ -273,3 +273,20 @@ def test_gcp_token_becomes_bearer():
     auth = Auth(gcp_use_service_account=True)
     result = apply_auth(auth, {"authorization": "Bearer client"}, {}, {}, {"gcp_access_token": "ya29.tok"})
     assert result.set_headers == {"authorization": "Bearer ya29.tok"}
+
+
+def test_float_embeddings_are_encoded_when_the_client_asked_for_base64():
+    import base64
+    import struct
+
+    route = make_route(route_type="llm/v1/embeddings", match={"path": "/v1/embeddings"})
+    prep = run(route, {"model": "e", "input": "x", "encoding_format": "base64"}, path="/v1/embeddings")
+    answer = translate_response(
+        prep, 200, orjson.dumps({"object": "list", "data": [{"index": 0, "embedding": [0.5, -1.25]}]})
+    )
+    encoded = orjson.loads(answer.body)["data"][0]["embedding"]
+    assert struct.unpack("<2f", base64.b64decode(encoded)) == (0.5, -1.25)
+    plain = run(route, {"model": "e", "input": "x"}, path="/v1/embeddings")
+    assert orjson.loads(translate_response(plain, 200, orjson.dumps({"data": [{"embedding": [0.5]}]})).body)[
+        "data"
+    ][0]["embedding"] == [0.5]

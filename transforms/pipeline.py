@@ -5,6 +5,8 @@ Pure: the caller passes the request, the route, an id and the clock; nothing her
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,8 @@ class Prepared:
     ctx: CallContext | None
     prompt_text: str
     secrets: tuple[str, ...]
+    # The client asked for base64 embeddings; providers other than OpenAI answer with floats.
+    embeddings_base64: bool = False
 
 
 @dataclass(slots=True)
@@ -143,6 +147,7 @@ def prepare(
         passthrough=False,
         ctx=ctx,
         prompt_text=ctx.prompt_text,
+        embeddings_base64=route.route_type == "llm/v1/embeddings" and body.get("encoding_format") == "base64",
         secrets=route.auth.secrets(),
     )
 
@@ -307,6 +312,8 @@ def translate_response(prep: Prepared, status: int, raw: bytes) -> Answer:
     try:
         out = transform.parse_response(orjson.loads(raw), ctx)
         normalize(out, ctx)
+        if prep.embeddings_base64:
+            encode_embeddings(out)
         body = orjson.dumps(out)
     except GatewayError:
         raise
@@ -332,6 +339,14 @@ def normalize(out: dict[str, Any], ctx: CallContext) -> None:
             out["created"] = ctx.created
     if not out.get("model"):
         out["model"] = ctx.model
+
+
+def encode_embeddings(out: dict[str, Any]) -> None:
+    """OpenAI's base64 form: the vector's float32 values, little-endian, base64-encoded."""
+    for item in out.get("data") or ():
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vector, list):
+            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def _passthrough_answer(prep: Prepared, status: int, raw: bytes) -> Answer:
