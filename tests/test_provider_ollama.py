@@ -783,20 +783,14 @@ def test_upstream_url_rule(upstream_url, url):
     }
 
 
-def test_mistral_without_upstream_url_cannot_resolve_a_base():
-    route = Route.model_validate(
-        {
-            "name": "m",
-            "route_type": CHAT,
-            "model": {"provider": "mistral", "options": {"mistral_format": "ollama"}},
-        }
-    )
-    with pytest.raises(ValueError, match=r"needs model\.options\.upstream_url"):
-        prepare(
-            route,
-            inbound({"model": "mistral", "messages": [{"role": "user", "content": "Hi"}]}),
-            request_id="a",
-            now=1,
+def test_mistral_without_upstream_url_is_refused_at_load():
+    with pytest.raises(ValueError, match=r"must set 'model\.options\.upstream_url' for self-hosted"):
+        Route.model_validate(
+            {
+                "name": "m",
+                "route_type": CHAT,
+                "model": {"provider": "mistral", "options": {"mistral_format": "ollama"}},
+            }
         )
 
 
