@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
+from transforms.config import ModelOptions
 from transforms.errors import bad_request
 
 
@@ -68,6 +70,15 @@ def tool_arguments(arguments: Any, where: str = "tool_calls") -> dict[str, Any]:
 def dumps_arguments(value: Any) -> str:
     """Tool-call arguments the OpenAI way: a JSON string, '{}' when empty."""
     return orjson.dumps(value if value is not None else {}).decode()
+
+
+def requires_upstream_url(what: str) -> Callable[[ModelOptions, str, Mapping[str, str]], str]:
+    """The base_url of a self-hosted format: there is no public default to fall back on."""
+
+    def base_url(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
+        raise ValueError(f"{what} needs model.options.upstream_url")
+
+    return base_url
 
 
 def refuse(provider: str, field: str, why: str = "is not supported") -> Exception:

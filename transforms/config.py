@@ -6,25 +6,10 @@ configuration translates one to one. Messages use Kong's wording where Kong has 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-PROVIDERS = (
-    "openai",
-    "azure",
-    "anthropic",
-    "cohere",
-    "mistral",
-    "llama2",
-    "gemini",
-    "bedrock",
-    "huggingface",
-    "ollama",
-)
-ROUTE_TYPES = ("llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings", "preserve")
-LLM_FORMATS = ("openai", "anthropic", "gemini", "bedrock", "cohere", "huggingface")
 
 Provider = Literal[
     "openai",
@@ -40,6 +25,9 @@ Provider = Literal[
 ]
 RouteType = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings", "preserve"]
 LlmFormat = Literal["openai", "anthropic", "gemini", "bedrock", "cohere", "huggingface"]
+PROVIDERS: tuple[str, ...] = get_args(Provider)
+ROUTE_TYPES: tuple[str, ...] = get_args(RouteType)
+LLM_FORMATS: tuple[str, ...] = get_args(LlmFormat)
 
 
 class _Strict(BaseModel):

@@ -126,18 +126,9 @@ def prepare(
         headers["accept-encoding"] = "identity"  # chunks must arrive as the provider wrote them
     payload = preq.body if isinstance(preq.body, bytes) else orjson.dumps(preq.body)
     upstream = Upstream(
-        method=preq.method,
-        scheme=scheme,
-        host=host,
-        port=port,
-        path=path,
-        query=query,
-        set_headers=headers,
-        remove_headers=(*auth.remove_headers, *_BODY_HEADERS),
-        body=payload,
+        preq.method, scheme, host, port, path, query, headers, (*auth.remove_headers, *_BODY_HEADERS), payload
     )
-    if spec.sign is not None:
-        spec.sign(upstream, route.auth, env, now)
+    _sign(spec, route, upstream, env, now)
     return Prepared(
         route=route,
         spec=spec,
@@ -150,6 +141,12 @@ def prepare(
         embeddings_base64=route.route_type == "llm/v1/embeddings" and body.get("encoding_format") == "base64",
         secrets=route.auth.secrets(),
     )
+
+
+def _sign(spec: ProviderSpec, route: Route, upstream: Upstream, env: Mapping[str, str], now: int) -> None:
+    """Signatures (AWS SigV4) cover the final request, so they come last."""
+    if spec.sign is not None:
+        spec.sign(upstream, route.auth, env, now)
 
 
 def _resolve_model(route: Route, body: dict[str, Any]) -> str:
@@ -257,19 +254,11 @@ def _prepare_passthrough(
     stream = parsed.get("stream") is True or inbound.path.endswith(
         (":streamGenerateContent", "/converse-stream", "/invoke-with-response-stream")
     )
+    remove = (*auth.remove_headers, *_BODY_HEADERS[:2])
     upstream = Upstream(
-        method=inbound.method,
-        scheme=scheme,
-        host=host,
-        port=port,
-        path=path,
-        query=query,
-        set_headers=dict(auth.set_headers),
-        remove_headers=(*auth.remove_headers, *_BODY_HEADERS[:2]),
-        body=payload,
+        inbound.method, scheme, host, port, path, query, dict(auth.set_headers), remove, payload
     )
-    if spec.sign is not None:
-        spec.sign(upstream, route.auth, env, now)
+    _sign(spec, route, upstream, env, now)
     return Prepared(
         route=route,
         spec=spec,

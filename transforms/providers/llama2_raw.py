@@ -23,14 +23,12 @@ decoding, which TGI gets by receiving no sampling parameter at all (it rejects t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from transforms.chunks import SSEEvent, StreamTranslatorBase
-from transforms.common import content_parts, refuse
-from transforms.config import ModelOptions
+from transforms.common import content_parts, refuse, requires_upstream_url
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -338,14 +336,10 @@ def parse_error(status: int, body: Json) -> ErrorInfo | None:
     return None
 
 
-def _no_base(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
-    raise ValueError("the llama2 raw format needs model.options.upstream_url")
-
-
 SPECS = (
     ProviderSpec(
         "llama2_raw",
-        _no_base,
+        requires_upstream_url("the llama2 raw format"),
         {
             "llm/v1/chat": RouteTransform(build_chat, parse_response, new_stream),
             "llm/v1/completions": RouteTransform(build_completion, parse_response, new_stream),

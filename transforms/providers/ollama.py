@@ -7,7 +7,6 @@ as ``prompt_eval_count`` / ``eval_count``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -18,9 +17,9 @@ from transforms.common import (
     image_url_of,
     parse_data_url,
     refuse,
+    requires_upstream_url,
     tool_arguments,
 )
-from transforms.config import ModelOptions
 from transforms.errors import bad_request
 from transforms.types import (
     CallContext,
@@ -464,14 +463,10 @@ def parse_error(status: int, body: Json) -> ErrorInfo | None:
     return None
 
 
-def _no_base(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
-    raise ValueError("the ollama format needs model.options.upstream_url")
-
-
 SPECS = (
     ProviderSpec(
         "ollama",
-        _no_base,
+        requires_upstream_url("the ollama format"),
         {
             "llm/v1/chat": RouteTransform(build_chat, parse_chat, new_stream),
             "llm/v1/completions": RouteTransform(build_generate, parse_generate, new_stream),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from transforms.common import requires_upstream_url
 from transforms.config import ModelOptions
 from transforms.stream import OpenAIStream
 from transforms.types import CallContext, ErrorInfo, Json, ProviderRequest, ProviderSpec, RouteTransform
@@ -111,10 +112,6 @@ def _azure_routes() -> dict[str, RouteTransform]:
     return routes
 
 
-def _no_base(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
-    raise ValueError("this provider needs model.options.upstream_url")
-
-
 SPECS = (
     # OpenAI has no top_k; self-hosted OpenAI-compatible servers (vLLM, TGI...) often do.
     # Only OpenAI itself is asked for stream usage: older Azure API versions and some
@@ -124,5 +121,5 @@ SPECS = (
     ),
     ProviderSpec("azure", _azure_base, _azure_routes(), parse_error, default_auth_header="api-key"),
     ProviderSpec("mistral", _fixed("https://api.mistral.ai"), _routes(("top_k",), PATHS), parse_error),
-    ProviderSpec("llama2", _no_base, _routes((), PATHS), parse_error),
+    ProviderSpec("llama2", requires_upstream_url("the llama2 provider"), _routes((), PATHS), parse_error),
 )
