@@ -33,3 +33,19 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+.PHONY: bench bench-smoke bench-profile
+
+## Benchmark (issue 6): fetches nginx, wrk and the Portkey gateway into bench/.scratch (git-ignored),
+## measures direct / mitmdump / addon / Portkey interleaved (~15 min) and writes bench/results.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+## The benchmark's smoke mode (Python stand-ins, a few hundred requests); the test suite runs it too.
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench --smoke --out bench/.scratch/smoke.md $(ARGS)
+
+## Profile mitmdump + addon under load with py-spy (installed into the venv): bench/.scratch/profile.md.
+bench-profile: $(STAMP)
+	$(BIN)/pip install -q py-spy
+	$(BIN)/python -m bench.profile $(ARGS)
