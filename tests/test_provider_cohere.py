@@ -8,8 +8,10 @@ parses with openai's models without losing a field.
 
 from __future__ import annotations
 
+import base64
 import copy
 import inspect
+import struct
 import typing
 from pathlib import Path
 from typing import Any
@@ -524,8 +526,8 @@ def test_embedding_input_type_comes_from_options(options, input_type) -> None:
     assert_valid_cohere_embed(req.body)
 
 
-def test_embeddings_base64_request_still_gets_float_vectors() -> None:
-    # The openai SDK asks for base64 by default and decodes float lists as well.
+def test_embeddings_base64_request_asks_cohere_for_floats() -> None:
+    # The pipeline encodes the float vectors when the client asked for base64.
     req = EMBEDDINGS.build_request(
         {"input": ["a"], "encoding_format": "base64", "user": "u"}, make_ctx("llm/v1/embeddings")
     )
@@ -602,6 +604,25 @@ def test_pipeline_translates_errors_and_statistics() -> None:
     assert ok.usage is not None
     assert (ok.usage.prompt_tokens, ok.usage.completion_tokens, ok.usage.cached_tokens) == (1661, 41, 1408)
     assert ok.response_model == MODEL
+
+
+def test_pipeline_embeddings_in_base64() -> None:
+    body = b'{"model": "embed-v4.0", "input": ["a", "b"], "encoding_format": "base64"}'
+    prep = prepare(
+        cohere_route("llm/v1/embeddings"),
+        Inbound("POST", "gw", "/v1/embeddings", [], {}, body),
+        request_id="r",
+        now=CREATED,
+    )
+    answer = translate_response(prep, 200, fixture_bytes("cohere/embed/response.json"))
+    data = orjson.loads(answer.body)["data"]
+    floats = fixture_json("cohere/embed/response.json")["embeddings"]["float"]
+    decoded = [
+        list(struct.unpack(f"<{len(v)}f", base64.b64decode(d["embedding"])))
+        for d, v in zip(data, floats, strict=True)
+    ]
+    assert decoded == [pytest.approx(v, rel=1e-6) for v in floats]
+    assert answer.usage is not None and answer.usage.prompt_tokens == 19
 
 
 @pytest.mark.parametrize(("reason", "status"), [("ERROR", 502), ("TIMEOUT", 504)])

@@ -504,9 +504,7 @@ def parse_completions(body: Json, ctx: CallContext) -> Json:
 
 
 def embedding_list(vectors: list[Any], model: str, prompt_tokens: int) -> dict[str, Any]:
-    """An OpenAI embedding list. Vectors stay float lists even when the client asked for base64
-    (the openai SDK's default): its decoder passes float lists through, and CallContext does not
-    say whether the client chose base64 itself."""
+    """An OpenAI embedding list of float vectors (the pipeline encodes them when asked for base64)."""
     return {
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
