@@ -21,6 +21,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from addon.config_loader import ConfigError, load_config
 from addon.emulator import Emulator
+from addon.gcp_auth import GcpTokenSource
 from addon.stats import CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
@@ -62,6 +63,7 @@ class AIProxy:
         self._config_mtime: float | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.env: dict[str, str] = dict(os.environ)  # read once: AWS region/keys, GCP_SERVICE_ACCOUNT
+        self.gcp_tokens = GcpTokenSource()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -116,6 +118,7 @@ class AIProxy:
             self._watcher.cancel()
             self._watcher = None
         self.stats.close()
+        self.gcp_tokens.clear()
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
@@ -240,7 +243,10 @@ class AIProxy:
 
     async def _cloud_credentials(self, route: Route) -> dict[str, str]:
         """Tokens that must be obtained over the network (GCP service accounts), off the event loop."""
-        return {}
+        if not route.auth.gcp_use_service_account:
+            return {}
+        key = route.auth.gcp_service_account_json or self.env.get("GCP_SERVICE_ACCOUNT")
+        return {"gcp_access_token": await self.gcp_tokens.token(key)}
 
     def _reject_unmatched(self, flow: http.HTTPFlow) -> bool:
         policy = ctx.options.ai_proxy_unmatched

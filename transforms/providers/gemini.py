@@ -1,0 +1,1095 @@
+"""Google Gemini (AI Studio) and Vertex AI behind OpenAI's chat, completions and embeddings formats.
+
+Requests become ``generateContent`` bodies (camelCase REST JSON, field names checked against the
+``google-genai`` SDK's types): system and developer messages move to ``systemInstruction``, roles
+become user/model, images become ``inlineData`` / ``fileData`` parts, tool calls and results become
+``functionCall`` / ``functionResponse`` parts, consecutive turns of one role are merged, and tool
+and response schemas are reduced to the OpenAPI subset Gemini's ``Schema`` accepts. Streams are
+asked for as SSE (``alt=sse``); a JSON-array stream (Gemini's default framing) is read as well.
+
+Gemini has no tool-call ids, so ids are made up (``call_<request id>_<n>``). A call's thought
+signature, which Gemini 3 needs back with the call in the next turn, rides in the id after
+``SIGNATURE_MARKER`` and is put back on the ``functionCall`` part when the client replays the call.
+
+Routes go to AI Studio (``/v1beta/models/{model}:...``) unless ``model.options.gemini`` names a
+Vertex AI endpoint, project and location. Anything that would change the answer and has no Gemini
+equivalent is refused with a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from itertools import count
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+
+from transforms.chunks import StreamTranslatorBase
+from transforms.common import (
+    content_parts,
+    dumps_arguments,
+    image_url_of,
+    parse_data_url,
+    refuse,
+    tool_arguments,
+)
+from transforms.config import ModelOptions
+from transforms.errors import bad_request
+from transforms.types import (
+    CallContext,
+    ErrorInfo,
+    Json,
+    ProviderRequest,
+    ProviderSpec,
+    RouteTransform,
+    Usage,
+)
+from transforms.usage import estimate_tokens
+
+PROVIDER = "gemini"
+AI_STUDIO_BASE = "https://generativelanguage.googleapis.com"
+JSON_MIME = "application/json"
+# Separates a made-up tool-call id from the thought signature of the call it stands for.
+SIGNATURE_MARKER = "__thought__"
+
+# --- which client fields are translated, harmless, or refused --------------------------------------
+
+# Fields that only change how OpenAI stores, bills or identifies a call, never the answer itself.
+_IGNORED = frozenset(
+    {
+        "model",
+        "stream",
+        "stream_options",
+        "user",
+        "safety_identifier",
+        "store",
+        "metadata",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "encoding_format",  # embeddings: the pipeline encodes base64 itself
+    }
+)
+# Fields whose neutral value is fine and any other value is refused: name -> (is_neutral, why).
+_NEUTRAL: Mapping[str, tuple[Callable[[Any], bool], str]] = {
+    "logprobs": (lambda v: v is False, "is not supported"),
+    "top_logprobs": (lambda v: v == 0, "is not supported"),
+    "logit_bias": (lambda v: v == {}, "is not supported"),
+    "parallel_tool_calls": (lambda v: v is True, "set to false is not supported"),
+    "modalities": (lambda v: v == ["text"], "other than ['text'] is not supported"),
+    "best_of": (lambda v: v == 1, "above 1 is not supported"),
+    "echo": (lambda v: v is False, "is not supported"),
+    "suffix": (lambda v: v == "", "is not supported"),
+}
+_SAMPLING = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop",
+        "n",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    }
+)
+_CHAT_FIELDS = _SAMPLING | {"messages", "max_completion_tokens", "tools", "tool_choice", "response_format"}
+_COMPLETIONS_FIELDS = _SAMPLING | {"prompt"}
+_EMBEDDINGS_FIELDS = frozenset({"input", "dimensions"})
+
+
+def _check_fields(body: Mapping[str, Any], translated: frozenset[str]) -> None:
+    """Refuse every field that would change the answer and that Gemini cannot express."""
+    for name, value in body.items():
+        if value is None or name in translated or name in _IGNORED:
+            continue
+        neutral = _NEUTRAL.get(name)
+        if neutral is None:
+            raise refuse(PROVIDER, name)
+        is_neutral, why = neutral
+        if not is_neutral(value):
+            raise refuse(PROVIDER, name, why)
+
+
+# --- where requests go ---------------------------------------------------------------------------
+
+
+def _base_url(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
+    vertex = options.gemini
+    if vertex is None or not vertex.is_vertex:
+        return AI_STUDIO_BASE
+    endpoint = vertex.api_endpoint or ""
+    return endpoint if endpoint.startswith(("https://", "http://")) else f"https://{endpoint}"
+
+
+def model_path(ctx: CallContext, method: str) -> str:
+    """``.../models/{model}:{method}`` on AI Studio or on the configured Vertex AI project."""
+    model = quote(ctx.model.removeprefix("models/"), safe="-._~@")
+    vertex = ctx.options.gemini
+    if vertex is not None and vertex.is_vertex:
+        project, location = quote(vertex.project_id or "", safe=""), quote(vertex.location_id or "", safe="")
+        return f"/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:{method}"
+    return f"/v1beta/models/{model}:{method}"
+
+
+def _is_vertex(ctx: CallContext) -> bool:
+    return ctx.options.gemini is not None and ctx.options.gemini.is_vertex
+
+
+def _generate_request(out: dict[str, Any], ctx: CallContext) -> ProviderRequest:
+    if ctx.stream:
+        return ProviderRequest(out, model_path(ctx, "streamGenerateContent"), query=[("alt", "sse")])
+    return ProviderRequest(out, model_path(ctx, "generateContent"))
+
+
+# --- request: generation config ------------------------------------------------------------------
+
+
+def _stop_sequences(stop: Any) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or ())
+
+
+def _generation_config(body: Mapping[str, Any], ctx: CallContext) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
+    for openai_name, gemini_name in (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK")):
+        if body.get(openai_name) is not None:
+            config[gemini_name] = body[openai_name]
+    stop = _stop_sequences(body.get("stop"))
+    if stop:
+        config["stopSequences"] = stop
+    n = body.get("n")
+    if n is not None and n > 1:
+        if ctx.stream:
+            raise refuse(PROVIDER, "n", "above 1 is not supported when streaming")
+        config["candidateCount"] = n
+    if body.get("seed") is not None:
+        config["seed"] = body["seed"]
+    # Some Gemini models reject penalties outright: a neutral 0 is not sent at all.
+    for openai_name, gemini_name in (
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
+        if body.get(openai_name):
+            config[gemini_name] = body[openai_name]
+    return config
+
+
+def _response_format(response_format: Any, config: dict[str, Any]) -> None:
+    """json_object -> JSON mime type; json_schema -> JSON mime type and the reduced schema."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind in (None, "text"):
+        return
+    config["responseMimeType"] = JSON_MIME
+    if kind != "json_schema":
+        return
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if schema is None:
+        return
+    converted = gemini_schema(schema, "response_format.json_schema.schema", ordered=True)
+    # Gemini refuses an OBJECT schema without properties; "any JSON object" is the mime type alone.
+    if not (converted.get("type") == "OBJECT" and not converted.get("properties")):
+        config["responseSchema"] = converted
+
+
+# --- request: JSON Schema -> Gemini Schema -------------------------------------------------------
+
+_TYPES = {
+    "string": "STRING",
+    "number": "NUMBER",
+    "integer": "INTEGER",
+    "boolean": "BOOLEAN",
+    "array": "ARRAY",
+    "object": "OBJECT",
+    "null": "NULL",
+}
+# Formats the Gemini API accepts per type; any other format is dropped (the description stays).
+_FORMATS = {
+    "STRING": frozenset({"enum", "date-time"}),
+    "INTEGER": frozenset({"int32", "int64"}),
+    "NUMBER": frozenset({"float", "double"}),
+}
+# Keywords copied unchanged. Everything not handled (additionalProperties, strict, $schema, $id,
+# examples, multipleOf, exclusiveMinimum, uniqueItems, patternProperties, not, ...) is dropped:
+# Gemini's Schema has no such field and rejects the request that carries one.
+_COPIED = (
+    "title",
+    "description",
+    "pattern",
+    "minimum",
+    "maximum",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "minProperties",
+    "maxProperties",
+    "default",
+    "example",
+    "propertyOrdering",
+)
+_REF_PREFIXES = ("#/$defs/", "#/definitions/")
+
+
+def gemini_schema(schema: Any, where: str, *, ordered: bool = False) -> dict[str, Any]:
+    """A JSON Schema as Gemini's OpenAPI-subset ``Schema``: local ``$ref``s inlined (recursive ones
+    refused), type lists and null branches folded into ``nullable``, ``oneOf`` read as ``anyOf``,
+    ``const`` as a one-value ``enum``. With ``ordered`` objects keep their property order."""
+    if not isinstance(schema, dict):
+        raise bad_request(f"{where}: a JSON schema must be an object")
+    defs: dict[str, Any] = {}
+    for key in ("definitions", "$defs"):
+        if isinstance(schema.get(key), dict):
+            defs.update(schema[key])
+    return _SchemaReducer(defs, where, ordered).reduce(schema, ())
+
+
+class _SchemaReducer:
+    __slots__ = ("defs", "ordered", "where")
+
+    def __init__(self, defs: dict[str, Any], where: str, ordered: bool) -> None:
+        self.defs = defs
+        self.where = where
+        self.ordered = ordered
+
+    def reduce(self, node: Any, refs: tuple[str, ...]) -> dict[str, Any]:
+        if node is True or node == {}:
+            return {}
+        if not isinstance(node, dict):
+            raise bad_request(f"{self.where}: every schema in it must be an object")
+        if "$ref" in node:
+            return self._ref(node, refs)
+        if "allOf" in node:
+            return self._all_of(node, refs)
+        branches = node.get("anyOf", node.get("oneOf"))
+        if branches is not None:
+            return self._any_of(node, branches, refs)
+        out: dict[str, Any] = {}
+        self._type(node, out)
+        self._enum(node, out)
+        if isinstance(node.get("properties"), dict) and node["properties"]:
+            out["properties"] = {name: self.reduce(sub, refs) for name, sub in node["properties"].items()}
+        items = node.get("items")
+        if isinstance(items, list):
+            raise refuse(PROVIDER, self.where, "with tuple 'items' is not supported")
+        if items is not None:
+            out["items"] = self.reduce(items, refs)
+        self._copy(node, out)
+        return out
+
+    def _ref(self, node: dict[str, Any], refs: tuple[str, ...]) -> dict[str, Any]:
+        ref = node["$ref"]
+        name = next(
+            (ref[len(p) :] for p in _REF_PREFIXES if isinstance(ref, str) and ref.startswith(p)), None
+        )
+        if name is None or name not in self.defs:
+            raise refuse(PROVIDER, self.where, f"with the $ref '{ref}' is not supported")
+        if name in refs:
+            raise refuse(PROVIDER, self.where, f"with the recursive $ref '{ref}' is not supported")
+        target = self.defs[name]
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        merged = {**target, **siblings} if isinstance(target, dict) else target
+        return self.reduce(merged, (*refs, name))
+
+    def _all_of(self, node: dict[str, Any], refs: tuple[str, ...]) -> dict[str, Any]:
+        parts = node["allOf"]
+        if not isinstance(parts, list) or len(parts) != 1 or not isinstance(parts[0], dict):
+            raise refuse(PROVIDER, self.where, "with 'allOf' of several schemas is not supported")
+        rest = {k: v for k, v in node.items() if k != "allOf"}
+        return self.reduce({**parts[0], **rest}, refs)
+
+    def _any_of(self, node: dict[str, Any], branches: Any, refs: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(branches, list) or not branches:
+            raise bad_request(f"{self.where}: 'anyOf' / 'oneOf' must be a non-empty list")
+        rest = {k: v for k, v in node.items() if k not in ("anyOf", "oneOf")}
+        kept = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "null" and len(b) == 1)]
+        nullable = len(kept) < len(branches)
+        if len(kept) == 1 and isinstance(kept[0], dict):
+            # Optional[X] as pydantic writes it: X itself, nullable.
+            out = self.reduce({**kept[0], **rest}, refs)
+        elif not kept:
+            out = self.reduce({"type": "null", **rest}, refs)
+        else:
+            out = self.reduce(rest, refs)
+            out["anyOf"] = [self.reduce(b, refs) for b in kept]
+        if nullable:
+            out["nullable"] = True
+        return out
+
+    def _type(self, node: dict[str, Any], out: dict[str, Any]) -> None:
+        declared = node.get("type")
+        names = declared if isinstance(declared, list) else [declared] if declared is not None else []
+        if any(n not in _TYPES for n in names):
+            raise refuse(PROVIDER, self.where, f"with the type {declared!r} is not supported")
+        if "null" in names and len(names) > 1:
+            out["nullable"] = True
+            names = [n for n in names if n != "null"]
+        if len(names) > 1:
+            raise refuse(PROVIDER, self.where, f"with several types {declared!r} is not supported")
+        if names:
+            out["type"] = _TYPES[names[0]]
+        elif isinstance(node.get("properties"), dict):
+            out["type"] = "OBJECT"
+        elif "items" in node:
+            out["type"] = "ARRAY"
+        elif "enum" in node or "const" in node:
+            out["type"] = "STRING"
+
+    def _enum(self, node: dict[str, Any], out: dict[str, Any]) -> None:
+        values = [node["const"]] if "const" in node else node.get("enum")
+        if not isinstance(values, list):
+            return
+        if None in values:
+            out["nullable"] = True
+        # Gemini enums are strings, also for INTEGER (as its reference shows: enum ["101", "201"]).
+        out["enum"] = [v if isinstance(v, str) else orjson.dumps(v).decode() for v in values if v is not None]
+
+    def _copy(self, node: dict[str, Any], out: dict[str, Any]) -> None:
+        for key in _COPIED:
+            if key in node:
+                out[key] = node[key]
+        if isinstance(node.get("nullable"), bool):
+            out["nullable"] = out.get("nullable", False) or node["nullable"]
+        fmt = node.get("format")
+        if isinstance(fmt, str) and fmt in _FORMATS.get(out.get("type", ""), ()):
+            out["format"] = fmt
+        properties = out.get("properties") or {}
+        required = node.get("required")
+        if isinstance(required, list):
+            kept = [name for name in required if name in properties]
+            if kept:
+                out["required"] = kept
+        if self.ordered and len(properties) > 1 and "propertyOrdering" not in out:
+            out["propertyOrdering"] = list(properties)
+
+
+# --- request: tools ------------------------------------------------------------------------------
+
+
+def _function_declaration(tool: Mapping[str, Any], where: str) -> dict[str, Any]:
+    if tool.get("type", "function") != "function":
+        raise refuse(PROVIDER, f"{where}.type", f"'{tool.get('type')}' is not supported")
+    function = tool["function"]
+    out: dict[str, Any] = {"name": function["name"]}
+    if function.get("description"):
+        out["description"] = function["description"]
+    parameters = function.get("parameters")
+    if parameters:
+        schema = gemini_schema(parameters, f"{where}.function.parameters")
+        schema.setdefault("type", "OBJECT")
+        # Gemini refuses an OBJECT without properties: a function without parameters has none.
+        if schema["type"] != "OBJECT" or schema.get("properties"):
+            out["parameters"] = schema
+    return out
+
+
+def _tool_config(choice: Any) -> dict[str, Any]:
+    if choice == "auto":
+        mode: dict[str, Any] = {"mode": "AUTO"}
+    elif choice == "none":
+        mode = {"mode": "NONE"}
+    elif choice == "required":
+        mode = {"mode": "ANY"}
+    else:
+        mode = {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}
+    return {"functionCallingConfig": mode}
+
+
+def _tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
+    declarations = [_function_declaration(t, f"tools[{k}]") for k, t in enumerate(body.get("tools") or ())]
+    if declarations:
+        out["tools"] = [{"functionDeclarations": declarations}]
+    if body.get("tool_choice") is not None:
+        out["toolConfig"] = _tool_config(body["tool_choice"])
+
+
+# --- request: content parts ----------------------------------------------------------------------
+
+# Image types Gemini reads, by URL extension: a URL is sent as fileData, which needs the type.
+IMAGE_TYPES_BY_EXTENSION = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+}
+_AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
+
+
+def _text_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise bad_request(f"{where}: message part type is 'text' but is missing .text")
+    return {"text": text}
+
+
+def _refusal_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An assistant's earlier refusal, replayed as the text it was."""
+    return _text_part({"text": part.get("refusal")}, where)
+
+
+def image_type_of_url(url: str) -> str | None:
+    path = urlsplit(url).path.lower()
+    dot = path.rfind(".")
+    return IMAGE_TYPES_BY_EXTENSION.get(path[dot:]) if dot >= 0 else None
+
+
+def _image_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    url = image_url_of(part)
+    inline = parse_data_url(url)
+    if inline is not None:
+        mime, data = inline
+        return {"inlineData": {"mimeType": mime, "data": data}}
+    if not url.startswith(("https://", "http://", "gs://")):
+        raise bad_request(f"{where}.image_url: only data:, http(s) and gs:// URLs are supported")
+    mime = image_type_of_url(url)
+    if mime is None:
+        known = ", ".join(IMAGE_TYPES_BY_EXTENSION)
+        raise refuse(
+            PROVIDER,
+            f"{where}.image_url",
+            f"with a URL whose image type cannot be told from its extension ({known}) is not "
+            "supported (send the image as a data: URL)",
+        )
+    return {"fileData": {"mimeType": mime, "fileUri": url}}
+
+
+def _audio_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    audio = part.get("input_audio") if isinstance(part.get("input_audio"), dict) else {}
+    mime = _AUDIO_TYPES.get(audio.get("format"))
+    if mime is None or not isinstance(audio.get("data"), str):
+        raise bad_request(
+            f"{where}: message part type is 'input_audio' but is missing .input_audio.data/format"
+        )
+    return {"inlineData": {"mimeType": mime, "data": audio["data"]}}
+
+
+def _file_part(part: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An OpenAI ``file`` part carrying its bytes inline (a PDF, say); file ids mean nothing here."""
+    file = part.get("file") if isinstance(part.get("file"), dict) else {}
+    inline = parse_data_url(file["file_data"]) if isinstance(file.get("file_data"), str) else None
+    if inline is None:
+        raise refuse(PROVIDER, f"{where}.file", "other than inline data (file_data) is not supported")
+    return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
+
+
+_USER_PARTS = {"text": _text_part, "image_url": _image_part, "input_audio": _audio_part, "file": _file_part}
+_ASSISTANT_PARTS = {"text": _text_part, "refusal": _refusal_part}
+_TEXT_ONLY = {"text": _text_part}
+
+
+def _parts(content: Any, where: str, allowed: Mapping[str, Callable[..., dict[str, Any]]]) -> list[dict]:
+    """OpenAI content (a string or parts) as Gemini parts; empty text is dropped (Gemini rejects
+    empty parts)."""
+    parts = []
+    for j, part in enumerate(content_parts(content)):
+        kind = part.get("type")
+        build = allowed.get(kind) if isinstance(kind, str) else None
+        if build is None:
+            raise refuse(PROVIDER, f"{where}.content[{j}]", f"of type '{kind}' is not supported")
+        built = build(part, f"{where}.content[{j}]")
+        if built.get("text") != "":
+            parts.append(built)
+    return parts
+
+
+# --- request: tool calls and results -------------------------------------------------------------
+
+
+def tool_call_id(request_id: str, n: int, signature: Any = None) -> str:
+    """The id of a Gemini function call: made up, with the call's thought signature appended."""
+    base = f"call_{request_id}_{n}"
+    return f"{base}{SIGNATURE_MARKER}{signature}" if isinstance(signature, str) and signature else base
+
+
+def _function_call_part(call: Mapping[str, Any], where: str) -> dict[str, Any]:
+    if call.get("type", "function") != "function":
+        raise refuse(PROVIDER, f"{where}.type", f"'{call.get('type')}' is not supported")
+    function = call["function"]
+    part: dict[str, Any] = {
+        "functionCall": {"name": function["name"], "args": tool_arguments(function.get("arguments"), where)}
+    }
+    _, marker, signature = call["id"].partition(SIGNATURE_MARKER)
+    if marker and signature:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def _function_response(name: str, content: Any, where: str) -> dict[str, Any]:
+    """A tool result: a JSON object answer as is, anything else as ``{"result": <text>}``."""
+    text = (
+        content
+        if isinstance(content, str)
+        else "".join(p["text"] for p in _parts(content, where, _TEXT_ONLY))
+    )
+    response: Any = None
+    if text.lstrip().startswith("{"):
+        try:
+            response = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            response = None
+    if not isinstance(response, dict):
+        response = {"result": text}
+    return {"functionResponse": {"name": name, "response": response}}
+
+
+# --- request: messages ---------------------------------------------------------------------------
+
+
+def _turn(message: Mapping[str, Any], where: str, call_names: dict[str, str]) -> tuple[str, list[dict]]:
+    """One OpenAI message as (Gemini role, parts); assistant tool calls are remembered by id, so
+    that a later tool message can name its function."""
+    role = message["role"]
+    if role == "user":
+        return "user", _parts(message.get("content"), where, _USER_PARTS)
+    if role == "assistant":
+        if message.get("function_call") is not None:
+            raise refuse(PROVIDER, f"{where}.function_call", "(legacy functions) is not supported")
+        parts = _parts(message.get("content"), where, _ASSISTANT_PARTS)
+        for k, call in enumerate(message.get("tool_calls") or ()):
+            parts.append(_function_call_part(call, f"{where}.tool_calls[{k}]"))
+            call_names[call["id"]] = call["function"]["name"]
+        return "model", parts
+    if role == "tool":
+        call_id = message.get("tool_call_id")
+        if not isinstance(call_id, str) or call_id not in call_names:
+            raise bad_request(
+                f"{where}: tool_call_id {call_id!r} matches no tool call of an earlier assistant message"
+            )
+        return "user", [_function_response(call_names[call_id], message.get("content"), where)]
+    if role == "function":  # OpenAI's legacy function result names the function itself
+        name = message.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad_request(f"{where}: a function message needs a name")
+        return "user", [_function_response(name, message.get("content"), where)]
+    raise refuse(PROVIDER, f"{where}.role", f"'{role}' is not supported")
+
+
+def _merge_turns(turns: list[tuple[str, list[dict]]]) -> list[dict[str, Any]]:
+    """Consecutive turns of one role become one content (all results of parallel calls together)."""
+    merged: list[dict[str, Any]] = []
+    for role, parts in turns:
+        if not parts:
+            continue
+        if merged and merged[-1]["role"] == role:
+            merged[-1]["parts"].extend(parts)
+        else:
+            merged.append({"role": role, "parts": list(parts)})
+    return merged
+
+
+def convert_messages(messages: list[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system instruction parts, Gemini contents) from OpenAI chat messages."""
+    system: list[dict[str, Any]] = []
+    turns: list[tuple[str, list[dict]]] = []
+    call_names: dict[str, str] = {}
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if message["role"] in ("system", "developer"):
+            system += _parts(message.get("content"), where, _TEXT_ONLY)
+        else:
+            turns.append(_turn(message, where, call_names))
+    return system, _merge_turns(turns)
+
+
+# --- request: builders ---------------------------------------------------------------------------
+
+
+def _with_config(out: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    if config:
+        out["generationConfig"] = config
+    return out
+
+
+def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
+    _check_fields(body, _CHAT_FIELDS)
+    system, contents = convert_messages(body["messages"])
+    out: dict[str, Any] = {"contents": contents}
+    if system:
+        out["systemInstruction"] = {"parts": system}
+    _tools(body, out)
+    config = _generation_config(body, ctx)
+    _response_format(body.get("response_format"), config)
+    return _generate_request(_with_config(out, config), ctx)
+
+
+def _prompt_text(prompt: Any) -> str:
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise refuse(PROVIDER, "prompt", "other than one text prompt is not supported")
+    return prompt
+
+
+def build_completions(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
+    _check_fields(body, _COMPLETIONS_FIELDS)
+    out = {"contents": [{"role": "user", "parts": [{"text": _prompt_text(body.get("prompt"))}]}]}
+    return _generate_request(_with_config(out, _generation_config(body, ctx)), ctx)
+
+
+def _embedding_texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not all(isinstance(v, str) for v in value):
+        raise refuse(PROVIDER, "input", "as token ids is not supported")
+    return list(value)
+
+
+def build_embeddings(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
+    """Vertex: ``:predict`` with one instance per text. AI Studio: ``:embedContent`` for one text,
+    ``:batchEmbedContents`` for several."""
+    _check_fields(body, _EMBEDDINGS_FIELDS)
+    texts = _embedding_texts(body["input"])
+    dimensions = body.get("dimensions")
+    if _is_vertex(ctx):
+        out: dict[str, Any] = {"instances": [{"content": text} for text in texts]}
+        if dimensions is not None:
+            out["parameters"] = {"outputDimensionality": dimensions}
+        return ProviderRequest(out, model_path(ctx, "predict"))
+    extra = {"outputDimensionality": dimensions} if dimensions is not None else {}
+    if len(texts) == 1:
+        return ProviderRequest(
+            {"content": {"parts": [{"text": texts[0]}]}, **extra}, model_path(ctx, "embedContent")
+        )
+    model = "models/" + ctx.model.removeprefix("models/")
+    requests = [{"model": model, "content": {"parts": [{"text": text}]}, **extra} for text in texts]
+    return ProviderRequest({"requests": requests}, model_path(ctx, "batchEmbedContents"))
+
+
+# --- response ------------------------------------------------------------------------------------
+
+_FILTERED = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "LANGUAGE",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+        "MODEL_ARMOR",
+    }
+)
+
+
+def finish_reason(reason: Any, called_tools: bool) -> str:
+    """Gemini's finishReason as OpenAI's; a stop with function calls is ``tool_calls``."""
+    if reason == "MAX_TOKENS":
+        return "length"
+    if reason in _FILTERED:
+        return "content_filter"
+    return "tool_calls" if called_tools else "stop"
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # Vertex predict statistics are protobuf Values: numbers may be floats
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def usage_of(meta: Any) -> Usage | None:
+    """``usageMetadata`` as OpenAI usage: thoughts count as completion (and reasoning) tokens,
+    tool-use prompt tokens as prompt tokens; cached tokens are part of the prompt count."""
+    if not isinstance(meta, dict):
+        return None
+    prompt = _count(meta.get("promptTokenCount")) + _count(meta.get("toolUsePromptTokenCount"))
+    thoughts = _count(meta.get("thoughtsTokenCount"))
+    completion = _count(meta.get("candidatesTokenCount")) + thoughts
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cached_tokens=_count(meta.get("cachedContentTokenCount")),
+        reasoning_tokens=thoughts,
+    )
+
+
+def native_usage(body: Any) -> Usage | None:
+    """Usage of a native generateContent answer (llm_format: gemini traffic)."""
+    return usage_of(body.get("usageMetadata")) if isinstance(body, dict) else None
+
+
+def _response_body(body: Json) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValueError("the gemini response is not a JSON object")
+    if not isinstance(body.get("candidates") or [], list):
+        raise ValueError("'candidates' in the gemini response is not a list")
+    return body
+
+
+def block_reason(body: Mapping[str, Any]) -> str | None:
+    feedback = body.get("promptFeedback")
+    reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
+    return reason if isinstance(reason, str) and reason else None
+
+
+def parts_of(candidate: Any) -> list[dict[str, Any]]:
+    content = candidate.get("content") if isinstance(candidate, dict) else None
+    parts = content.get("parts") if isinstance(content, dict) else None
+    return [p for p in parts if isinstance(p, dict)] if isinstance(parts, list) else []
+
+
+def _read_parts(
+    parts: list[dict[str, Any]], ctx: CallContext, ids: Iterator[int]
+) -> tuple[str, str, list[dict[str, Any]]]:
+    """(content text, reasoning text, OpenAI tool calls) of one candidate."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in parts:
+        call = part.get("functionCall")
+        if isinstance(call, dict):
+            function = {"name": call["name"], "arguments": dumps_arguments(call.get("args"))}
+            call_id = tool_call_id(ctx.request_id, next(ids), part.get("thoughtSignature"))
+            calls.append({"id": call_id, "type": "function", "function": function})
+        elif isinstance(part.get("text"), str):
+            (reasoning if part.get("thought") is True else text).append(part["text"])
+        # inlineData, executableCode and other parts carry nothing an OpenAI chat client reads.
+    return "".join(text), "".join(reasoning), calls
+
+
+def _chat_choice(candidate: dict[str, Any], index: int, ctx: CallContext, ids: Iterator[int]) -> dict:
+    text, reasoning, calls = _read_parts(parts_of(candidate), ctx, ids)
+    filtered = candidate.get("finishReason") in _FILTERED
+    # No text: null beside tool calls or for a filtered answer, as OpenAI does; else "".
+    content = text if text or not (calls or filtered) else None
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls)),
+    }
+
+
+def _envelope(body: dict[str, Any], ctx: CallContext, obj: str, choices: list[dict]) -> dict[str, Any]:
+    response_id = body.get("responseId")
+    model = body.get("modelVersion")
+    prefix = "chatcmpl-" if obj == "chat.completion" else "cmpl-"
+    out: dict[str, Any] = {
+        "id": response_id if isinstance(response_id, str) and response_id else prefix + ctx.request_id,
+        "object": obj,
+        "created": ctx.created,
+        "model": model if isinstance(model, str) and model else ctx.model,
+        "choices": choices,
+    }
+    usage = usage_of(body.get("usageMetadata"))
+    if usage is not None:
+        out["usage"] = usage.as_openai()
+    return out
+
+
+def _candidates(body: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(index, candidate) pairs; Gemini omits ``index`` when it is 0."""
+    found = body.get("candidates") or []
+    return [(c.get("index", i), c) for i, c in enumerate(found) if isinstance(c, dict)]
+
+
+def _no_candidates(body: dict[str, Any]) -> None:
+    if block_reason(body) is None:
+        raise ValueError("no candidates in the gemini response")
+
+
+def parse_chat(body: Json, ctx: CallContext) -> Json:
+    body = _response_body(body)
+    candidates = _candidates(body)
+    if not candidates:
+        _no_candidates(body)  # a blocked prompt is an answer: filtered, not an upstream failure
+        blocked = {"role": "assistant", "content": None, "refusal": None}
+        choices = [{"index": 0, "message": blocked, "logprobs": None, "finish_reason": "content_filter"}]
+    else:
+        ids = count()
+        choices = [_chat_choice(c, i, ctx, ids) for i, c in candidates]
+    return _envelope(body, ctx, "chat.completion", choices)
+
+
+def parse_completions(body: Json, ctx: CallContext) -> Json:
+    body = _response_body(body)
+    candidates = _candidates(body)
+    if not candidates:
+        _no_candidates(body)
+        choices = [{"text": "", "index": 0, "logprobs": None, "finish_reason": "content_filter"}]
+    else:
+        choices = []
+        for i, candidate in candidates:
+            text, _, _ = _read_parts(parts_of(candidate), ctx, count())
+            reason = finish_reason(candidate.get("finishReason"), False)
+            choices.append({"text": text, "index": i, "logprobs": None, "finish_reason": reason})
+    return _envelope(body, ctx, "text_completion", choices)
+
+
+def _vectors(body: dict[str, Any]) -> tuple[list[Any], int | None]:
+    """(vectors, prompt tokens when the answer tells them) of any of the three embedding answers."""
+    meta = body.get("usageMetadata")
+    tokens = _count(meta.get("promptTokenCount")) if isinstance(meta, dict) else None
+    if isinstance(body.get("embedding"), dict):  # embedContent
+        return [body["embedding"]["values"]], tokens
+    if isinstance(body.get("embeddings"), list):  # batchEmbedContents
+        return [e["values"] for e in body["embeddings"]], tokens
+    if isinstance(body.get("predictions"), list):  # Vertex predict
+        vectors, total = [], 0
+        for prediction in body["predictions"]:
+            embeddings = prediction["embeddings"]
+            vectors.append(embeddings["values"])
+            statistics = embeddings.get("statistics")
+            total += _count(statistics.get("token_count")) if isinstance(statistics, dict) else 0
+        return vectors, total
+    raise ValueError("no embeddings in the gemini response")
+
+
+def parse_embeddings(body: Json, ctx: CallContext) -> Json:
+    if not isinstance(body, dict):
+        raise ValueError("the gemini response is not a JSON object")
+    vectors, tokens = _vectors(body)
+    if any(not isinstance(v, list) for v in vectors):
+        raise ValueError("an embedding in the gemini response is not a list of numbers")
+    if tokens is None:
+        tokens = estimate_tokens(ctx.prompt_text)  # AI Studio reports no token count for embeddings
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "model": ctx.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def _error_info(error: Any) -> ErrorInfo | None:
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return None
+    status = error.get("status")
+    return ErrorInfo(error["message"], None, status if isinstance(status, str) and status else None)
+
+
+def parse_error(status: int, body: Json) -> ErrorInfo | None:
+    """``{"error": {"code": 400, "message": ..., "status": "INVALID_ARGUMENT"}}``, also wrapped in a
+    list as Vertex AI and streamed requests answer."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    return _error_info(body.get("error")) if isinstance(body, dict) else None
+
+
+# --- stream --------------------------------------------------------------------------------------
+
+
+class JsonArraySplitter:
+    """Yields the objects of a JSON array (``[{...},\\n{...}]``) as its bytes arrive, split anywhere.
+
+    Each byte is looked at once; only the object being read is kept, so memory is bounded by the
+    largest element, not by the stream.
+    """
+
+    __slots__ = ("_buffer", "_depth", "_escaped", "_in_string")
+    _OUTSIDE = re.compile(rb'[{}"]')
+    _INSIDE_STRING = re.compile(rb'[\\"]')
+    _BETWEEN = frozenset(b" \t\r\n[,]")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        found: list[Any] = []
+        i, end = 0, len(chunk)
+        while i < end:
+            if self._depth == 0:
+                i = self._between(chunk, i)
+            elif self._escaped:
+                self._escaped = False
+                self._buffer += chunk[i : i + 1]
+                i += 1
+            elif self._in_string:
+                i = self._string(chunk, i)
+            else:
+                i = self._structure(chunk, i, found)
+        return found
+
+    def pending(self) -> bool:
+        return self._depth > 0
+
+    def _between(self, chunk: bytes, i: int) -> int:
+        """Between elements only whitespace, brackets and commas may appear."""
+        start = chunk.find(b"{", i)
+        stop = len(chunk) if start < 0 else start
+        if any(byte not in self._BETWEEN for byte in chunk[i:stop]):
+            raise ValueError("the gemini stream is not a JSON array of objects")
+        if start < 0:
+            return stop
+        self._depth = 1
+        self._buffer = bytearray(b"{")
+        return start + 1
+
+    def _string(self, chunk: bytes, i: int) -> int:
+        match = self._INSIDE_STRING.search(chunk, i)
+        if match is None:
+            self._buffer += chunk[i:]
+            return len(chunk)
+        k = match.start()
+        self._buffer += chunk[i : k + 1]
+        if chunk[k] == 0x5C:  # backslash: the next byte is escaped, wherever it arrives
+            self._escaped = True
+        else:
+            self._in_string = False
+        return k + 1
+
+    def _structure(self, chunk: bytes, i: int, found: list[Any]) -> int:
+        match = self._OUTSIDE.search(chunk, i)
+        if match is None:
+            self._buffer += chunk[i:]
+            return len(chunk)
+        k = match.start()
+        self._buffer += chunk[i : k + 1]
+        byte = chunk[k]
+        if byte == 0x22:  # "
+            self._in_string = True
+        elif byte == 0x7B:  # {
+            self._depth += 1
+        else:
+            self._depth -= 1
+            if self._depth == 0:
+                found.append(orjson.loads(self._buffer))
+                self._buffer = bytearray()
+        return k + 1
+
+
+class GeminiStream(StreamTranslatorBase):
+    """``streamGenerateContent`` answers -> OpenAI chunks.
+
+    Every event is a whole GenerateContentResponse: text parts stream as content (thought parts as
+    reasoning), each functionCall part is one complete tool call, usage is cumulative (the last
+    value wins). The finish reason arrives with the last event and is sent when the stream ends,
+    after any later usage. SSE (``alt=sse``) and the JSON-array framing are told apart by the
+    first byte.
+    """
+
+    provider = PROVIDER
+
+    def __init__(self, ctx: CallContext) -> None:
+        super().__init__(ctx)
+        self._framing: str | None = None  # "sse" or "array", from the first non-space byte
+        self._array = JsonArraySplitter()
+        self._first = True
+        self._calls = 0
+        self._gemini_reason: str | None = None
+        self._blocked = False
+
+    # framing ---------------------------------------------------------------------------------
+
+    def split(self, chunk: bytes) -> list[Any]:
+        if self._framing is None:
+            chunk = chunk.lstrip()
+            if not chunk:
+                return []
+            self._framing = "array" if chunk[:1] in (b"[", b"{") else "sse"
+        if self._framing == "array":
+            return self._array.feed(chunk)
+        return [orjson.loads(e.data) for e in self._sse.feed(chunk) if e.data]
+
+    def split_rest(self) -> list[Any]:
+        events = []
+        if self._framing == "sse":
+            for event in self._sse.finish():
+                try:
+                    events.append(orjson.loads(event.data))
+                except orjson.JSONDecodeError:
+                    pass  # a last event cut mid-way: the stream is incomplete, which finish() reports
+        return events  # an unfinished array element is reported the same way
+
+    # translation -----------------------------------------------------------------------------
+
+    def on_event(self, event: Any) -> list[bytes]:
+        if not isinstance(event, dict):
+            return self.fail("the gemini stream sent something other than a JSON object")
+        if "error" in event:
+            info = _error_info(event["error"]) or ErrorInfo("the gemini stream reported an error")
+            return self.fail(info.message, "api_error", info.code or "upstream_error")
+        if self._first:
+            self._first = False
+            self._identify(event)
+        usage = usage_of(event.get("usageMetadata"))
+        if usage is not None:
+            self.usage = usage
+        candidate = next((c for i, c in _candidates(event) if i == 0), None)
+        if candidate is None:
+            self._blocked = self._blocked or block_reason(event) is not None
+            return []
+        frames: list[bytes] = []
+        for part in parts_of(candidate):
+            frames.extend(self._part(part))
+        if isinstance(candidate.get("finishReason"), str):
+            self._gemini_reason = candidate["finishReason"]
+        return frames
+
+    def _identify(self, event: dict[str, Any]) -> None:
+        model, response_id = event.get("modelVersion"), event.get("responseId")
+        if isinstance(model, str) and model:
+            self.response_model = self.out.model = model
+        if isinstance(response_id, str) and response_id:
+            self.out.id = response_id
+
+    def _part(self, part: dict[str, Any]) -> list[bytes]:
+        call = part.get("functionCall")
+        if isinstance(call, dict):
+            if self.out.completions:
+                return []  # a completions client asked for text and has no tools
+            call_id = tool_call_id(self.ctx.request_id, self._calls, part.get("thoughtSignature"))
+            key, self._calls = self._calls, self._calls + 1
+            return self.out.tool_call_start(key, call_id, call["name"], dumps_arguments(call.get("args")))
+        text = part.get("text")
+        if not isinstance(text, str):
+            return []
+        return self.out.reasoning(text) if part.get("thought") is True else self.content(text)
+
+    def _reason(self) -> str:
+        if self._blocked and self._gemini_reason is None:
+            return "content_filter"
+        reason = finish_reason(self._gemini_reason, self.out.has_tool_calls())
+        return "stop" if self.out.completions and reason == "tool_calls" else reason
+
+    def finish(self) -> list[bytes]:
+        frames: list[bytes] = []
+        if not self._ended:
+            for event in self.split_rest():
+                frames.extend(self.on_event(event))
+                if self._ended:
+                    return frames
+        if not self._ended and (self._gemini_reason is not None or self._blocked):
+            frames.extend(self.end(self._reason()))
+        return frames + super().finish()
+
+
+# --- spec ----------------------------------------------------------------------------------------
+
+SPECS = (
+    ProviderSpec(
+        PROVIDER,
+        _base_url,
+        {
+            "llm/v1/chat": RouteTransform(build_chat, parse_chat, GeminiStream),
+            "llm/v1/completions": RouteTransform(build_completions, parse_completions, GeminiStream),
+            "llm/v1/embeddings": RouteTransform(build_embeddings, parse_embeddings),
+        },
+        parse_error,
+        native_usage=native_usage,
+        default_auth_header="x-goog-api-key",
+    ),
+)
