@@ -221,11 +221,19 @@ def test_model_in_path_and_body() -> None:
         ),
         ({"response_format": {"type": "json_object"}}, {"response_format": {"type": "json_object"}}),
         ({"temperature": None, "stream": False, "stream_options": {"include_usage": True}}, {}),
+        ({"user": "u-1", "store": True, "metadata": {"k": "v"}, "service_tier": "auto"}, {}),
     ],
 )
 def test_openai_fields_pass_under_tgi_names(fields, expected) -> None:
     body = build(chat(USER, **fields))
     assert {k: v for k, v in body.items() if k not in ("model", "messages")} == expected
+
+
+def test_other_openai_fields_reach_the_routers_providers_unchanged() -> None:
+    # Not in TGI's request type, but meaningful to the OpenAI-compatible providers behind the router.
+    body = chat(USER, parallel_tool_calls=False, reasoning_effort="low")
+    sent = CHAT.build_request(copy.deepcopy(body), make_ctx()).body
+    assert (sent["parallel_tool_calls"], sent["reasoning_effort"]) == (False, "low")
 
 
 def test_messages_pass_through_unchanged() -> None:

@@ -48,6 +48,19 @@ _FINISH = {
     "eos_token": "stop",
     "stop_sequence": "stop",
 }
+# OpenAI bookkeeping (storage, billing, tracing) that never changes the answer and that TGI's
+# request type does not have: not sent.
+_BOOKKEEPING = frozenset(
+    {
+        "store",
+        "metadata",
+        "service_tier",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+    }
+)
 # Completions fields with no chat equivalent: name -> (is_neutral, why).
 _COMPLETIONS_ONLY = {
     "echo": (lambda v: v is False, "is not supported"),
@@ -96,7 +109,7 @@ def _stream_fields(out: dict[str, Any], ctx: CallContext) -> None:
 
 
 def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
-    out = {k: v for k, v in body.items() if v is not None}
+    out = {k: v for k, v in body.items() if v is not None and k not in _BOOKKEEPING}
     out["model"] = ctx.model
     _tgi_names(out)
     _stream_fields(out, ctx)
@@ -115,7 +128,7 @@ def build_completions(body: dict[str, Any], ctx: CallContext) -> ProviderRequest
     """A completion is asked as one user message; the answer's text is the completion."""
     out: dict[str, Any] = {}
     for name, value in body.items():
-        if value is None or name == "prompt":
+        if value is None or name == "prompt" or name in _BOOKKEEPING:
             continue
         neutral = _COMPLETIONS_ONLY.get(name)
         if neutral is None:
