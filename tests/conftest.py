@@ -124,6 +124,12 @@ class Gateway:
         if self.stats_path.exists():
             self.stats_path.write_bytes(b"")
 
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import httpx
 import openai
 import orjson
@@ -58,3 +61,47 @@ def test_unmatched_traffic_passes_untouched(explicit_proxy, emulator):
     assert emulator.last.body == b"not even json"
     assert emulator.last.headers["authorization"] == "Bearer client-own"
     assert gw.records() == []
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl for an HTTP/2 client")
+def test_streams_reach_an_http2_client_intact(emulator, tmp_path):
+    # An HTTP/2 client over TLS (an https placeholder lets mitmproxy offer h2): no HTTP/1 chunked
+    # framing may be added to its stream.
+    config = tmp_path / "routes.json"
+    config.write_bytes(
+        orjson.dumps(
+            {"routes": [route("chat", "/v1/chat/completions", "llm/v1/chat", "openai", emulator.url)]}
+        )
+    )
+    body = orjson.dumps(
+        {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    with Gateway(config, tmp_path / "stats.jsonl", {}, [], mode="reverse:https://127.0.0.1:1") as gw:
+        out = subprocess.run(
+            [
+                "curl",
+                "-sSk",
+                "--http2",
+                "-N",
+                "-D",
+                "-",
+                "--data-binary",
+                body,
+                f"https://127.0.0.1:{gw.port}/v1/chat/completions",
+            ],
+            capture_output=True,
+            timeout=30,
+        )
+        records = gw.wait_records(1)
+    assert out.returncode == 0, out.stderr
+    head, _, payload = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/2 200")
+    assert b"transfer-encoding" not in head.lower()  # not allowed in HTTP/2
+    events = [line[6:] for line in payload.decode().split("\n\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    assert (
+        "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c["choices"])
+        == "1 + 1 = 2."
+    )
+    assert len(records) == 1
