@@ -406,6 +406,7 @@ def test_hf_embeddings(gw, emulator):
     assert emulator.last.json() == fixture_json("huggingface/embeddings/request.json")
     (record,) = gw.wait_records(1)
     assert record["ai"]["proxy"]["usage"]["prompt_tokens"] == 17
+    assert record["ai"]["proxy"]["usage"]["estimated"] is True
 
 
 def test_hf_stream_usage_is_asked_for_and_shown_only_when_asked(gw, emulator):

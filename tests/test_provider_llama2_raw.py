@@ -27,7 +27,7 @@ from transforms.pipeline import prepare, translate_error, translate_response
 from transforms.providers import llama2_raw
 from transforms.registry import spec_for
 from transforms.stream import SSEParser
-from transforms.types import CallContext, ErrorInfo, Inbound, Usage
+from transforms.types import ESTIMATED_MARK, CallContext, ErrorInfo, Inbound, Usage
 
 CHAT, COMPLETIONS = "llm/v1/chat", "llm/v1/completions"
 SPEC = llama2_raw.SPECS[0]
@@ -437,6 +437,10 @@ RESPONSES = [
 @pytest.mark.parametrize(("route_type", "upstream", "expected"), RESPONSES)
 def test_parse_response(route_type, upstream, expected):
     out = SPEC.routes[route_type].parse_response(upstream, ctx(route_type, prompt_text=PROMPT_TEXT))
+    # Counts the endpoint did not report are estimated, and marked so for statistics.
+    details = upstream[0].get("details") if isinstance(upstream, list) else upstream.get("details")
+    reported = isinstance(details, dict) and details.get("generated_tokens") and details.get("prefill")
+    assert out["usage"].pop(ESTIMATED_MARK, False) is (not reported)
     assert out == expected
     check_openai(route_type, out)
 
@@ -532,7 +536,8 @@ def test_pipeline_answer_usage_and_errors():
     )
     assert prep.ctx.prompt_text == PROMPT_TEXT
     answer = translate_response(prep, 200, fixture_bytes("llama2_raw/chat/response.json"))
-    assert answer.usage == Usage(25, 17, 42)
+    assert answer.usage == Usage(25, 17, 42, estimated=True)  # no prefill: the prompt count is estimated
+    assert "_ai_proxy_estimated" not in orjson.loads(answer.body)["usage"]
     assert answer.response_model == MODEL
     assert (
         orjson.loads(answer.body)["choices"][0]["message"]["content"]
@@ -560,7 +565,7 @@ def test_completions_through_the_pipeline():
     assert orjson.loads(prep.upstream.body) == fixture_json("llama2_raw/completions/request.json")
     answer = translate_response(prep, 200, fixture_bytes("llama2_raw/completions/response.json"))
     assert orjson.loads(answer.body)["choices"][0]["text"] == "jumps over the lazy dog."
-    assert answer.usage == Usage(8, 6, 14)  # 29 prompt characters, 24 answer characters
+    assert answer.usage == Usage(8, 6, 14, estimated=True)  # 29 prompt characters, 24 answer characters
 
 
 # --- streams -------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ class ChunkWriter:
         """OpenAI's final usage chunk (``choices: []``), only when the client asked for it."""
         if not self.include_usage or usage is None:
             return []
-        return [self._frame([], usage.as_openai())]
+        return [self._frame([], usage.as_openai(mark_estimate=False))]
 
     @staticmethod
     def error(message: str, error_type: str = "api_error", code: str | None = "stream_error") -> bytes:

@@ -11,6 +11,7 @@ import orjson
 
 from transforms.config import ModelOptions
 from transforms.errors import bad_request
+from transforms.types import Usage
 
 
 def content_parts(content: Any) -> list[dict[str, Any]]:
@@ -79,6 +80,25 @@ def requires_upstream_url(what: str) -> Callable[[ModelOptions, str, Mapping[str
         raise ValueError(f"{what} needs model.options.upstream_url")
 
     return base_url
+
+
+def embedding_texts(value: Any, provider: str) -> list[str]:
+    """OpenAI's ``input`` as a list of texts; token ids have no meaning to another tokenizer."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise refuse(provider, "input", "as token ids is not supported")
+
+
+def embedding_list(vectors: list[Any], model: str, usage: Usage) -> dict[str, Any]:
+    """An OpenAI embedding list of float vectors (the pipeline encodes them when asked for base64)."""
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "model": model,
+        "usage": {k: v for k, v in usage.as_openai().items() if k != "completion_tokens"},
+    }
 
 
 def refuse(provider: str, field: str, why: str = "is not supported") -> Exception:

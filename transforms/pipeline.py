@@ -19,7 +19,7 @@ from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
 from transforms.redact import redact_text
 from transforms.registry import spec_for, spec_key
-from transforms.types import CallContext, ErrorInfo, Inbound, ProviderSpec, Upstream, Usage
+from transforms.types import ESTIMATED_MARK, CallContext, ErrorInfo, Inbound, ProviderSpec, Upstream, Usage
 from transforms.usage import estimate_usage, request_text, response_text, usage_from_openai
 from transforms.validation import check_prompt_shape, parse_json_object, validate
 
@@ -146,7 +146,7 @@ def prepare(
 def _sign(spec: ProviderSpec, route: Route, upstream: Upstream, env: Mapping[str, str], now: int) -> None:
     """Signatures (AWS SigV4) cover the final request, so they come last."""
     if spec.sign is not None:
-        spec.sign(upstream, route.auth, env, now)
+        spec.sign(upstream, route.auth, env, now, route.model.options)
 
 
 def _resolve_model(route: Route, body: dict[str, Any]) -> str:
@@ -303,6 +303,9 @@ def translate_response(prep: Prepared, status: int, raw: bytes) -> Answer:
         normalize(out, ctx)
         if prep.embeddings_base64:
             encode_embeddings(out)
+        usage = usage_from_openai(out)
+        if usage is not None and usage.estimated:
+            out["usage"].pop(ESTIMATED_MARK)
         body = orjson.dumps(out)
     except GatewayError:
         raise
@@ -311,7 +314,6 @@ def translate_response(prep: Prepared, status: int, raw: bytes) -> Answer:
         raise GatewayError(
             502, f"failed to translate the {where} response: {detail}", "bad_upstream_response"
         ) from None
-    usage = usage_from_openai(out)
     if usage is None and ctx.route_type != "llm/v1/embeddings":
         usage = estimate_usage(prep.prompt_text, response_text(out))
     return Answer(status, body, usage, out.get("model") or ctx.model, True)

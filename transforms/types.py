@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from transforms.config import Auth, ModelOptions
 
 Json = Any  # what orjson.loads returns
+# Marks a usage object in a translated body as estimated (for statistics; never sent to clients).
+ESTIMATED_MARK = "_ai_proxy_estimated"
 
 
 @dataclass(slots=True)
@@ -85,7 +87,9 @@ class Usage:
     reasoning_tokens: int = 0
     estimated: bool = False
 
-    def as_openai(self) -> dict[str, Any]:
+    def as_openai(self, mark_estimate: bool = True) -> dict[str, Any]:
+        """OpenAI's usage object. An estimate carries ESTIMATED_MARK, which the pipeline reads into
+        statistics and strips before the body reaches the client."""
         out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -95,6 +99,8 @@ class Usage:
             out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
         if self.reasoning_tokens:
             out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        if self.estimated and mark_estimate:
+            out[ESTIMATED_MARK] = True
         return out
 
 
@@ -138,5 +144,6 @@ class ProviderSpec:
     # Usage of a native (llm_format) response body, for statistics of untranslated traffic.
     native_usage: Callable[[Json], Usage | None] | None = None
     default_auth_header: str = "authorization"
-    # Signs the final request in place (AWS SigV4): (upstream, auth, environment, unix time).
-    sign: Callable[[Upstream, Auth, Mapping[str, str], int], None] | None = None
+    # Signs the final request in place (AWS SigV4): (upstream, auth, environment, unix time, the
+    # route's model options: the signing region may be configured there).
+    sign: Callable[[Upstream, Auth, Mapping[str, str], int, ModelOptions], None] | None = None

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from transforms.config import ModelOptions
-from transforms.types import Usage
+from transforms.types import ESTIMATED_MARK, Usage
 
 
 def _int(value: Any) -> int:
@@ -24,6 +24,7 @@ def usage_from_openai(body: Any) -> Usage | None:
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
     return Usage(
+        estimated=usage.get(ESTIMATED_MARK) is True,
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=total,

@@ -17,7 +17,15 @@ from typing import Any
 import orjson
 
 from transforms.chunks import SSEEvent, StreamTranslatorBase
-from transforms.common import content_parts, image_url_of, parse_data_url, refuse, tool_arguments
+from transforms.common import (
+    content_parts,
+    embedding_list,
+    embedding_texts,
+    image_url_of,
+    parse_data_url,
+    refuse,
+    tool_arguments,
+)
 from transforms.config import ModelOptions
 from transforms.errors import GatewayError, bad_request
 from transforms.types import (
@@ -336,15 +344,6 @@ def build_completions(body: dict[str, Any], ctx: CallContext) -> ProviderRequest
     return ProviderRequest(_chat_body(body, ctx, messages), CHAT_PATH)
 
 
-def embedding_texts(value: Any, provider: str) -> list[str]:
-    """OpenAI's ``input`` as a list of texts; token ids have no meaning to another tokenizer."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise refuse(provider, "input", "as token ids is not supported")
-
-
 def _input_type(options: ModelOptions) -> str:
     cohere = options.cohere
     return cohere.embedding_input_type if cohere is not None else DEFAULT_INPUT_TYPE
@@ -503,16 +502,6 @@ def parse_completions(body: Json, ctx: CallContext) -> Json:
     return _envelope(reply, ctx, "text_completion", choice)
 
 
-def embedding_list(vectors: list[Any], model: str, prompt_tokens: int) -> dict[str, Any]:
-    """An OpenAI embedding list of float vectors (the pipeline encodes them when asked for base64)."""
-    return {
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-        "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    }
-
-
 def parse_embeddings(body: Json, ctx: CallContext) -> Json:
     if not isinstance(body, dict) or not isinstance(body.get("embeddings"), dict):
         raise ValueError("'embeddings' not in cohere embed response")
@@ -521,7 +510,8 @@ def parse_embeddings(body: Json, ctx: CallContext) -> Json:
         raise ValueError("'embeddings.float' not in cohere embed response")
     meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
     billed = meta.get("billed_units") if isinstance(meta.get("billed_units"), dict) else {}
-    return embedding_list(vectors, ctx.model, _count(billed.get("input_tokens")))
+    tokens = _count(billed.get("input_tokens"))
+    return embedding_list(vectors, ctx.model, Usage(tokens, 0, tokens))
 
 
 # --- errors -------------------------------------------------------------------------------------

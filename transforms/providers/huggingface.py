@@ -20,9 +20,8 @@ from urllib.parse import quote
 import orjson
 
 from transforms.chunks import SSEEvent, StreamTranslatorBase
-from transforms.common import refuse
+from transforms.common import embedding_list, embedding_texts, refuse
 from transforms.config import ModelOptions
-from transforms.providers.cohere import embedding_list, embedding_texts
 from transforms.stream import DONE, sse_frame
 from transforms.types import (
     CallContext,
@@ -263,7 +262,8 @@ def _vectors(body: Json) -> list[list[float]]:
 
 def parse_embeddings(body: Json, ctx: CallContext) -> Json:
     # The pipeline reports no token count: the prompt's size is estimated.
-    return embedding_list(_vectors(body), ctx.model, estimate_tokens(ctx.prompt_text))
+    tokens = estimate_tokens(ctx.prompt_text)
+    return embedding_list(_vectors(body), ctx.model, Usage(tokens, 0, tokens, estimated=True))
 
 
 def native_usage(body: Any) -> Usage | None:
