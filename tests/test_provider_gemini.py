@@ -391,6 +391,7 @@ def test_batch_embedding_with_dimensions() -> None:
         # Neutral values of fields Gemini cannot express change nothing.
         ({"logprobs": False, "top_logprobs": 0, "logit_bias": {}, "parallel_tool_calls": True}, None),
         ({"user": "u-1", "store": False, "metadata": {"a": "b"}, "service_tier": "auto"}, None),
+        ({"parallel_tool_calls": False}, None),  # without tools it means nothing
     ],
 )
 def test_generation_config(fields: dict[str, Any], config: dict[str, Any] | None) -> None:
@@ -414,7 +415,7 @@ def test_stream_flag_does_not_enter_the_body() -> None:
         ({"top_logprobs": 3}, "'top_logprobs' is not supported by the gemini provider"),
         ({"logit_bias": {"50256": -100}}, "'logit_bias' is not supported by the gemini provider"),
         (
-            {"parallel_tool_calls": False},
+            {"parallel_tool_calls": False, "tools": [{"type": "function", "function": {"name": "f"}}]},
             "'parallel_tool_calls' set to false is not supported by the gemini provider",
         ),
         ({"reasoning_effort": "low"}, "'reasoning_effort' is not supported by the gemini provider"),

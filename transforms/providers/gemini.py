@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import suppress
 from itertools import count
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -129,10 +130,10 @@ def model_path(ctx: CallContext, method: str) -> str:
     """``.../models/{model}:{method}`` on AI Studio or on the configured Vertex AI project."""
     model = quote(ctx.model.removeprefix("models/"), safe="-._~@")
     vertex = ctx.options.gemini
-    if vertex is not None and vertex.is_vertex:
-        project, location = quote(vertex.project_id or "", safe=""), quote(vertex.location_id or "", safe="")
-        return f"/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:{method}"
-    return f"/v1beta/models/{model}:{method}"
+    if vertex is None or not vertex.is_vertex:
+        return f"/v1beta/models/{model}:{method}"
+    project, location = quote(vertex.project_id or "", safe=""), quote(vertex.location_id or "", safe="")
+    return f"/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:{method}"
 
 
 def _is_vertex(ctx: CallContext) -> bool:
@@ -611,7 +612,10 @@ def _with_config(out: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
-    _check_fields(body, _CHAT_FIELDS)
+    # Without tools, parallel_tool_calls means nothing; with them Gemini cannot honour false.
+    _check_fields(
+        {k: v for k, v in body.items() if k != "parallel_tool_calls" or body.get("tools")}, _CHAT_FIELDS
+    )
     system, contents = convert_messages(body["messages"])
     out: dict[str, Any] = {"contents": contents}
     if system:
@@ -1008,10 +1012,9 @@ class GeminiStream(StreamTranslatorBase):
         events = []
         if self._framing == "sse":
             for event in self._sse.finish():
-                try:
+                # A last event cut mid-way is dropped: the stream is incomplete, which finish() reports.
+                with suppress(orjson.JSONDecodeError):
                     events.append(orjson.loads(event.data))
-                except orjson.JSONDecodeError:
-                    pass  # a last event cut mid-way: the stream is incomplete, which finish() reports
         return events  # an unfinished array element is reported the same way
 
     # translation -----------------------------------------------------------------------------
