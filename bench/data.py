@@ -20,6 +20,11 @@ class Memory:
     after_mb: float = 0.0
     served_before: int = 0
     served_after: int = 0
+    samples: list[tuple[int, float]] = field(default_factory=list)  # (requests served, RSS MB) over time
+
+    def at(self, served: int) -> tuple[int, float]:
+        """The sample taken nearest to ``served`` requests."""
+        return min(self.samples, key=lambda s: abs(s[0] - served))
 
 
 @dataclass
@@ -51,6 +56,10 @@ class Results:
         self.loads.setdefault((target, cell), []).append(result)
         if cpu_share is not None:
             self.cpu.setdefault((target, cell), []).append(cpu_share)
+
+    def note_rss(self, target: str, served: int, rss_mb: float) -> None:
+        if target in self.memory:
+            self.memory[target].samples.append((served, rss_mb))
 
     def add_probes(self, samples: dict[tuple[str, str, bool], list[ProbeSample]]) -> None:
         for key, values in samples.items():

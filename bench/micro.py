@@ -85,7 +85,7 @@ class Timer:
         if self.quick:
             return min(timeit.repeat(fn, number=3, repeat=1)) / 3 * 1e6
         number, _ = timeit.Timer(fn).autorange()
-        return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+        return min(timeit.repeat(fn, number=number, repeat=3)) / number * 1e6
 
 
 def run(quick: bool = False) -> tuple[list[MicroRow], list[str]]:

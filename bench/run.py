@@ -12,6 +12,7 @@ import contextlib
 import functools
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -192,6 +193,7 @@ def _start_targets(
         ("addon-anthropic", _anthropic_starter(providers, import_error, upstream, run)),
     ]
     results.tools["mitmproxy"] = f"mitmdump {VERSION} on Python {platform.python_version()}"
+    results.tools["project"] = _project_version()
     targets = [t for name, starter in starters if (t := _start_one(name, starter, results, stack, requests))]
     portkey_target = _start_portkey(settings, upstream, run, results, stack, requests)
     if portkey_target is not None:
@@ -199,6 +201,17 @@ def _start_targets(
     for target in targets:
         results.targets[target.name] = target.description
     return targets
+
+
+def _project_version() -> str:
+    """The commit measured, and whether the work tree differed from it (it is what runs)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    )
+    commit = head.stdout.strip() or "unknown commit"
+    changed = len(dirty.stdout.splitlines())
+    return f"commit {commit}" + (f" plus uncommitted changes in {changed} file(s)" if changed else "")
 
 
 def _anthropic_starter(
@@ -333,7 +346,8 @@ def _measure(
             served[target.name] += result.requests
     for target in targets:
         if target.service is not None:
-            results.memory[target.name] = Memory(target.service.rss_mb(), served_before=served[target.name])
+            rss, count = target.service.rss_mb(), served[target.name]
+            results.memory[target.name] = Memory(rss, served_before=count, samples=[(count, rss)])
     cells = _cells(settings)
     for round_no in range(settings.rounds):
         order = targets[round_no % len(targets) :] + targets[: round_no % len(targets)]
@@ -348,7 +362,14 @@ def _measure(
         for (name, _body, _stream), values in samples.items():
             served[name] += len(values)
         results.add_probes(samples)
+        _note_rss(targets, served, results)
     return served
+
+
+def _note_rss(targets: list[Target], served: dict[str, int], results: Results) -> None:
+    for target in targets:
+        if target.service is not None:
+            results.note_rss(target.name, served[target.name], target.service.rss_mb())
 
 
 def _soak(
@@ -387,6 +408,7 @@ def _soak_one(
             results.notes.append(f"soak of {target.name} stopped: no answers")
             return
         served[target.name] += result.requests
+        _note_rss([target], served, results)
         stream = not stream
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import orjson
@@ -39,6 +39,7 @@ class Target:
     name: str
     description: str
     port: int
+    _: KW_ONLY
     service: Service | None = None  # the proxy process (None for direct)
     cpu_pid: int | None = None  # whose CPU a load cell samples: the proxy, or for direct the upstream
     paths: dict[str, str] = field(default_factory=lambda: dict(CLIENT_PATHS))
@@ -85,7 +86,7 @@ def _mitmdump_cmd(upstream: Service, port: int) -> list[str]:
 def plain_mitmdump(upstream: Service, run: Path) -> Target:
     port = free_port()
     service = start_service("mitmdump", _mitmdump_cmd(upstream, port), port, run)
-    return Target("mitmdump", "mitmdump reverse proxy, no addon", port, service)
+    return Target("mitmdump", "mitmdump reverse proxy, no addon", port, service=service)
 
 
 def routes_for(provider: str, upstream: Service) -> dict[str, object]:
@@ -129,7 +130,7 @@ def addon_mitmdump(provider: str, upstream: Service, run: Path) -> Target:
     ]
     service = start_service(name, cmd, port, run)
     action = "passing OpenAI through" if provider == "openai" else f"translating OpenAI->{provider}"
-    return Target(name, f"mitmdump + ai-proxy addon {action}", port, service)
+    return Target(name, f"mitmdump + ai-proxy addon {action}", port, service=service)
 
 
 def portkey(tool: Tool, upstream: Service, run: Path, shim: bool = False) -> Target:
@@ -152,7 +153,7 @@ def portkey(tool: Tool, upstream: Service, run: Path, shim: bool = False) -> Tar
     description = f"Portkey gateway translating OpenAI->Anthropic ({tool.version})"
     if shim:
         description += ", with bench/portkey_fetch_shim.mjs"
-    return Target("portkey", description, port, service, paths, headers)
+    return Target("portkey", description, port, service=service, paths=paths, headers=headers)
 
 
 def available_providers() -> tuple[list[str], str]:
