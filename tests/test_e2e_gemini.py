@@ -271,6 +271,16 @@ def test_embeddings_one_and_several(gw, emulator):
         e["values"] for e in fixture_json("gemini/batch_embed/response.json")["embeddings"]
     ]
     assert [d.index for d in several.data] == [0, 1]
+    assert several.usage.model_dump() == {"prompt_tokens": 11, "total_tokens": 11}  # no internal mark
+    records = gw.wait_records(2)
+    # AI Studio reports no token count for embeddings: the statistics say the count is an estimate.
+    assert [
+        (r["ai"]["proxy"]["usage"]["prompt_tokens"], r["ai"]["proxy"]["usage"].get("estimated"))
+        for r in records
+    ] == [
+        (5, True),
+        (11, True),
+    ]
 
 
 # --- AI Studio streams ---------------------------------------------------------------------------
@@ -388,6 +398,7 @@ def test_vertex_stream_and_embeddings(gw, emulator):
     assert len(emb.data) == 2
     records = gw.wait_records(2)
     assert [r["ai"]["proxy"]["usage"]["prompt_tokens"] for r in records] == [13, 11]
+    assert "estimated" not in records[1]["ai"]["proxy"]["usage"]  # Vertex counts the tokens
 
 
 def test_token_failure_is_a_502_and_nothing_goes_upstream(gw, emulator):

@@ -31,6 +31,8 @@ from transforms.chunks import StreamTranslatorBase
 from transforms.common import (
     content_parts,
     dumps_arguments,
+    embedding_list,
+    embedding_texts,
     image_url_of,
     parse_data_url,
     refuse,
@@ -640,19 +642,11 @@ def build_completions(body: dict[str, Any], ctx: CallContext) -> ProviderRequest
     return _generate_request(_with_config(out, _generation_config(body, ctx)), ctx)
 
 
-def _embedding_texts(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if not all(isinstance(v, str) for v in value):
-        raise refuse(PROVIDER, "input", "as token ids is not supported")
-    return list(value)
-
-
 def build_embeddings(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     """Vertex: ``:predict`` with one instance per text. AI Studio: ``:embedContent`` for one text,
     ``:batchEmbedContents`` for several."""
     _check_fields(body, _EMBEDDINGS_FIELDS)
-    texts = _embedding_texts(body["input"])
+    texts = embedding_texts(body["input"], PROVIDER)
     dimensions = body.get("dimensions")
     if _is_vertex(ctx):
         out: dict[str, Any] = {"instances": [{"content": text} for text in texts]}
@@ -862,14 +856,10 @@ def parse_embeddings(body: Json, ctx: CallContext) -> Json:
     vectors, tokens = _vectors(body)
     if any(not isinstance(v, list) for v in vectors):
         raise ValueError("an embedding in the gemini response is not a list of numbers")
-    if tokens is None:
-        tokens = estimate_tokens(ctx.prompt_text)  # AI Studio reports no token count for embeddings
-    return {
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-        "model": ctx.model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+    if tokens is None:  # AI Studio reports no token count for embeddings: estimated, and marked so
+        estimate = estimate_tokens(ctx.prompt_text)
+        return embedding_list(vectors, ctx.model, Usage(estimate, 0, estimate, estimated=True))
+    return embedding_list(vectors, ctx.model, Usage(tokens, 0, tokens))
 
 
 # --- errors --------------------------------------------------------------------------------------
