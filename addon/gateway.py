@@ -26,7 +26,7 @@ from addon.stats import CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
 from transforms.pipeline import Answer, Prepared, prepare, translate_response
-from transforms.stream import OpenAIStream
+from transforms.stream import ObservedStream, OpenAIStream
 from transforms.types import Inbound, StreamTranslator, Upstream, Usage
 from transforms.usage import estimate_usage
 
@@ -37,6 +37,9 @@ UNMATCHED_CHOICES = ("auto", "pass", "reject")
 CONFIG_POLL_SECONDS = 1.0
 OVERHEAD_HEADER = "x-ai-proxy-overhead-ms"
 MODEL_HEADER = "x-ai-proxy-model"
+OPENAI_FORMATS = frozenset({"openai", "azure", "mistral", "llama2"})
+# Upstream content types that are streams even when the request did not say so (passthrough routes).
+STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream", "application/x-ndjson")
 
 
 @dataclass(slots=True)
@@ -201,11 +204,14 @@ class AIProxy:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = self._live.get(flow.id)
         if state is None or state.prep is None or flow.response is None:
+            if flow.response is not None and not flow.response.stream and _is_stream(flow.response):
+                flow.response.stream = True  # never buffer someone's event stream, even unmatched
             return
         started = time.perf_counter()
         try:
             # An error answer to a stream request is read whole and translated as JSON.
-            if state.prep.stream and 200 <= flow.response.status_code < 300:
+            streaming = state.prep.stream or (state.prep.passthrough and _is_stream(flow.response))
+            if streaming and 200 <= flow.response.status_code < 300:
                 self._start_stream(flow, state)
         except Exception:
             # Replacing the response here would be overwritten by the upstream body; fail in `response`.
@@ -279,12 +285,9 @@ class AIProxy:
     def _start_stream(self, flow: http.HTTPFlow, state: FlowState) -> None:
         prep = state.prep
         assert prep is not None and flow.response is not None
-        transform = prep.spec.routes.get(prep.route.route_type) if not prep.passthrough else None
-        if transform is not None and transform.new_stream is not None and prep.ctx is not None:
-            translator: StreamTranslator = transform.new_stream(prep.ctx)
+        translator = stream_translator(prep)
+        if not prep.passthrough:
             flow.response.headers["content-type"] = "text/event-stream"
-        else:
-            translator = OpenAIStream()
         state.translator = translator
         headers = flow.response.headers
         headers.pop("content-length", None)
@@ -366,6 +369,18 @@ class AIProxy:
         _answer_error(flow, GatewayError(500, message, "gateway_error"))
 
 
+def stream_translator(prep: Prepared) -> StreamTranslator:
+    """Translated routes get their provider's translator; passthrough bytes are only observed, by the
+    provider's own reader where it has one (native formats), else as OpenAI SSE."""
+    chat = prep.spec.routes.get("llm/v1/chat" if prep.passthrough else prep.route.route_type)
+    reader = chat.new_stream(prep.ctx) if chat and chat.new_stream and prep.ctx else None
+    if not prep.passthrough and reader is not None:
+        return reader
+    if reader is None or prep.spec.name in OPENAI_FORMATS:
+        return OpenAIStream()
+    return ObservedStream(reader)
+
+
 def inbound_from(flow: http.HTTPFlow) -> Inbound:
     req = flow.request
     return Inbound(
@@ -387,6 +402,10 @@ def apply_upstream(req: http.Request, up: Upstream) -> None:
     for name, value in up.set_headers.items():
         req.headers[name] = value
     req.content = up.body
+
+
+def _is_stream(response: http.Response) -> bool:
+    return response.headers.get("content-type", "").startswith(STREAM_TYPES)
 
 
 def _answer_error(flow: http.HTTPFlow, error: GatewayError) -> None:

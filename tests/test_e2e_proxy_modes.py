@@ -9,7 +9,7 @@ import httpx
 import openai
 import orjson
 import pytest
-from conftest import Gateway, route
+from conftest import Gateway, fixture_bytes, route
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,24 @@ def test_streams_reach_an_http2_client_intact(emulator, tmp_path):
         == "1 + 1 = 2."
     )
     assert len(records) == 1
+
+
+def test_unmatched_event_streams_are_not_buffered(explicit_proxy, emulator):
+    import time
+
+    gw, _ = explicit_proxy
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    started = time.monotonic()
+    with (
+        httpx.Client(proxy=gw.url) as http,
+        http.stream(
+            "POST", f"{emulator.url}/v1/chat/completions", json=body, headers={"x-emulator-delay-ms": "300"}
+        ) as response,
+    ):
+        chunks = response.iter_raw()
+        first = next(chunks)
+        first_at = time.monotonic() - started
+        rest = b"".join(chunks)
+    assert first.startswith(b"data: ")
+    assert first_at < 1.0  # the whole stream takes 9 x 300 ms
+    assert (first + rest) == fixture_bytes("openai/chat/stream.sse")

@@ -266,7 +266,10 @@ def _prepare_passthrough(
         request_model=model,
         stream=stream,
         passthrough=True,
-        ctx=None,
+        # Native streams are read with the provider's own translator, for statistics only.
+        ctx=CallContext(
+            route.name, "llm/v1/chat", route.provider, model, route.model.options, stream, "native", now
+        ),
         prompt_text=request_text(parsed),
         secrets=route.auth.secrets(),
     )

@@ -6,6 +6,7 @@ Memory is bounded by the largest single event, never by the stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -69,6 +70,36 @@ class SSEParser:
 
 def sse_frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
+
+
+class ObservedStream:
+    """Bytes go through untouched while ``reader`` (any translator) reads them on the side: native
+    provider streams keep their format and are still accounted for."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._reader.usage
+
+    @property
+    def response_model(self) -> str | None:
+        return self._reader.response_model
+
+    @property
+    def text(self) -> str:
+        return getattr(self._reader, "text", "")
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if not chunk:
+            return []
+        self._reader.feed(chunk)
+        return [chunk]
+
+    def finish(self) -> list[bytes]:
+        self._reader.finish()
+        return []
 
 
 class OpenAIStream:
