@@ -72,7 +72,24 @@ def split_stream(data: bytes, suffix: str) -> list[bytes]:
         return [p + b"\n\n" for p in parts if p.strip()]
     if suffix == ".ndjson":
         return [line + b"\n" for line in data.split(b"\n") if line.strip()]
+    if suffix == ".eventstream":
+        return _eventstream_messages(data)
     return [data]
+
+
+def _eventstream_messages(data: bytes) -> list[bytes]:
+    """AWS event-stream messages, each one whole: the first 4 bytes give a message's total length."""
+    messages = []
+    start = 0
+    while start + 4 <= len(data):
+        length = int.from_bytes(data[start : start + 4], "big")
+        if length <= 0:
+            break
+        messages.append(data[start : start + length])
+        start += length
+    if start < len(data):
+        messages.append(data[start:])  # a truncated fixture goes out as it is
+    return messages
 
 
 class Emulator:
