@@ -95,20 +95,18 @@ def model_path(model: str, operation: str) -> str:
     return f"/model/{quote(model, safe=_LABEL_SAFE)}/{operation}"
 
 
-def model_family(model: str) -> str:
-    """The provider part of a model id (``anthropic``, ``amazon``, ``cohere``...), also for inference
-    profiles (``us.anthropic...``) and ARNs (``arn:...:foundation-model/anthropic...``)."""
-    name = model.rsplit("/", 1)[-1]
-    head, _, rest = name.partition(".")
-    if head in _GEO_PREFIXES and rest:
-        head = rest.partition(".")[0]
-    return head
-
-
-def _base_model(model: str) -> str:
+def base_model(model: str) -> str:
+    """The foundation-model id inside an ARN or a cross-region inference profile id:
+    ``arn:...:foundation-model/anthropic.claude-...`` and ``us.anthropic.claude-...`` are
+    ``anthropic.claude-...``."""
     name = model.rsplit("/", 1)[-1]
     head, _, rest = name.partition(".")
     return rest if head in _GEO_PREFIXES and rest else name
+
+
+def model_family(model: str) -> str:
+    """The provider part of a model id: ``anthropic``, ``amazon``, ``cohere``, ``meta``..."""
+    return base_model(model).partition(".")[0]
 
 
 def sign_request(
@@ -213,7 +211,7 @@ def _top_k_fields(top_k: int, model: str) -> dict[str, Any]:
     """top_k in the model family's own request field (see the module docstring)."""
     family = model_family(model)
     if family == "amazon":
-        if not _base_model(model).startswith("amazon.nova"):
+        if not base_model(model).startswith("amazon.nova"):
             raise refuse(PROVIDER, "top_k", f"is not supported for model '{model}'")
         return {"inferenceConfig": {"topK": top_k}}
     if family == "cohere":
@@ -529,7 +527,7 @@ def build_completions(body: dict[str, Any], ctx: CallContext) -> ProviderRequest
 
 
 def _embedding_kind(model: str) -> str:
-    base = _base_model(model)
+    base = base_model(model)
     if base.startswith("amazon.titan-embed"):
         return "titan"
     if base.startswith("cohere.embed"):
@@ -548,7 +546,7 @@ def _titan_body(texts: list[str], body: Mapping[str, Any], model: str) -> dict[s
         )
     out: dict[str, Any] = {"inputText": texts[0]}
     if body.get("dimensions") is not None:
-        if not _base_model(model).startswith("amazon.titan-embed-text-v2"):
+        if not base_model(model).startswith("amazon.titan-embed-text-v2"):
             raise refuse(PROVIDER, "dimensions", f"is not supported for model '{model}'")
         out["dimensions"] = body["dimensions"]
     return out
@@ -559,7 +557,7 @@ def _cohere_body(texts: list[str], body: Mapping[str, Any], ctx: CallContext) ->
     input_type = cohere.embedding_input_type if cohere is not None else DEFAULT_COHERE_INPUT_TYPE
     out: dict[str, Any] = {"texts": texts, "input_type": input_type}
     if body.get("dimensions") is not None:
-        if not _base_model(ctx.model).startswith("cohere.embed-v4"):
+        if not base_model(ctx.model).startswith("cohere.embed-v4"):
             raise refuse(PROVIDER, "dimensions", f"is not supported for model '{ctx.model}'")
         out["output_dimension"] = body["dimensions"]
     return out
