@@ -73,6 +73,15 @@ def dumps_arguments(value: Any) -> str:
     return orjson.dumps(value if value is not None else {}).decode()
 
 
+def fixed_base_url(url: str) -> Callable[[ModelOptions, str, Mapping[str, str]], str]:
+    """The base_url of a provider with one public endpoint."""
+
+    def base_url(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
+        return url
+
+    return base_url
+
+
 def requires_upstream_url(what: str) -> Callable[[ModelOptions, str, Mapping[str, str]], str]:
     """The base_url of a self-hosted format: there is no public default to fall back on."""
 
@@ -99,6 +108,49 @@ def embedding_list(vectors: list[Any], model: str, usage: Usage) -> dict[str, An
         "model": model,
         "usage": {k: v for k, v in usage.as_openai().items() if k != "completion_tokens"},
     }
+
+
+# Fields a provider accepts only at their neutral value: name -> (is_neutral(value), why not).
+NeutralOnly = Mapping[str, tuple[Callable[[Any], bool], str]]
+
+
+def check_fields(
+    provider: str,
+    body: Mapping[str, Any],
+    translated: frozenset[str],
+    ignored: frozenset[str],
+    neutral_only: NeutralOnly,
+) -> None:
+    """Refuse every field that would change the answer and that the provider cannot express:
+    fields are translated, harmless (``ignored``), or accepted only at their neutral value."""
+    for name, value in body.items():
+        if value is None or name in translated or name in ignored:
+            continue
+        neutral = neutral_only.get(name)
+        if neutral is None:
+            raise refuse(provider, name)
+        is_neutral, why = neutral
+        if not is_neutral(value):
+            raise refuse(provider, name, why)
+
+
+def merge_turns(
+    turns: list[tuple[str, list[dict[str, Any]]]], is_tool_result: Callable[[dict[str, Any]], bool]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Consecutive turns of one role become one (providers that require alternation), and in a user
+    turn the tool results come first (as Claude requires); empty turns are dropped."""
+    merged: list[tuple[str, list[dict[str, Any]]]] = []
+    for role, blocks in turns:
+        if not blocks:
+            continue
+        if merged and merged[-1][0] == role:
+            merged[-1][1].extend(blocks)
+        else:
+            merged.append((role, list(blocks)))
+    for role, blocks in merged:
+        if role == "user":
+            blocks.sort(key=lambda b: not is_tool_result(b))  # stable: order kept otherwise
+    return merged
 
 
 def refuse(provider: str, field: str, why: str = "is not supported") -> Exception:

@@ -16,14 +16,16 @@ import orjson
 
 from transforms.chunks import SSEEvent, StreamTranslatorBase
 from transforms.common import (
+    check_fields,
     content_parts,
     dumps_arguments,
+    fixed_base_url,
     image_url_of,
+    merge_turns,
     parse_data_url,
     refuse,
     tool_arguments,
 )
-from transforms.config import ModelOptions
 from transforms.errors import bad_request
 from transforms.types import (
     CallContext,
@@ -96,16 +98,7 @@ _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt"}
 
 
 def _check_fields(body: Mapping[str, Any], translated: frozenset[str]) -> None:
-    """Refuse every field that would change the answer and that Anthropic cannot express."""
-    for name, value in body.items():
-        if value is None or name in translated or name in _IGNORED:
-            continue
-        neutral = _NEUTRAL.get(name)
-        if neutral is None:
-            raise refuse(PROVIDER, name)
-        is_neutral, why = neutral
-        if not is_neutral(value):
-            raise refuse(PROVIDER, name, why)
+    check_fields(PROVIDER, body, translated, _IGNORED, _NEUTRAL)
 
 
 # --- request: parameters ------------------------------------------------------------------------
@@ -272,20 +265,8 @@ def _turn(message: Mapping[str, Any], where: str) -> tuple[str, list[dict[str, A
 def _merge_turns(turns: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
     """Consecutive turns of one role become one, as Anthropic's alternation requires; in a user
     turn the tool results come first, as Anthropic requires."""
-    merged: list[tuple[str, list[dict[str, Any]]]] = []
-    for role, blocks in turns:
-        if not blocks:
-            continue
-        if merged and merged[-1][0] == role:
-            merged[-1][1].extend(blocks)
-        else:
-            merged.append((role, list(blocks)))
-    out = []
-    for role, blocks in merged:
-        if role == "user":
-            blocks.sort(key=lambda b: b["type"] != "tool_result")  # stable: order kept otherwise
-        out.append({"role": role, "content": _compact(blocks)})
-    return out
+    merged = merge_turns(turns, lambda block: block["type"] == "tool_result")
+    return [{"role": role, "content": _compact(blocks)} for role, blocks in merged]
 
 
 def _compact(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
@@ -713,14 +694,10 @@ class AnthropicStream(StreamTranslatorBase):
 # --- spec ---------------------------------------------------------------------------------------
 
 
-def _base_url(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
-    return BASE_URL
-
-
 SPECS = (
     ProviderSpec(
         PROVIDER,
-        _base_url,
+        fixed_base_url(BASE_URL),
         {
             "llm/v1/chat": RouteTransform(build_chat, parse_chat, AnthropicStream),
             "llm/v1/completions": RouteTransform(build_completions, parse_completions, AnthropicStream),

@@ -38,11 +38,13 @@ import orjson
 
 from transforms.chunks import StreamTranslatorBase
 from transforms.common import (
+    check_fields,
     content_parts,
     dumps_arguments,
     embedding_list,
     embedding_texts,
     image_url_of,
+    merge_turns,
     parse_data_url,
     refuse,
     tool_arguments,
@@ -165,16 +167,7 @@ _EMBEDDINGS_FIELDS = frozenset({"input", "dimensions", "encoding_format"})
 
 
 def _check_fields(body: Mapping[str, Any], translated: frozenset[str]) -> None:
-    """Refuse every field that would change the answer and that Converse cannot express."""
-    for name, value in body.items():
-        if value is None or name in translated or name in _IGNORED:
-            continue
-        neutral = _NEUTRAL.get(name)
-        if neutral is None:
-            raise refuse(PROVIDER, name)
-        is_neutral, why = neutral
-        if not is_neutral(value):
-            raise refuse(PROVIDER, name, why)
+    check_fields(PROVIDER, body, translated, _IGNORED, _NEUTRAL)
 
 
 # --- request: parameters ------------------------------------------------------------------------
@@ -372,20 +365,8 @@ def _turn(message: Mapping[str, Any], where: str) -> tuple[str, list[dict[str, A
 def _merge_turns(turns: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
     """Consecutive turns of one role become one (Converse requires alternation); in a user turn the
     tool results come first, as the models behind Converse (Claude) require."""
-    merged: list[tuple[str, list[dict[str, Any]]]] = []
-    for role, blocks in turns:
-        if not blocks:
-            continue
-        if merged and merged[-1][0] == role:
-            merged[-1][1].extend(blocks)
-        else:
-            merged.append((role, list(blocks)))
-    out = []
-    for role, blocks in merged:
-        if role == "user":
-            blocks.sort(key=lambda b: "toolResult" not in b)  # stable: order kept otherwise
-        out.append({"role": role, "content": blocks})
-    return out
+    merged = merge_turns(turns, lambda block: "toolResult" in block)
+    return [{"role": role, "content": blocks} for role, blocks in merged]
 
 
 def convert_messages(messages: list[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

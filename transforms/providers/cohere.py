@@ -18,9 +18,11 @@ import orjson
 
 from transforms.chunks import SSEEvent, StreamTranslatorBase
 from transforms.common import (
+    check_fields,
     content_parts,
     embedding_list,
     embedding_texts,
+    fixed_base_url,
     image_url_of,
     parse_data_url,
     refuse,
@@ -89,16 +91,7 @@ _EMBEDDINGS_FIELDS = frozenset({"input", "dimensions", "encoding_format"})
 
 
 def _check_fields(body: Mapping[str, Any], translated: frozenset[str]) -> None:
-    """Refuse every field that would change the answer and that Cohere cannot express."""
-    for name, value in body.items():
-        if value is None or name in translated or name in _IGNORED:
-            continue
-        neutral = _NEUTRAL.get(name)
-        if neutral is None:
-            raise refuse(PROVIDER, name)
-        is_neutral, why = neutral
-        if not is_neutral(value):
-            raise refuse(PROVIDER, name, why)
+    check_fields(PROVIDER, body, translated, _IGNORED, _NEUTRAL)
 
 
 # --- request: parameters ------------------------------------------------------------------------
@@ -624,14 +617,10 @@ class CohereStream(StreamTranslatorBase):
 # --- spec ---------------------------------------------------------------------------------------
 
 
-def _base_url(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
-    return BASE_URL
-
-
 SPECS = (
     ProviderSpec(
         PROVIDER,
-        _base_url,
+        fixed_base_url(BASE_URL),
         {
             "llm/v1/chat": RouteTransform(build_chat, parse_chat, CohereStream),
             "llm/v1/completions": RouteTransform(build_completions, parse_completions, CohereStream),

@@ -29,6 +29,7 @@ import orjson
 
 from transforms.chunks import StreamTranslatorBase
 from transforms.common import (
+    check_fields,
     content_parts,
     dumps_arguments,
     embedding_list,
@@ -105,16 +106,7 @@ _EMBEDDINGS_FIELDS = frozenset({"input", "dimensions"})
 
 
 def _check_fields(body: Mapping[str, Any], translated: frozenset[str]) -> None:
-    """Refuse every field that would change the answer and that Gemini cannot express."""
-    for name, value in body.items():
-        if value is None or name in translated or name in _IGNORED:
-            continue
-        neutral = _NEUTRAL.get(name)
-        if neutral is None:
-            raise refuse(PROVIDER, name)
-        is_neutral, why = neutral
-        if not is_neutral(value):
-            raise refuse(PROVIDER, name, why)
+    check_fields(PROVIDER, body, translated, _IGNORED, _NEUTRAL)
 
 
 # --- where requests go ---------------------------------------------------------------------------

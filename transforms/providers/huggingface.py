@@ -13,14 +13,13 @@ of its own. ``model.options.huggingface`` becomes the ``x-use-cache`` / ``x-wait
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 from transforms.chunks import SSEEvent, StreamTranslatorBase
-from transforms.common import embedding_list, embedding_texts, refuse
+from transforms.common import embedding_list, embedding_texts, fixed_base_url, refuse
 from transforms.config import ModelOptions
 from transforms.stream import DONE, sse_frame
 from transforms.types import (
@@ -401,14 +400,10 @@ class HuggingFaceStream(StreamTranslatorBase):
 # --- spec ---------------------------------------------------------------------------------------
 
 
-def _base_url(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
-    return BASE_URL
-
-
 SPECS = (
     ProviderSpec(
         PROVIDER,
-        _base_url,
+        fixed_base_url(BASE_URL),
         {
             "llm/v1/chat": RouteTransform(build_chat, parse_chat, HuggingFaceStream),
             "llm/v1/completions": RouteTransform(build_completions, parse_completions, HuggingFaceStream),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from transforms.common import requires_upstream_url
+from transforms.common import fixed_base_url, requires_upstream_url
 from transforms.config import ModelOptions
 from transforms.stream import OpenAIStream
 from transforms.types import CallContext, ErrorInfo, Json, ProviderRequest, ProviderSpec, RouteTransform
@@ -86,10 +86,6 @@ def _routes(
     }
 
 
-def _fixed(url: str):
-    return lambda options, model, env: url
-
-
 def _azure_base(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
     return f"https://{options.azure_instance}.openai.azure.com"
 
@@ -117,9 +113,14 @@ SPECS = (
     # Only OpenAI itself is asked for stream usage: older Azure API versions and some
     # compatible servers reject an unknown stream_options field.
     ProviderSpec(
-        "openai", _fixed("https://api.openai.com"), _routes(("top_k",), PATHS, ask_usage=True), parse_error
+        "openai",
+        fixed_base_url("https://api.openai.com"),
+        _routes(("top_k",), PATHS, ask_usage=True),
+        parse_error,
     ),
     ProviderSpec("azure", _azure_base, _azure_routes(), parse_error, default_auth_header="api-key"),
-    ProviderSpec("mistral", _fixed("https://api.mistral.ai"), _routes(("top_k",), PATHS), parse_error),
+    ProviderSpec(
+        "mistral", fixed_base_url("https://api.mistral.ai"), _routes(("top_k",), PATHS), parse_error
+    ),
     ProviderSpec("llama2", requires_upstream_url("the llama2 provider"), _routes((), PATHS), parse_error),
 )
