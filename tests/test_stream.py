@@ -156,3 +156,16 @@ def test_translator_base_end_fail_and_truncation():
     events = parse_all([run_stream(cut, [b'{"text": "a"}\n'])])
     assert "ended before the response was complete" in orjson.loads(events[-2][1])["error"]["message"]
     assert DONE.endswith(b"\n\n")
+
+
+def test_stream_text_is_counted_but_only_its_start_is_kept():
+    from transforms.usage import TextTally
+
+    tally = TextTally()
+    for _ in range(100_000):
+        tally.add("0123456789")
+    assert tally.chars == 1_000_000
+    assert len(str(tally)) == TextTally.KEPT  # memory bounded however long the stream runs
+    t = _Echo(ctx())
+    t.feed(b'{"text": "' + b"x" * 200_000 + b'"}\n')
+    assert t.text_chars == 200_000 and len(t.text) == TextTally.KEPT

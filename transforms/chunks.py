@@ -15,6 +15,7 @@ import orjson
 from transforms.errors import error_body
 from transforms.stream import DONE, SSEEvent, SSEParser, sse_frame
 from transforms.types import CallContext, Usage
+from transforms.usage import TextTally
 
 
 class ChunkWriter:
@@ -122,7 +123,7 @@ class StreamTranslatorBase:
         self.out = ChunkWriter(ctx)
         self.usage: Usage | None = None
         self.response_model: str | None = None
-        self.text_parts: list[str] = []
+        self.tally = TextTally()
         self.finish_reason: str | None = None
         self._ended = False
         self._sse = SSEParser()
@@ -130,7 +131,12 @@ class StreamTranslatorBase:
 
     @property
     def text(self) -> str:
-        return "".join(self.text_parts)
+        """The start of the generated text (see TextTally); ``text_chars`` counts all of it."""
+        return str(self.tally)
+
+    @property
+    def text_chars(self) -> int:
+        return self.tally.chars
 
     # framing ---------------------------------------------------------------------------------
 
@@ -179,7 +185,7 @@ class StreamTranslatorBase:
 
     def content(self, text: str) -> list[bytes]:
         if text:
-            self.text_parts.append(text)
+            self.tally.add(text)
         return self.out.content(text)
 
     def end(self, finish_reason: str) -> list[bytes]:

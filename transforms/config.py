@@ -253,6 +253,10 @@ class GatewayConfig(_Strict):
             seen.add(route.name)
         return self
 
+    @property
+    def matches_hosts(self) -> bool:
+        return any(route.match.host is not None for route in self.routes)
+
     def find(self, host: str, path: str) -> Route | None:
         for route in self.routes:
             if route.match.matches(host, path):

@@ -12,7 +12,7 @@ import orjson
 
 from transforms.errors import error_body
 from transforms.types import Usage
-from transforms.usage import usage_from_openai
+from transforms.usage import TextTally, usage_from_openai
 
 DONE = b"data: [DONE]\n\n"
 
@@ -91,6 +91,10 @@ class ObservedStream:
     def text(self) -> str:
         return getattr(self._reader, "text", "")
 
+    @property
+    def text_chars(self) -> int:
+        return getattr(self._reader, "text_chars", 0)
+
     def feed(self, chunk: bytes) -> list[bytes]:
         if not chunk:
             return []
@@ -117,11 +121,15 @@ class OpenAIStream:
         self._done = False
         self.usage: Usage | None = None
         self.response_model: str | None = None
-        self.text_parts: list[str] = []
+        self.tally = TextTally()
 
     @property
     def text(self) -> str:
-        return "".join(self.text_parts)
+        return str(self.tally)
+
+    @property
+    def text_chars(self) -> int:
+        return self.tally.chars
 
     def feed(self, chunk: bytes) -> list[bytes]:
         if not chunk:
@@ -179,5 +187,5 @@ class OpenAIStream:
             if not isinstance(text, str):
                 text = choice.get("text")
             if isinstance(text, str) and text:
-                self.text_parts.append(text)
+                self.tally.add(text)
         return data

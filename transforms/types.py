@@ -110,6 +110,11 @@ class StreamTranslator(Protocol):
     usage: Usage | None
     response_model: str | None
 
+    @property
+    def text_chars(self) -> int:
+        """Characters of generated text so far, for estimates when the provider reports none."""
+        ...
+
     def feed(self, chunk: bytes) -> list[bytes]: ...
 
     def finish(self) -> list[bytes]: ...

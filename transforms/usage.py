@@ -35,9 +35,11 @@ def usage_from_openai(body: Any) -> Usage | None:
     )
 
 
-def estimate_tokens(text: str) -> int:
-    """A provider-neutral estimate: about four characters per token, as OpenAI's guidance says."""
-    return math.ceil(len(text) / 4) if text else 0
+def estimate_tokens(text: str | int) -> int:
+    """A provider-neutral estimate from a text or its length: about four characters per token, as
+    OpenAI's guidance says."""
+    chars = text if isinstance(text, int) else len(text)
+    return math.ceil(chars / 4)
 
 
 def _text_of(content: Any) -> str:
@@ -75,10 +77,34 @@ def response_text(body: Any) -> str:
     return "".join(parts)
 
 
-def estimate_usage(prompt_text: str, completion_text: str) -> Usage:
+def estimate_usage(prompt_text: str, completion_text: str | int) -> Usage:
     prompt = estimate_tokens(prompt_text)
     completion = estimate_tokens(completion_text)
     return Usage(prompt, completion, prompt + completion, estimated=True)
+
+
+class TextTally:
+    """The generated text of a stream, for estimates: every character is counted, but only the first
+    ``KEPT`` are kept, so memory stays bounded however long the stream runs."""
+
+    KEPT = 1 << 16
+
+    __slots__ = ("_head", "_kept", "chars")
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self._head: list[str] = []
+        self._kept = 0
+
+    def add(self, text: str) -> None:
+        self.chars += len(text)
+        if self._kept < self.KEPT:
+            piece = text[: self.KEPT - self._kept]
+            self._head.append(piece)
+            self._kept += len(piece)
+
+    def __str__(self) -> str:
+        return "".join(self._head)
 
 
 def cost(usage: Usage, options: ModelOptions) -> float:

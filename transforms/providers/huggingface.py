@@ -365,7 +365,7 @@ class HuggingFaceStream(StreamTranslatorBase):
             delta = _message(choice.get("delta") or {}, stream=True)
             self._tool_calls = self._tool_calls or bool(delta.get("tool_calls"))
             if isinstance(delta.get("content"), str) and delta["content"]:
-                self.text_parts.append(delta["content"])
+                self.tally.add(delta["content"])
             reason = finish_reason(choice.get("finish_reason"), self._tool_calls)
             if reason is not None:
                 self._finish = reason

@@ -230,7 +230,7 @@ def _generation(body: Json) -> dict[str, Any]:
     return body
 
 
-def usage_of(details: Any, prompt_text: str, completion_text: str, stream: bool = False) -> Usage:
+def usage_of(details: Any, prompt_text: str, completion_text: str | int, stream: bool = False) -> Usage:
     """Counts the endpoint reported (TGI details), estimates for the rest."""
     details = details if isinstance(details, dict) else {}
     generated = details.get("generated_tokens")
@@ -310,7 +310,7 @@ class Llama2RawStream(StreamTranslatorBase):
         return self.content(text)
 
     def _end(self, details: Any) -> list[bytes]:
-        self.usage = usage_of(details, self.ctx.prompt_text, self.text, stream=True)
+        self.usage = usage_of(details, self.ctx.prompt_text, self.text_chars, stream=True)
         return self.end(finish_reason(details))
 
 
