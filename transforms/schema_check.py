@@ -1,9 +1,10 @@
-"""A fast yes/no check compiled once from our JSON schemas.
+"""A fast yes/no check generated once from our JSON schemas.
 
 jsonschema is the reference (and writes the error messages), but walking a schema per request costs
-tens of microseconds. The schemas under ``transforms/schemas`` use a small set of keywords; this
-module compiles exactly that set into nested closures and refuses any other keyword at load, so the
-two can never silently disagree (tests/test_validation.py checks them against each other).
+tens to hundreds of microseconds. The schemas under ``transforms/schemas`` use a small set of
+keywords; this module turns exactly that set into plain Python functions (generated source, compiled
+once at load) and refuses any other keyword, so the two can never silently disagree
+(tests/test_validation.py checks them against each other on generated inputs).
 """
 
 from __future__ import annotations
@@ -13,18 +14,6 @@ from typing import Any
 
 Check = Callable[[Any], bool]
 
-_TYPES: dict[str, Callable[[Any], bool]] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    # JSON Schema counts 1.0 as an integer.
-    "integer": lambda v: (
-        (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
-    ),
-}
 _ANNOTATIONS = {"$schema", "title", "description", "$defs"}
 _SUPPORTED = {
     "type",
@@ -40,83 +29,109 @@ _SUPPORTED = {
     "minItems",
     "minLength",
 } | _ANNOTATIONS
+_NUMBER = "(isinstance(v, (int, float)) and not isinstance(v, bool))"
+_TYPE_TESTS = {
+    "object": "isinstance(v, dict)",
+    "array": "isinstance(v, list)",
+    "string": "isinstance(v, str)",
+    "boolean": "(v is True or v is False)",
+    "null": "v is None",
+    "number": _NUMBER,
+    # JSON Schema counts 1.0 as an integer.
+    "integer": "((isinstance(v, int) and not isinstance(v, bool))"
+    " or (isinstance(v, float) and v.is_integer()))",
+}
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+class _Generator:
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.root = root
+        self.source: list[str] = []
+        self.names: dict[str, Any] = {}
+        self.count = 0
 
+    def constant(self, value: Any) -> str:
+        name = f"K{len(self.names)}"
+        self.names[name] = value
+        return name
 
-def compile_schema(schema: dict[str, Any]) -> Check:
-    """Compile a root schema (with ``$defs``) into one check."""
-    defs: dict[str, Check] = {}
+    def function(self, node: dict[str, Any]) -> str:
+        unknown = set(node) - _SUPPORTED
+        if unknown:
+            raise ValueError(f"schema keyword(s) not supported by the fast check: {sorted(unknown)}")
+        name = f"check_{self.count}"
+        self.count += 1
+        body = self._body(node)
+        lines = "".join(f"    {line}\n" for line in body)
+        self.source.append(f"def {name}(v):\n{lines}    return True\n")
+        return name
 
-    def ref(target: str) -> Check:
+    def _body(self, node: dict[str, Any]) -> list[str]:
+        lines: list[str] = []
+        if "type" in node:
+            names = node["type"] if isinstance(node["type"], list) else [node["type"]]
+            lines.append(f"if not ({' or '.join(_TYPE_TESTS[n] for n in names)}): return False")
+        if "enum" in node:
+            values = node["enum"]
+            if not all(v is None or isinstance(v, str) for v in values):
+                raise ValueError("only string/null enums are supported")
+            strings = self.constant(frozenset(v for v in values if isinstance(v, str)))
+            null = " or v is None" if None in values else ""
+            lines.append(f"if not ((isinstance(v, str) and v in {strings}){null}): return False")
+        if "const" in node:
+            if not isinstance(node["const"], str):
+                raise ValueError("only string consts are supported")
+            lines.append(f"if not (isinstance(v, str) and v == {self.constant(node['const'])}): return False")
+        if "minimum" in node:
+            lines.append(f"if {_NUMBER} and v < {self.constant(node['minimum'])}: return False")
+        if "maximum" in node:
+            lines.append(f"if {_NUMBER} and v > {self.constant(node['maximum'])}: return False")
+        if "minItems" in node:
+            lines.append(f"if isinstance(v, list) and len(v) < {node['minItems']:d}: return False")
+        if "minLength" in node:
+            lines.append(f"if isinstance(v, str) and len(v) < {node['minLength']:d}: return False")
+        if "required" in node:
+            keys = self.constant(tuple(node["required"]))
+            lines.append(f"if isinstance(v, dict) and not all(k in v for k in {keys}): return False")
+        if "properties" in node:
+            props = self.constant({k: self.function(sub) for k, sub in node["properties"].items()})
+            # Loop over the value's few keys, not the schema's many properties.
+            lines += [
+                "if isinstance(v, dict):",
+                "    for k, x in v.items():",
+                f"        f = {props}.get(k)",
+                "        if f is not None and not G[f](x): return False",
+            ]
+        if "items" in node:
+            item = self.function(node["items"])
+            lines += ["if isinstance(v, list):", "    for x in v:", f"        if not {item}(x): return False"]
+        if "anyOf" in node:
+            options = [self.function(sub) for sub in node["anyOf"]]
+            lines.append(f"if not ({' or '.join(f'{o}(v)' for o in options)}): return False")
+        if "$ref" in node:
+            lines.append(f"if not {self._ref(node['$ref'])}(v): return False")
+        return lines
+
+    def _ref(self, target: str) -> str:
         prefix = "#/$defs/"
         if not target.startswith(prefix):
             raise ValueError(f"unsupported $ref {target!r}")
         name = target[len(prefix) :]
-        if name not in schema.get("$defs", {}):
+        if name not in self.root.get("$defs", {}):
             raise ValueError(f"unknown $ref {target!r}")
-
-        def check(v: Any) -> bool:
-            if name not in defs:
-                defs[name] = build(schema["$defs"][name])
-            return defs[name](v)
-
-        return check
-
-    def build(node: dict[str, Any]) -> Check:
-        unknown = set(node) - _SUPPORTED
-        if unknown:
-            raise ValueError(f"schema keyword(s) not supported by the fast check: {sorted(unknown)}")
-        checks: list[Check] = []
-        if "type" in node:
-            names = node["type"] if isinstance(node["type"], list) else [node["type"]]
-            type_checks = [_TYPES[n] for n in names]
-            checks.append(lambda v, tc=type_checks: any(t(v) for t in tc))
-        if "enum" in node:
-            checks.append(_enum(node["enum"]))
-        if "const" in node:
-            const = node["const"]
-            if not isinstance(const, str):
-                raise ValueError("only string consts are supported")
-            checks.append(lambda v, c=const: isinstance(v, str) and v == c)
-        if "minimum" in node:
-            checks.append(lambda v, m=node["minimum"]: not _is_number(v) or v >= m)
-        if "maximum" in node:
-            checks.append(lambda v, m=node["maximum"]: not _is_number(v) or v <= m)
-        if "minItems" in node:
-            checks.append(lambda v, m=node["minItems"]: not isinstance(v, list) or len(v) >= m)
-        if "minLength" in node:
-            checks.append(lambda v, m=node["minLength"]: not isinstance(v, str) or len(v) >= m)
-        if "required" in node:
-            required = tuple(node["required"])
-            checks.append(lambda v, r=required: not isinstance(v, dict) or all(k in v for k in r))
-        if "properties" in node:
-            props = {k: build(sub) for k, sub in node["properties"].items()}
-            checks.append(lambda v, p=props: not isinstance(v, dict) or _properties(v, p))
-        if "items" in node:
-            item = build(node["items"])
-            checks.append(lambda v, i=item: not isinstance(v, list) or all(i(x) for x in v))
-        if "anyOf" in node:
-            options = [build(sub) for sub in node["anyOf"]]
-            checks.append(lambda v, o=options: any(c(v) for c in o))
-        if "$ref" in node:
-            checks.append(ref(node["$ref"]))
-        if len(checks) == 1:
-            return checks[0]
-        return lambda v, cs=tuple(checks): all(c(v) for c in cs)
-
-    return build(schema)
+        key = f"def:{name}"
+        if key not in self.names:
+            self.names[key] = None  # placeholder first: a definition may refer to itself
+            self.names[key] = self.function(self.root["$defs"][name])
+        return self.names[key]
 
 
-def _properties(value: dict[str, Any], props: dict[str, Check]) -> bool:
-    return all(check(value[key]) for key, check in props.items() if key in value)
-
-
-def _enum(values: list[Any]) -> Check:
-    if not all(v is None or isinstance(v, str) for v in values):
-        raise ValueError("only string/null enums are supported")
-    strings = frozenset(v for v in values if isinstance(v, str))
-    allows_null = None in values
-    return lambda v: (isinstance(v, str) and v in strings) or (allows_null and v is None)
+def compile_schema(schema: dict[str, Any]) -> Check:
+    """Compile a root schema (with ``$defs``) into one check function."""
+    gen = _Generator(schema)
+    entry = gen.function(schema)
+    namespace: dict[str, Any] = {k: v for k, v in gen.names.items() if not k.startswith("def:")}
+    exec(compile("\n".join(gen.source), "<schema_check>", "exec"), namespace)  # our own generated code
+    # Property tables hold function names; resolve them to the functions once.
+    namespace["G"] = {name: namespace[name] for name in namespace if name.startswith("check_")}
+    return namespace[entry]

@@ -196,6 +196,8 @@ _ASSISTANT_PARTS = {"text": _text_block, "refusal": _refusal_block}
 def _blocks(content: Any, where: str, allowed: Mapping[str, Callable[..., dict[str, Any]]]) -> list[dict]:
     """OpenAI content (a string or parts) as Anthropic blocks; empty text is dropped (Anthropic
     rejects empty text blocks)."""
+    if isinstance(content, str):  # the common case, without the per-part machinery
+        return [{"type": "text", "text": content}] if content else []
     blocks = []
     for j, part in enumerate(content_parts(content)):
         kind = part.get("type")
