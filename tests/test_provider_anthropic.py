@@ -18,8 +18,10 @@ from conftest import FIXTURES, fixture_bytes, fixture_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types import Completion
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 from pydantic import ConfigDict, TypeAdapter
+from streams import assert_chunks_valid, drive, frames
+from streams import deltas as chunk_deltas
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
@@ -913,31 +915,7 @@ def run_stream(raw: bytes, pieces: list[bytes] | None = None, **ctx_args: Any):
     translator = CHAT.new_stream(make_ctx(**ctx_args)) if "route_type" not in ctx_args else None
     if translator is None:
         translator = COMPLETIONS.new_stream(make_ctx(**ctx_args))
-    out: list[bytes] = []
-    for piece in pieces if pieces is not None else [raw]:
-        out.extend(translator.feed(piece))
-    out.extend(translator.finish())
-    return b"".join(out), translator
-
-
-def frames(raw: bytes) -> list[Any]:
-    """The data payloads of our SSE output, JSON-decoded ('[DONE]' kept as is)."""
-    parser = SSEParser()
-    events = parser.feed(raw) + parser.finish()
-    return [e.data if e.data == "[DONE]" else orjson.loads(e.data) for e in events]
-
-
-def chunk_deltas(out: list[Any]) -> list[dict[str, Any]]:
-    return [c["choices"][0]["delta"] for c in out if isinstance(c, dict) and c.get("choices")]
-
-
-def assert_chunks_valid(out: list[Any]) -> None:
-    assert out[-1] == "[DONE]"
-    for chunk in out[:-1]:
-        if "error" in chunk:
-            continue
-        parsed = ChatCompletionChunk.model_validate(chunk)
-        assert parsed.model_dump(exclude_unset=True) == chunk
+    return drive(translator, pieces if pieces is not None else [raw]), translator
 
 
 STREAMS = [

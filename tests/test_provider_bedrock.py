@@ -38,6 +38,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from streams import drive, frames
 
 from addon.emulator import split_stream
 from transforms.config import Auth, ModelOptions, Route
@@ -46,7 +47,6 @@ from transforms.pipeline import prepare, translate_response
 from transforms.providers import bedrock
 from transforms.registry import SPECS
 from transforms.sigv4 import AwsCredentials, credentials_from, signing_request
-from transforms.stream import SSEParser
 from transforms.types import CallContext, Inbound, Upstream
 
 SPEC = SPECS["bedrock"]
@@ -1185,17 +1185,7 @@ def run_stream(raw: bytes, pieces: list[bytes] | None = None, **ctx_args: Any) -
     ctx_args.setdefault("stream", True)
     ctx = make_ctx(**ctx_args)
     translator = CHAT.new_stream(ctx) if ctx.route_type == "llm/v1/chat" else COMPLETIONS.new_stream(ctx)
-    out: list[bytes] = []
-    for piece in pieces if pieces is not None else [raw]:
-        out.extend(translator.feed(piece))
-    out.extend(translator.finish())
-    return b"".join(out), translator
-
-
-def frames(raw: bytes) -> list[Any]:
-    parser = SSEParser()
-    events = parser.feed(raw) + parser.finish()
-    return [e.data if e.data == "[DONE]" else orjson.loads(e.data) for e in events]
+    return drive(translator, pieces if pieces is not None else [raw]), translator
 
 
 def deltas(raw: bytes) -> list[tuple[dict[str, Any], str | None]]:

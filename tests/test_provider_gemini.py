@@ -20,7 +20,8 @@ from google.genai import types as genai
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types import Completion, CreateEmbeddingResponse
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
+from streams import assert_chunks_valid, deltas, drive, frames
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
@@ -1260,30 +1261,7 @@ def run_stream(
 ):
     route = COMPLETIONS if route_type == "llm/v1/completions" else CHAT
     translator = route.new_stream(make_ctx(route_type, stream=True, **ctx_args))
-    out: list[bytes] = []
-    for piece in pieces if pieces is not None else [raw]:
-        out.extend(translator.feed(piece))
-    out.extend(translator.finish())
-    return b"".join(out), translator
-
-
-def frames(raw: bytes) -> list[Any]:
-    parser = SSEParser()
-    events = parser.feed(raw) + parser.finish()
-    return [e.data if e.data == "[DONE]" else orjson.loads(e.data) for e in events]
-
-
-def deltas(out: list[Any]) -> list[dict[str, Any]]:
-    return [c["choices"][0]["delta"] for c in out if isinstance(c, dict) and c.get("choices")]
-
-
-def assert_chunks_valid(out: list[Any]) -> None:
-    assert out[-1] == "[DONE]"
-    for chunk in out[:-1]:
-        if "error" in chunk:
-            continue
-        parsed = ChatCompletionChunk.model_validate(chunk)
-        assert parsed.model_dump(exclude_unset=True) == chunk
+    return drive(translator, pieces if pieces is not None else [raw]), translator
 
 
 SSE_STREAMS = [

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+from streams import assert_chunks_valid, deltas, drive, frames
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
@@ -550,30 +551,7 @@ def run_stream(
 ):
     route = CHAT if route_type == "llm/v1/chat" else COMPLETIONS
     translator = route.new_stream(make_ctx(route_type, stream=True, **ctx_args))
-    out: list[bytes] = []
-    for piece in pieces if pieces is not None else [raw]:
-        out.extend(translator.feed(piece))
-    out.extend(translator.finish())
-    return b"".join(out), translator
-
-
-def frames(raw: bytes) -> list[Any]:
-    parser = SSEParser()
-    return [
-        e.data if e.data == "[DONE]" else orjson.loads(e.data) for e in parser.feed(raw) + parser.finish()
-    ]
-
-
-def deltas(out: list[Any]) -> list[dict[str, Any]]:
-    return [c["choices"][0]["delta"] for c in out if isinstance(c, dict) and c.get("choices")]
-
-
-def assert_chunks_valid(out: list[Any]) -> None:
-    assert out[-1] == "[DONE]"
-    for chunk in out[:-1]:
-        if "error" in chunk:
-            continue
-        assert ChatCompletionChunk.model_validate(chunk).model_dump(exclude_unset=True) == chunk
+    return drive(translator, pieces if pieces is not None else [raw]), translator
 
 
 def test_stream_fixtures_are_real_server_events() -> None:

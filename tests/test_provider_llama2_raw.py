@@ -8,7 +8,6 @@ return parses with the openai SDK's types without losing a field.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import Any
 
 import orjson
@@ -20,6 +19,9 @@ from hypothesis import strategies as st
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
+from streams import drive as run
+from streams import frames as frames_to_events
+from streams import splits
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
@@ -572,27 +574,6 @@ def test_completions_through_the_pipeline():
 
 CHAT_STREAM = fixture_bytes("llama2_raw/chat/stream.sse")
 COMPLETIONS_STREAM = fixture_bytes("llama2_raw/completions/stream.sse")
-
-
-def frames_to_events(frames: bytes) -> list[Any]:
-    events = []
-    for block in frames.split(b"\n\n"):
-        if block:
-            assert block.startswith(b"data: ")
-            data = block[6:]
-            events.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
-    return events
-
-
-def run(translator, pieces: list[bytes]) -> bytes:
-    out = [frame for piece in pieces for frame in translator.feed(piece)]
-    return b"".join(out + translator.finish())
-
-
-def splits(data: bytes, cuts: list[int]) -> list[bytes]:
-    cuts = sorted({c for c in cuts if 0 < c < len(data)})
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

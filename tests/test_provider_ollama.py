@@ -8,7 +8,6 @@ types without losing a field.
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import orjson
@@ -18,6 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from streams import drive as run
+from streams import frames as frames_to_events
+from streams import splits
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
@@ -816,28 +818,6 @@ def test_upstream_error_keeps_ollamas_message():
 
 
 # --- streams -------------------------------------------------------------------------------------
-
-
-def frames_to_events(frames: bytes) -> list[Any]:
-    events = []
-    for block in frames.split(b"\n\n"):
-        if not block:
-            continue
-        assert block.startswith(b"data: ")
-        data = block[6:]
-        events.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
-    return events
-
-
-def run(translator, pieces: list[bytes]) -> bytes:
-    out = [frame for piece in pieces for frame in translator.feed(piece)]
-    return b"".join(out + translator.finish())
-
-
-def splits(data: bytes, cuts: list[int]) -> list[bytes]:
-    cuts = sorted({c for c in cuts if 0 < c < len(data)})
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def chunk(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import orjson
 from conftest import fixture_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionChunk
+from streams import splits
 
 from transforms.chunks import ChunkWriter, StreamTranslatorBase
 from transforms.config import ModelOptions
@@ -28,12 +27,6 @@ def parse_all(pieces: list[bytes]) -> list[tuple[str | None, str]]:
     parser = SSEParser()
     events = [e for p in pieces for e in parser.feed(p)] + parser.finish()
     return [(e.event, e.data) for e in events]
-
-
-def splits(data: bytes, cuts: list[int]) -> list[bytes]:
-    cuts = sorted({c for c in cuts if 0 < c < len(data)})
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def test_sse_parser_fields_comments_and_crlf():
