@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http import url
@@ -424,8 +424,7 @@ def apply_upstream(req: http.Request, up: Upstream) -> None:
     req.data.scheme = up.scheme.encode()
     req.data.host = up.host
     req.data.port = up.port
-    query = f"?{urlencode(up.query)}" if up.query else ""
-    req.data.path = (up.path + query).encode()
+    req.data.path = up.target.encode()
     req.host_header = url.hostport(up.scheme, up.host, up.port)  # Host (HTTP/1) or :authority (HTTP/2)
     req.raw_content = body
 

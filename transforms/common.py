@@ -23,13 +23,6 @@ def content_parts(content: Any) -> list[dict[str, Any]]:
     return [p for p in content if isinstance(p, dict)]
 
 
-def text_content(content: Any, joiner: str = "") -> str:
-    """Only the text of a message's content."""
-    if isinstance(content, str):
-        return content
-    return joiner.join(p.get("text", "") for p in content_parts(content) if p.get("type") == "text")
-
-
 def image_url_of(part: dict[str, Any]) -> str:
     value = part.get("image_url")
     url = value.get("url") if isinstance(value, dict) else value

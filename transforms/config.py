@@ -6,7 +6,7 @@ configuration translates one to one. Messages use Kong's wording where Kong has 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,9 +25,6 @@ Provider = Literal[
 ]
 RouteType = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings", "preserve"]
 LlmFormat = Literal["openai", "anthropic", "gemini", "bedrock", "cohere", "huggingface"]
-PROVIDERS: tuple[str, ...] = get_args(Provider)
-ROUTE_TYPES: tuple[str, ...] = get_args(RouteType)
-LLM_FORMATS: tuple[str, ...] = get_args(LlmFormat)
 
 
 class _Strict(BaseModel):

@@ -18,7 +18,7 @@ from transforms.auth import apply_auth
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
 from transforms.redact import redact_text
-from transforms.registry import spec_for, spec_key
+from transforms.registry import spec_for
 from transforms.types import ESTIMATED_MARK, CallContext, ErrorInfo, Inbound, ProviderSpec, Upstream, Usage
 from transforms.usage import estimate_usage, request_text, response_text, usage_from_openai
 from transforms.validation import check_prompt_shape, parse_json_object, validate
@@ -396,7 +396,3 @@ def _find_message(value: Any) -> str | None:
                 if found:
                     return found
     return None
-
-
-def describe(prep: Prepared) -> str:
-    return f"{spec_key(prep.route)}://{prep.route.route_type}"

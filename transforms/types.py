@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 from transforms.config import Auth, ModelOptions
 
@@ -40,13 +41,15 @@ class Upstream:
     body: bytes
 
     @property
-    def url(self) -> str:
-        from urllib.parse import urlencode
+    def target(self) -> str:
+        """Path and query exactly as they go on the wire."""
+        return f"{self.path}?{urlencode(self.query)}" if self.query else self.path
 
+    @property
+    def url(self) -> str:
         default = 443 if self.scheme == "https" else 80
         netloc = self.host if self.port == default else f"{self.host}:{self.port}"
-        q = f"?{urlencode(self.query)}" if self.query else ""
-        return f"{self.scheme}://{netloc}{self.path}{q}"
+        return f"{self.scheme}://{netloc}{self.target}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +151,6 @@ class ProviderSpec:
     parse_error: Callable[[int, Json], ErrorInfo | None]
     # Usage of a native (llm_format) response body, for statistics of untranslated traffic.
     native_usage: Callable[[Json], Usage | None] | None = None
-    default_auth_header: str = "authorization"
     # Signs the final request in place (AWS SigV4): (upstream, auth, environment, unix time, the
     # route's model options: the signing region may be configured there).
     sign: Callable[[Upstream, Auth, Mapping[str, str], int, ModelOptions], None] | None = None

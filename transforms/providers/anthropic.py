@@ -707,6 +707,5 @@ SPECS = (
         },
         parse_error,
         native_usage=usage_of,
-        default_auth_header="x-api-key",
     ),
 )

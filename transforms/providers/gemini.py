@@ -1075,6 +1075,5 @@ SPECS = (
         },
         parse_error,
         native_usage=native_usage,
-        default_auth_header="x-goog-api-key",
     ),
 )

@@ -118,7 +118,7 @@ SPECS = (
         _routes(("top_k",), PATHS, ask_usage=True),
         parse_error,
     ),
-    ProviderSpec("azure", _azure_base, _azure_routes(), parse_error, default_auth_header="api-key"),
+    ProviderSpec("azure", _azure_base, _azure_routes(), parse_error),
     ProviderSpec(
         "mistral", fixed_base_url("https://api.mistral.ai"), _routes(("top_k",), PATHS), parse_error
     ),
