@@ -35,10 +35,13 @@ _use_project_packages()
 from mitmproxy import contentviews  # noqa: E402
 
 import addon  # noqa: E402
+from addon.access import AccessControl  # noqa: E402
 from addon.conversation_view import LLMConversationContentview  # noqa: E402
 from addon.gateway import AIProxy  # noqa: E402
 
 addon._script_loaded = True  # type: ignore[attr-defined]
 
 contentviews.add(LLMConversationContentview)
-addons = [AIProxy()]
+gateway = AIProxy()
+# Access control first: a refused request is answered before the gateway prepares anything.
+addons = [AccessControl(gateway), gateway]

@@ -54,13 +54,20 @@ def parse_config(text: str, source: str, environ: Mapping[str, str]) -> GatewayC
         raise ConfigError("\n".join(_describe(err, data) for err in e.errors())) from None
 
 
+# Top-level lists whose entries errors name: (key in the file, how an entry is called).
+_ENTRY_LISTS = {"routes": "route", "gateway_keys": "gateway key"}
+# Whole-config checks that already name their route or entry.
+_NAMES_ENTRY = re.compile(r"^(route|gateway key) '")
+
+
 def _route_label(data: Any, loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
-    if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
-        routes = data.get("routes") if isinstance(data, dict) else None
+    if len(loc) >= 2 and loc[0] in _ENTRY_LISTS and isinstance(loc[1], int):
+        entries = data.get(loc[0]) if isinstance(data, dict) else None
         name = None
-        if isinstance(routes, list) and loc[1] < len(routes) and isinstance(routes[loc[1]], dict):
-            name = routes[loc[1]].get("name")
-        label = f"route '{name}'" if name else f"route #{loc[1] + 1}"
+        if isinstance(entries, list) and loc[1] < len(entries) and isinstance(entries[loc[1]], dict):
+            name = entries[loc[1]].get("name")
+        kind = _ENTRY_LISTS[loc[0]]
+        label = f"{kind} '{name}'" if name else f"{kind} #{loc[1] + 1}"
         return label, loc[2:]
     return "config", loc
 
@@ -94,6 +101,8 @@ def _describe(err: Mapping[str, Any], data: Any) -> str:
         message = "unknown field"
     # Errors of a whole object (Kong's entity checks) name their fields in the message already.
     rest = tuple(p for p in rest if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+    if label == "config" and not rest and _NAMES_ENTRY.match(message):
+        return message
     if not rest or _NAMES_FIELDS.search(message):
         return f"{label}: {message}"
     return f"{label}: {'.'.join(str(p) for p in rest)}: {message}"

@@ -25,7 +25,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from addon.config_loader import ConfigError, load_config
 from addon.emulator import Emulator
 from addon.gcp_auth import GcpTokenSource
-from addon.stats import CallFacts, StatsSink, build_record
+from addon.stats import CONSUMER_METADATA, CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
 from transforms.pipeline import Answer, Prepared, prepare, translate_response
@@ -170,6 +170,11 @@ class AIProxy:
                 continue
             if mtime != self._config_mtime:
                 self._load_routes()
+
+    def route_for(self, flow: http.HTTPFlow) -> Route | None:
+        """The route a flow matches; None for traffic no route claims. Other addons ask here."""
+        host = flow.request.pretty_host if self._match_hosts else ""
+        return self.config.find(host, flow.request.path.partition("?")[0])
 
     # --- hooks -----------------------------------------------------------------------------------
 
@@ -365,6 +370,7 @@ class AIProxy:
             request_payload=prep.upstream.body,
             response_payload=response_body,
             secrets=prep.secrets,
+            consumer=flow.metadata.get(CONSUMER_METADATA),
         )
         record = build_record(facts)
         flow.metadata["ai_proxy"] = record

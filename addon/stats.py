@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -16,6 +17,8 @@ from transforms.usage import cost
 logger = logging.getLogger("ai_proxy")
 
 MAX_PAYLOAD = 1 << 20  # payload logs keep at most 1 MiB per side
+# flow.metadata key under which access control names the gateway key a flow was admitted with.
+CONSUMER_METADATA = "ai_proxy_consumer"
 
 
 @dataclass(slots=True)
@@ -33,6 +36,7 @@ class CallFacts:
     request_payload: bytes | None = None
     response_payload: bytes | None = None
     secrets: tuple[str, ...] = ()
+    consumer: str | None = None  # the gateway key's name, never the key
 
 
 def build_record(facts: CallFacts) -> dict[str, Any]:
@@ -47,6 +51,8 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
         "request_mode": "stream" if facts.stream else "oneshot",
         "status": facts.status,
     }
+    if facts.consumer is not None:
+        meta["consumer"] = facts.consumer
     opts = route.model.options
     if route.provider == "azure":
         meta["azure_instance_id"] = opts.azure_instance
@@ -103,6 +109,11 @@ class StatsSink:
     def __init__(self) -> None:
         self._file: IO[bytes] | None = None
         self.path: str | None = None
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(record)`` for every record emitted (per-key limits, usage summaries)."""
+        self._subscribers.append(callback)
 
     def open(self, path: str | None) -> None:
         self.close()
@@ -118,5 +129,11 @@ class StatsSink:
 
     def emit(self, record: dict[str, Any]) -> None:
         logger.log(ALERT, summary_line(record))
+        # Subscribers before the file: once a record is on disk, every subscriber has seen it.
+        for callback in self._subscribers:
+            try:
+                callback(record)
+            except Exception:
+                logger.exception("ai_proxy: a statistics subscriber failed")
         if self._file is not None:
             self._file.write(orjson.dumps(record) + b"\n")

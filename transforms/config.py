@@ -6,10 +6,12 @@ configuration translates one to one. Messages use Kong's wording where Kong has 
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 Provider = Literal[
     "openai",
@@ -191,6 +193,8 @@ class Route(_Strict):
     max_request_body_size: Annotated[int, Field(ge=0)] = 1048576
     model_name_header: bool = True
     llm_format: LlmFormat = "openai"
+    # Names of the gateway keys this route accepts; unset: any gateway key (when keys are defined).
+    allow_keys: Annotated[list[str], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _provider_rules(self) -> Route:
@@ -238,8 +242,60 @@ class Route(_Strict):
         return self.model.provider
 
 
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class KeyLimits(_Strict):
+    """Per-key limits, counted in memory by one process (windows: transforms/access.py)."""
+
+    requests_per_minute: Annotated[int, Field(gt=0)] | None = None
+    tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
+    tokens_per_day: Annotated[int, Field(gt=0)] | None = None
+    cost_per_day: Annotated[float, Field(gt=0)] | None = None
+
+    @property
+    def counts_usage(self) -> bool:
+        """Limits that need the statistics of finished calls (tokens, cost)."""
+        return any(v is not None for v in (self.tokens_per_minute, self.tokens_per_day, self.cost_per_day))
+
+
+class GatewayKey(_Strict):
+    """A key of the gateway's own, which clients present instead of a provider key."""
+
+    name: Annotated[str, Field(min_length=1)]
+    key: Annotated[str, Field(min_length=1)] | None = Field(default=None, repr=False)
+    key_sha256: str | None = None
+    limits: KeyLimits = KeyLimits()
+    _digest: bytes = PrivateAttr(b"")
+
+    @field_validator("key_sha256", mode="before")
+    @classmethod
+    def _hex_digest(cls, v: Any) -> Any:
+        if v is not None and not (isinstance(v, str) and _SHA256_HEX.fullmatch(v)):
+            # YAML reads an unquoted all-digit digest as a number: say so rather than "not a string".
+            raise ValueError("must be 64 hexadecimal characters (the key's SHA-256 digest), quoted in YAML")
+        return v.lower() if v else v
+
+    @model_validator(mode="after")
+    def _one_key(self) -> GatewayKey:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("must set exactly one of 'key' or 'key_sha256'")
+        # Keys are compared as digests: plain and hashed keys alike, computed once per load.
+        self._digest = bytes.fromhex(self.key_sha256) if self.key_sha256 else _sha256(self.key or "")
+        return self
+
+    @property
+    def digest(self) -> bytes:
+        return self._digest
+
+
+def _sha256(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
 class GatewayConfig(_Strict):
     routes: list[Route] = Field(default_factory=list)
+    gateway_keys: list[GatewayKey] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> GatewayConfig:
@@ -248,6 +304,34 @@ class GatewayConfig(_Strict):
             if route.name in seen:
                 raise ValueError(f"route name '{route.name}' is used more than once")
             seen.add(route.name)
+        return self
+
+    @model_validator(mode="after")
+    def _key_rules(self) -> GatewayConfig:
+        problems: list[str] = []
+        names: set[str] = set()
+        for key in self.gateway_keys:
+            if key.name in names:
+                problems.append(f"gateway key '{key.name}': the name is used more than once")
+            names.add(key.name)
+        metered = {k.name for k in self.gateway_keys if k.limits.counts_usage}
+        for route in self.routes:
+            for name in route.allow_keys or ():
+                if name not in names:
+                    problems.append(f"route '{route.name}': allow_keys names unknown gateway key '{name}'")
+            if names and route.auth.allow_override:
+                problems.append(
+                    f"route '{route.name}': auth.allow_override cannot be true when gateway_keys are "
+                    "defined (the client's key is then its gateway key, not a provider key)"
+                )
+            counted = metered.intersection(route.allow_keys or names)
+            if counted and not route.logging.log_statistics:
+                problems.append(
+                    f"route '{route.name}': logging.log_statistics must be true: the token and cost limits "
+                    f"of {', '.join(repr(n) for n in sorted(counted))} are counted from statistics"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     @property
