@@ -18,6 +18,7 @@ from mitmproxy.proxy.mode_specs import LocalMode, OsProxyMode, ProxyMode
 from addon.stats import CONSUMER_METADATA, StatsSink
 from transforms.access import (
     OPEN_ACCESS_OPTION,
+    Admission,
     Meter,
     Refusal,
     admit,
@@ -96,16 +97,16 @@ class AccessControl:
             client_is_local=_client_is_local(flow.client_conn),
             open_access=self.open_access,
         )
-        if not isinstance(decision, Refusal) and decision.key is not None:
+        if isinstance(decision, Admission) and decision.key is not None:
             key = decision.key
             hit = admit(self._meters.setdefault(key.name, Meter()), key.limits, self.clock())
             if hit is None:
-                # The gateway key must never go upstream; the route's credential replaces it.
-                for name in decision.strip_headers:
-                    flow.request.headers.pop(name, None)
                 flow.metadata[CONSUMER_METADATA] = key.name
-                return
-            decision = limit_refusal(key, hit)
+            else:
+                decision = limit_refusal(key, hit)
+        # The gateway key never goes upstream (the route's credential replaces it) nor stays in the flow.
+        for name in decision.strip_headers:
+            flow.request.headers.pop(name, None)
         if isinstance(decision, Refusal):
             error = decision.error
             logger.info(f"ai_proxy route={route.name} refused the request ({error.status}): {error.message}")

@@ -55,6 +55,7 @@ class Gateway:
         self.stats_path = stats
         self.lines: list[str] = []
         self._ready = threading.Event()
+        detail = [] if any(a.startswith("flow_detail=") for a in extra) else ["--set", "flow_detail=0"]
         cmd = [
             MITMDUMP,
             "-s",
@@ -69,8 +70,7 @@ class Gateway:
             f"ai_proxy_config={config}",
             "--set",
             f"ai_proxy_stats_file={stats}",
-            "--set",
-            "flow_detail=0",
+            *detail,
             *extra,
         ]
         self.proc = subprocess.Popen(
@@ -164,14 +164,21 @@ def _gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ga
 def gateway(
     _gateways: dict[str, Gateway], tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[..., Gateway]:
-    """``gateway(routes, env={}, extra=[])`` -> a running Gateway (reused for identical configs)."""
+    """``gateway(routes, env={}, extra=[], gateway_keys=None)`` -> a running Gateway (reused for
+    identical configs)."""
 
     def start(
-        routes: list[dict[str, Any]], env: dict[str, str] | None = None, extra: list[str] | None = None
+        routes: list[dict[str, Any]],
+        env: dict[str, str] | None = None,
+        extra: list[str] | None = None,
+        gateway_keys: list[dict[str, Any]] | None = None,
     ) -> Gateway:
         env = env or {}
         extra = extra or []
-        config = orjson.dumps({"routes": routes}, option=orjson.OPT_SORT_KEYS)
+        document: dict[str, Any] = {"routes": routes}
+        if gateway_keys is not None:
+            document["gateway_keys"] = gateway_keys
+        config = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
         key = hashlib.sha256(config + orjson.dumps([env, extra], option=orjson.OPT_SORT_KEYS)).hexdigest()[
             :16
         ]

@@ -124,7 +124,11 @@ def test_missing_and_unknown_keys_get_401():
             "param": None,
             "code": "invalid_api_key",
         }
+        assert decide(config, route, headers, client_is_local=True, open_access=True).strip_headers == (
+            CREDENTIAL_HEADERS
+        )
     wrong = decide(config, route, {"x-api-key": "sk-guess"}, client_is_local=True, open_access=True)
+    assert wrong.strip_headers == CREDENTIAL_HEADERS
     assert error_of(wrong) == {
         "status": 401,
         "message": "invalid API key: not a key of this gateway",
@@ -141,6 +145,7 @@ def test_allow_keys_narrows_a_route():
         decide(config, narrow, {"x-api-key": BOB}, client_is_local=True, open_access=False).key.name == "bob"
     )
     refused = decide(config, narrow, {"x-api-key": CAROL}, client_is_local=True, open_access=False)
+    assert refused.strip_headers == CREDENTIAL_HEADERS
     assert error_of(refused) == {
         "status": 403,
         "message": "the key 'carol' is not allowed on route 'narrow'",
@@ -165,6 +170,11 @@ def test_without_keys_credential_routes_serve_only_local_clients():
     config = keyless(chat_route())
     route = config.routes[0]
     assert decide(config, route, {}, client_is_local=True, open_access=False) == Admission()
+    # Without gateway keys a client's own credential is its business (allow_override may use it).
+    assert (
+        decide(config, route, {"x-api-key": "own"}, client_is_local=False, open_access=True).strip_headers
+        == ()
+    )
     assert decide(config, route, {}, client_is_local=False, open_access=True) == Admission()
     assert error_of(decide(config, route, {}, client_is_local=False, open_access=False)) == {
         "status": 403,
@@ -294,6 +304,7 @@ def test_limit_refusal_is_a_429_with_retry_after():
     admit(meter, KeyLimits(requests_per_minute=1), T0)
     refusal = limit_refusal(key, admit(meter, KeyLimits(requests_per_minute=1), T0 + 15))
     assert refusal.headers == {"retry-after": "45"}
+    assert refusal.strip_headers == CREDENTIAL_HEADERS
     assert error_of(refusal) == {
         "status": 429,
         "message": "the key 'alice' reached its limit: requests_per_minute (1); retry after 45 s",

@@ -157,8 +157,10 @@ async def test_missing_wrong_and_not_allowed_keys_are_answered_locally(rig_for):
     wrong = await rig.send(chat_flow([(b"authorization", b"Bearer sk-guess")]))
     assert error(wrong) == (401, "invalid_api_key", "invalid API key: not a key of this gateway")
     assert wrong.request.url == "http://address:22/v1/chat/completions"  # neither prepared nor re-pointed
+    assert "authorization" not in wrong.request.headers  # no key, right or wrong, stays in a stored flow
     refused = await rig.send(chat_flow([(b"x-api-key", CAROL.encode())], b"/narrow/v1/chat/completions"))
     assert error(refused) == (403, "key_not_allowed", "the key 'carol' is not allowed on route 'narrow'")
+    assert "x-api-key" not in refused.request.headers  # carol's key is valid elsewhere: not kept either
     assert rig.gateway._live == {}  # the gateway holds no state for refused flows
     allowed = await rig.send(chat_flow([(b"x-api-key", ALICE.encode())], b"/narrow/v1/chat/completions"))
     assert allowed.response is None
@@ -178,6 +180,7 @@ async def test_requests_per_minute_with_a_clock_the_test_moves(rig_for):
         "the key 'bob' reached its limit: requests_per_minute (2); retry after 35 s",
     )
     assert third.response.headers["retry-after"] == "35"
+    assert "authorization" not in third.request.headers
     assert (await rig.send(chat_flow([(b"x-api-key", ALICE.encode())]))).response is None  # alice is not bob
     clock.now = T0 + 60
     assert (await rig.send(chat_flow(bob))).response is None

@@ -30,10 +30,13 @@ OPEN_ACCESS_OPTION = "ai_proxy_open_access"
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """The gateway answers the request itself with this error; nothing goes upstream."""
+    """The gateway answers the request itself with this error; nothing goes upstream. The headers in
+    ``strip_headers`` are dropped from the stored request all the same: a key refused on one route
+    may be valid on another, and must not sit in flow dumps."""
 
     error: GatewayError
     retry_after: int | None = None  # seconds, for 429s
+    strip_headers: tuple[str, ...] = ()
 
     @property
     def headers(self) -> dict[str, str]:
@@ -113,22 +116,21 @@ def decide(
 
 
 def _check_key(keys: Sequence[GatewayKey], route: Route, headers: Mapping[str, str]) -> Admission | Refusal:
+    # With gateway keys, whatever credential the client sent is (meant as) its gateway key.
     token = client_token(headers)
     if not token:
-        return Refusal(
-            GatewayError(
-                401,
-                "missing API key: send your gateway key as Authorization: Bearer <key>, x-api-key, "
-                "api-key or x-goog-api-key",
-                "invalid_api_key",
-            )
+        message = (
+            "missing API key: send your gateway key as Authorization: Bearer <key>, x-api-key, "
+            "api-key or x-goog-api-key"
         )
+        return Refusal(GatewayError(401, message, "invalid_api_key"), strip_headers=CREDENTIAL_HEADERS)
     key = find_key(keys, token)
     if key is None:
-        return Refusal(GatewayError(401, "invalid API key: not a key of this gateway", "invalid_api_key"))
+        message = "invalid API key: not a key of this gateway"
+        return Refusal(GatewayError(401, message, "invalid_api_key"), strip_headers=CREDENTIAL_HEADERS)
     if route.allow_keys is not None and key.name not in route.allow_keys:
         message = f"the key '{key.name}' is not allowed on route '{route.name}'"
-        return Refusal(GatewayError(403, message, "key_not_allowed"))
+        return Refusal(GatewayError(403, message, "key_not_allowed"), strip_headers=CREDENTIAL_HEADERS)
     return Admission(key, CREDENTIAL_HEADERS)
 
 
@@ -192,12 +194,7 @@ def count_usage(meter: Meter, tokens: int, cost: float, now: float) -> None:
 
 
 def limit_refusal(key: GatewayKey, hit: LimitHit) -> Refusal:
-    return Refusal(
-        GatewayError(
-            429,
-            f"the key '{key.name}' reached its limit: {', '.join(hit.reached)}; "
-            f"retry after {hit.retry_after} s",
-            "rate_limit_exceeded",
-        ),
-        hit.retry_after,
+    message = (
+        f"the key '{key.name}' reached its limit: {', '.join(hit.reached)}; retry after {hit.retry_after} s"
     )
+    return Refusal(GatewayError(429, message, "rate_limit_exceeded"), hit.retry_after, CREDENTIAL_HEADERS)
