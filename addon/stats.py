@@ -95,8 +95,9 @@ def summary_line(record: dict[str, Any]) -> str:
     if meta["response_model"] != meta["request_model"]:
         models += f" -> {meta['response_model']}"
     estimated = " (estimated)" if usage.get("estimated") else ""
+    consumer = f" consumer={meta['consumer']}" if "consumer" in meta else ""
     return (
-        f"ai_proxy route={meta['route']} provider={meta['provider_name']} model={models} "
+        f"ai_proxy route={meta['route']}{consumer} provider={meta['provider_name']} model={models} "
         f"status={meta['status']} mode={meta['request_mode']} "
         f"tokens={usage['prompt_tokens']}+{usage['completion_tokens']}={usage['total_tokens']}{estimated} "
         f"cost=${usage['cost']:.6f} latency={meta['llm_latency']}ms"

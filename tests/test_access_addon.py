@@ -117,16 +117,19 @@ def error(flow: tflow.HTTPFlow) -> tuple[int, str, str]:
     return flow.response.status_code, body["code"], body["message"]
 
 
-async def test_a_known_key_goes_on_with_the_provider_credential_only(rig_for):
+async def test_a_known_key_goes_on_with_the_provider_credential_only(rig_for, caplog):
     rig = rig_for({"gateway_keys": KEYS, "routes": [CHAT, SELF_HOSTED]})
     flow = await rig.send(chat_flow([(b"authorization", f"Bearer {ALICE}".encode())]))
     assert flow.response is None
     assert flow.request.url == "http://127.0.0.1:9/v1/chat/completions"
     assert flow.request.headers.get_all("authorization") == ["Bearer sk-configured-1"]
     assert flow.metadata["ai_proxy_consumer"] == "alice"
-    rig.answer(flow)
+    with caplog.at_level(logging.INFO, logger="ai_proxy"):
+        rig.answer(flow)
     meta = flow.metadata["ai_proxy"]["ai"]["proxy"]["meta"]
     assert (meta["route"], meta["consumer"]) == ("chat", "alice")
+    assert "ai_proxy route=chat consumer=alice provider=openai model=gpt-4o-mini" in caplog.text
+    assert ALICE not in caplog.text
 
 
 async def test_a_route_without_auth_never_forwards_the_gateway_key(rig_for):

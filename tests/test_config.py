@@ -186,6 +186,7 @@ def test_every_example_config_is_valid(example):
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "HF_TOKEN",
+            "TEAM_GATEWAY_KEY",
         )
     }
     config = load_config(example, env)

@@ -110,3 +110,32 @@ def test_sink_appends_json_lines(tmp_path):
     assert len(lines) == 2
     assert orjson.loads(lines[0])["ai"]["proxy"]["meta"]["route"] == "claude"
     assert b"sk-ant-secret-1" not in path.read_bytes()
+
+
+def test_records_name_the_consumer_by_its_key_name():
+    record = build_record(facts(make_route(), consumer="team"))
+    assert record["ai"]["proxy"]["meta"]["consumer"] == "team"
+    assert summary_line(record).startswith("ai_proxy route=claude consumer=team provider=openai ")
+    assert "consumer" not in build_record(facts(make_route()))["ai"]["proxy"]["meta"]
+
+
+def test_subscribers_see_every_record_before_it_is_written(tmp_path, caplog):
+    sink = StatsSink()
+    path = tmp_path / "stats.jsonl"
+    sink.open(str(path))
+    seen: list[tuple[str, int]] = []
+
+    def failing(record):
+        raise RuntimeError("a broken subscriber")
+
+    sink.subscribe(
+        lambda record: seen.append((record["ai"]["proxy"]["meta"]["consumer"], len(path.read_bytes())))
+    )
+    sink.subscribe(failing)
+    sink.emit(build_record(facts(make_route(), consumer="a")))
+    sink.emit(build_record(facts(make_route(), consumer="b")))
+    sink.close()
+    first_line = len(path.read_bytes().splitlines()[0]) + 1
+    assert seen == [("a", 0), ("b", first_line)]  # each record seen before its own line is written
+    assert len(path.read_bytes().splitlines()) == 2  # a failing subscriber stops nothing
+    assert caplog.text.count("a statistics subscriber failed") == 2
