@@ -103,6 +103,10 @@ def test_every_key_is_compared_in_constant_time(monkeypatch):
         {"x-api-key": ALICE},
         {"api-key": ALICE},
         {"x-goog-api-key": ALICE},
+        {
+            "authorization": "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/bedrock/aws4_request",
+            "x-api-key": ALICE,
+        },
     ],
 )
 def test_the_key_is_read_from_every_sdk_header(headers):

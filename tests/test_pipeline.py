@@ -233,6 +233,8 @@ def test_native_format_passes_body_and_reads_model_from_path():
 def test_client_token_forms():
     assert client_token({"authorization": "Bearer abc"}) == "abc"
     assert client_token({"authorization": "Basic abc"}) is None
+    # boto3 signs (SigV4): that is no key, but a key it adds as x-api-key is.
+    assert client_token({"authorization": "AWS4-HMAC-SHA256 Credential=AKID/...", "x-api-key": "k"}) == "k"
     assert client_token({"x-api-key": "k"}) == "k"
     assert client_token({}) is None
 

@@ -13,14 +13,16 @@ CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 
 
 def client_token(headers: Mapping[str, str]) -> str | None:
-    """The bare credential a client sent, whichever header its SDK uses."""
+    """The bare credential a client sent, whichever header its SDK uses. An ``Authorization`` that
+    is not a bearer token (an AWS SigV4 signature from boto3) is not a key: the other headers count."""
     for name in CREDENTIAL_HEADERS:
         value = headers.get(name)
         if value:
+            if name != "authorization":
+                return value
             scheme, _, rest = value.partition(" ")
-            if name == "authorization":
-                return rest.strip() if scheme.lower() == "bearer" and rest.strip() else None
-            return value
+            if scheme.lower() == "bearer" and rest.strip():
+                return rest.strip()
     return None
 
 
