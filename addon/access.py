@@ -30,6 +30,7 @@ from transforms.access import (
     listens_beyond_loopback,
 )
 from transforms.config import GatewayConfig, Route
+from transforms.errors import GatewayError
 
 logger = logging.getLogger("ai_proxy")
 
@@ -87,9 +88,19 @@ class AccessControl:
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        route = self.gateway.route_for(flow)
-        if route is None:
-            return
+        try:
+            route = self.gateway.route_for(flow)
+            if route is not None:
+                self._check(flow, route)
+        except Exception:
+            # Fail closed: a hook that raises would let the flow on to the gateway, which would
+            # attach the provider credential to a request nobody admitted.
+            logger.exception("ai_proxy: internal error in access control")
+            message = "internal error in the AI gateway (access control); the request was not forwarded"
+            error = GatewayError(500, message, "gateway_error")
+            flow.response = http.Response.make(500, error.body(), {"content-type": "application/json"})
+
+    def _check(self, flow: http.HTTPFlow, route: Route) -> None:
         decision = decide(
             self.gateway.config,
             route,

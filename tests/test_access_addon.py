@@ -305,6 +305,19 @@ def test_the_warning_with_open_access_says_anyone_can_spend(rig_for, caplog):
     assert "anyone who can reach it can spend the provider credentials of routes chat" in record.getMessage()
 
 
+async def test_access_control_fails_closed(rig_for, monkeypatch, caplog):
+    rig = rig_for({"gateway_keys": KEYS, "routes": [CHAT]})
+    monkeypatch.setattr("addon.access.decide", lambda *a, **k: 1 / 0)
+    flow = await rig.send(chat_flow([(b"x-api-key", ALICE.encode())]))
+    assert error(flow) == (
+        500,
+        "gateway_error",
+        "internal error in the AI gateway (access control); the request was not forwarded",
+    )
+    assert flow.request.url == "http://address:22/v1/chat/completions"  # the gateway left it alone
+    assert "internal error in access control" in caplog.text
+
+
 def test_make_run_listens_on_loopback():
     out = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "--listen-host 127.0.0.1" in out
