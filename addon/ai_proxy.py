@@ -37,6 +37,7 @@ from mitmproxy import contentviews  # noqa: E402
 import addon  # noqa: E402
 from addon.access import AccessControl  # noqa: E402
 from addon.conversation_view import LLMConversationContentview  # noqa: E402
+from addon.flow_masking import FlowMasking  # noqa: E402
 from addon.gateway import AIProxy  # noqa: E402
 
 addon._script_loaded = True  # type: ignore[attr-defined]
@@ -44,4 +45,5 @@ addon._script_loaded = True  # type: ignore[attr-defined]
 contentviews.add(LLMConversationContentview)
 gateway = AIProxy()
 # Access control first: a refused request is answered before the gateway prepares anything.
-addons = [AccessControl(gateway), gateway]
+# FlowMasking before the gateway: in `error` it must read what was attached before the gateway forgets it.
+addons = [AccessControl(gateway), FlowMasking(gateway), gateway]

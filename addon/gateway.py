@@ -28,8 +28,11 @@ from addon.gcp_auth import GcpTokenSource
 from addon.stats import CONSUMER_METADATA, CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
+from transforms.masking import CLIENT_REQUEST_BODY_LIMIT, client_request
 from transforms.pipeline import Answer, Prepared, prepare, translate_response
+from transforms.redact import redact_text
 from transforms.stream import ObservedStream, OpenAIStream
+from transforms.transcript import assembled
 from transforms.types import Inbound, StreamTranslator, Upstream, Usage
 from transforms.usage import estimate_usage
 
@@ -181,6 +184,8 @@ class AIProxy:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
+        if flow.is_replay == "request" and "masked" in flow.metadata.get("ai_proxy", {}):
+            return  # a provider request the gateway made, replayed as stored (FlowMasking re-attached)
         started = time.perf_counter()
         # pretty_host costs more than the rest of matching: only routes that match on host need it.
         host = flow.request.pretty_host if self._match_hosts else ""
@@ -194,10 +199,11 @@ class AIProxy:
             return
         state = FlowState(route)
         try:
-            credentials = await self._cloud_credentials(route)
+            credentials = await self.cloud_credentials(route)
+            inbound = inbound_from(flow, host)
             prep = prepare(
                 route,
-                inbound_from(flow, host),
+                inbound,
                 request_id=self._next_id(),
                 now=int(time.time()),
                 env=self.env,
@@ -205,6 +211,8 @@ class AIProxy:
             )
             state.prep = prep
             apply_upstream(flow.request, prep.upstream)
+            if not prep.passthrough or prep.mask:  # the provider sees another request than the client sent
+                ai_metadata(flow)["client_request"] = client_request(inbound)
             self._live[flow.id] = state
         except GatewayError as e:
             logger.info(f"ai_proxy route={route.name} rejected the request ({e.status}): {e.message}")
@@ -264,7 +272,12 @@ class AIProxy:
     def _next_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
 
-    async def _cloud_credentials(self, route: Route) -> dict[str, str]:
+    def prepared(self, flow: http.HTTPFlow) -> Prepared | None:
+        """The gateway's plan for a flow in flight (FlowMasking reads what was attached)."""
+        state = self._live.get(flow.id)
+        return state.prep if state is not None else None
+
+    async def cloud_credentials(self, route: Route) -> dict[str, str]:
         """Tokens that must be obtained over the network (GCP service accounts), off the event loop."""
         if not route.auth.gcp_use_service_account:
             return {}
@@ -281,6 +294,13 @@ class AIProxy:
         prep = state.prep
         assert prep is not None and flow.response is not None
         raw = flow.response.get_content(strict=False) or b""
+        if not prep.passthrough:  # the client gets a translation: keep what the provider said
+            ai_metadata(flow)["provider_response"] = {
+                "status": flow.response.status_code,
+                "content_type": flow.response.headers.get("content-type", ""),
+                "body": redact_text(raw[:CLIENT_REQUEST_BODY_LIMIT].decode("utf-8", "replace"), prep.secrets),
+                "body_size": len(raw),
+            }
         try:
             answer = translate_response(prep, flow.response.status_code, raw)
         except GatewayError as e:
@@ -339,6 +359,9 @@ class AIProxy:
         if usage is None:
             usage = estimate_usage(state.prep.prompt_text, translator.text_chars)
         body = b"".join(state.streamed) if state.streamed else None
+        transcript = assembled(translator, usage)
+        if transcript is not None:  # mitmproxy keeps no streamed body by default: the view shows this
+            ai_metadata(flow)["assembled"] = transcript
         self._record(flow, state, usage, translator.response_model, flow.response.status_code, body)
 
     def _record(
@@ -373,7 +396,7 @@ class AIProxy:
             consumer=flow.metadata.get(CONSUMER_METADATA),
         )
         record = build_record(facts)
-        flow.metadata["ai_proxy"] = record
+        ai_metadata(flow).update(record)
         self.stats.emit(record)
 
     def _fail_closed(self, flow: http.HTTPFlow, route: Route, hook: str) -> None:
@@ -384,6 +407,12 @@ class AIProxy:
         if hook != "request":
             message = f"internal error in the AI gateway ({hook})"
         _answer_error(flow, GatewayError(500, message, "gateway_error"))
+
+
+def ai_metadata(flow: http.HTTPFlow) -> dict[str, Any]:
+    """``flow.metadata["ai_proxy"]``: the statistics record, the client's request, the assembled
+    stream, the credential mask. Plain JSON-able values only: flows are saved with ``-w``."""
+    return flow.metadata.setdefault("ai_proxy", {})
 
 
 def stream_translator(prep: Prepared) -> StreamTranslator:

@@ -14,6 +14,7 @@ import orjson
 
 from transforms.errors import error_body
 from transforms.stream import DONE, SSEEvent, SSEParser, sse_frame
+from transforms.transcript import Transcript
 from transforms.types import CallContext, Usage
 from transforms.usage import TextTally
 
@@ -30,6 +31,7 @@ class ChunkWriter:
         self.include_usage = ctx.include_usage
         self._role_sent = False
         self._tools: dict[Hashable, int] = {}
+        self.transcript = Transcript()  # what was said, bounded, for the conversation view
 
     def _frame(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         chunk: dict[str, Any] = {
@@ -71,11 +73,13 @@ class ChunkWriter:
     def reasoning(self, text: str) -> list[bytes]:
         if not text or self.completions:
             return []
+        self.transcript.reasoning(text)
         return [*self.start(), self._delta({"reasoning_content": text})]
 
     def tool_call_start(self, key: Hashable, call_id: str, name: str, arguments: str = "") -> list[bytes]:
         """Opens tool call ``key`` (any provider-side identity): index, id and name come first."""
         index = self._tools.setdefault(key, len(self._tools))
+        self.transcript.tool_start(key, name, arguments)
         call = {
             "index": index,
             "id": call_id,
@@ -87,6 +91,7 @@ class ChunkWriter:
     def tool_call_arguments(self, key: Hashable, fragment: str) -> list[bytes]:
         if not fragment or key not in self._tools:
             return []
+        self.transcript.tool_arguments(key, fragment)
         call = {"index": self._tools[key], "function": {"arguments": fragment}}
         return [self._delta({"tool_calls": [call]})]
 
@@ -94,6 +99,7 @@ class ChunkWriter:
         return bool(self._tools)
 
     def finish(self, reason: str) -> list[bytes]:
+        self.transcript.finish_reason = reason
         return [*self.start(), self._delta({}, reason)]
 
     def usage(self, usage: Usage | None) -> list[bytes]:
@@ -137,6 +143,12 @@ class StreamTranslatorBase:
     @property
     def text_chars(self) -> int:
         return self.tally.chars
+
+    def assembled(self, usage: Usage | None = None) -> dict[str, Any]:
+        """The bounded transcript of what the stream said (text, reasoning, tool calls, finish)."""
+        return self.out.transcript.as_dict(
+            self.text, self.text_chars, usage or self.usage, self.response_model, self.finish_reason
+        )
 
     # framing ---------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import orjson
 from transforms.auth import apply_auth
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
+from transforms.masking import NO_MASK, CredentialMask, attached_credentials
 from transforms.redact import redact_text
 from transforms.registry import spec_for
 from transforms.types import ESTIMATED_MARK, CallContext, ErrorInfo, Inbound, ProviderSpec, Upstream, Usage
@@ -47,6 +48,8 @@ class Prepared:
     secrets: tuple[str, ...]
     # The client asked for base64 embeddings; providers other than OpenAI answer with floats.
     embeddings_base64: bool = False
+    # The credentials this request carries on the user's behalf, to mask once it has gone upstream.
+    mask: CredentialMask = NO_MASK
 
 
 @dataclass(slots=True)
@@ -140,6 +143,7 @@ def prepare(
         prompt_text=ctx.prompt_text,
         embeddings_base64=route.route_type == "llm/v1/embeddings" and body.get("encoding_format") == "base64",
         secrets=route.auth.secrets(),
+        mask=attached_credentials(route.name, auth, upstream),
     )
 
 
@@ -272,6 +276,7 @@ def _prepare_passthrough(
         ),
         prompt_text=request_text(parsed),
         secrets=route.auth.secrets(),
+        mask=attached_credentials(route.name, auth, upstream),
     )
 
 

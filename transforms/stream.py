@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from transforms.errors import error_body
+from transforms.transcript import Transcript
 from transforms.types import Usage
 from transforms.usage import TextTally, usage_from_openai
 
@@ -95,6 +96,10 @@ class ObservedStream:
     def text_chars(self) -> int:
         return getattr(self._reader, "text_chars", 0)
 
+    def assembled(self, usage: Usage | None = None) -> dict[str, Any] | None:
+        method = getattr(self._reader, "assembled", None)
+        return method(usage) if callable(method) else None
+
     def feed(self, chunk: bytes) -> list[bytes]:
         if not chunk:
             return []
@@ -122,6 +127,7 @@ class OpenAIStream:
         self.usage: Usage | None = None
         self.response_model: str | None = None
         self.tally = TextTally()
+        self.transcript = Transcript()
 
     @property
     def text(self) -> str:
@@ -130,6 +136,10 @@ class OpenAIStream:
     @property
     def text_chars(self) -> int:
         return self.tally.chars
+
+    def assembled(self, usage: Usage | None = None) -> dict[str, Any]:
+        usage = usage or self.usage
+        return self.transcript.as_dict(self.text, self.text_chars, usage, self.response_model, None)
 
     def feed(self, chunk: bytes) -> list[bytes]:
         if not chunk:
@@ -188,4 +198,5 @@ class OpenAIStream:
                 text = choice.get("text")
             if isinstance(text, str) and text:
                 self.tally.add(text)
+            self.transcript.openai_delta(choice)
         return data

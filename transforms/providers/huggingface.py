@@ -366,6 +366,7 @@ class HuggingFaceStream(StreamTranslatorBase):
             self._tool_calls = self._tool_calls or bool(delta.get("tool_calls"))
             if isinstance(delta.get("content"), str) and delta["content"]:
                 self.tally.add(delta["content"])
+            self.out.transcript.openai_delta({"delta": delta})
             reason = finish_reason(choice.get("finish_reason"), self._tool_calls)
             if reason is not None:
                 self._finish = reason
