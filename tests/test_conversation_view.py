@@ -115,8 +115,8 @@ def test_tool_calls_and_reasoning_of_native_streams_are_assembled():
     assert cohere[1] == 'tool call 0: get_weather({"location":"Toronto, Canada","unit":"celsius"})'
     thinking = render_stream(fixture_bytes("anthropic/stream_thinking/stream.sse"))
     assert thinking[:2] == [
-        "assistant (streamed, 11 events): No. 1,001 = 7 × 11 × 13.",
-        "reasoning: 1001 = 7 × 143, and 143 = 11 × 13. So 1001 is composite.",
+        "assistant (streamed, 11 events): No. 1,001 = 7 \u00d7 11 \u00d7 13.",
+        "reasoning: 1001 = 7 \u00d7 143, and 143 = 11 \u00d7 13. So 1001 is composite.",
     ]
 
 

@@ -1,0 +1,167 @@
+"""End to end in mitmweb: what a person debugging a gateway flow sees, read through mitmweb's HTTP API.
+
+mitmweb runs the addon with a route to the emulator; a translated call and a streamed one (without
+``store_streamed_bodies``) go through it. ``/flows`` shows the provider request with the route's
+credential masked, and the "LLM Conversation" view shows both sides: what the client sent, what
+went to the provider, what came back, and the streamed answer the gateway assembled.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import orjson
+import pytest
+from conftest import MITMDUMP, ROOT, route
+
+KEY = "sk-ant-api03-mitmweb-test-key-0123456789"
+CLIENT_KEY = "sk-client-own-key-mitmweb"
+PASSWORD = "mitmweb-test-password"
+MITMWEB = str(Path(MITMDUMP).with_name("mitmweb"))
+MARKER = "[ai-proxy: anthropic-chat credential]"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mitmweb:
+    def __init__(self, config: Path) -> None:
+        self.web_port = free_port()
+        self.lines: list[str] = []
+        self.proxy_port = 0
+        self._ready = threading.Event()
+        cmd = [
+            MITMWEB, "-s", str(ROOT / "addon" / "ai_proxy.py"), "--mode", "reverse:http://127.0.0.1:1",
+            "--listen-host", "127.0.0.1", "-p", "0", "--set", "web_open_browser=false",
+            "--set", "web_host=127.0.0.1", "--set", f"web_port={self.web_port}",
+            "--set", f"web_password={PASSWORD}", "--set", f"ai_proxy_config={config}",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/"
+        )
+        threading.Thread(target=self._drain, daemon=True).start()
+        if not self._ready.wait(30) or not self.proxy_port:
+            self.stop()
+            raise RuntimeError("mitmweb did not start:\n" + "\n".join(self.lines))
+        self.api = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.web_port}", headers={"authorization": f"Bearer {PASSWORD}"}
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the web server starts a moment after the proxy
+            try:
+                if self.api.get("/flows").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            m = re.search(r"proxy .*listening at \*?:?(?:127\.0\.0\.1:)?(\d+)", line)
+            if m:
+                self.proxy_port = int(m.group(1))
+                self._ready.set()
+        self._ready.set()
+
+    def view(self, flow_id: str, side: str) -> dict:
+        answer = self.api.get(f"/flows/{flow_id}/{side}/content/auto.json")
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def web(emulator, tmp_path_factory) -> Iterator[Mitmweb]:
+    config = tmp_path_factory.mktemp("mitmweb") / "routes.json"
+    routes = [
+        route(
+            "anthropic-chat",
+            "/anthropic/v1/chat/completions",
+            "llm/v1/chat",
+            "anthropic",
+            emulator.url,
+            auth={"header_name": "x-api-key", "header_value": KEY},
+            options={"anthropic_version": "2023-06-01"},
+        )
+    ]
+    config.write_bytes(orjson.dumps({"routes": routes}))
+    server = Mitmweb(config)
+    yield server
+    server.stop()
+
+
+def test_mitmweb_shows_masked_credentials_and_both_sides(web, emulator):
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{web.proxy_port}/anthropic/v1",
+        api_key=CLIENT_KEY,
+        max_retries=0,
+        timeout=10,
+    )
+    hi = [{"role": "user", "content": "What is the capital of Australia?"}]
+    reply = client.chat.completions.create(model="claude-sonnet-4-5", messages=hi)
+    assert emulator.last.headers["x-api-key"] == KEY  # the provider got the real key
+    stream = client.chat.completions.create(model="claude-sonnet-4-5", messages=hi, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert (
+        streamed == reply.choices[0].message.content == "The capital of Australia is Canberra — not Sydney."
+    )
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the streamed flow completes just after its last byte
+        flows = [f for f in web.api.get("/flows").json() if f.get("response")]
+        if len(flows) == 2:
+            break
+        time.sleep(0.05)
+    assert len(flows) == 2
+    plain, live = flows
+    for flow in flows:
+        headers = dict(flow["request"]["headers"])
+        assert (flow["request"]["path"], headers["x-api-key"]) == ("/v1/messages", MARKER)
+    assert live["response"]["contentLength"] is None  # mitmproxy kept no streamed body
+
+    request_view = web.view(plain["id"], "request")
+    assert request_view["view_name"] == "LLM Conversation"
+    text = request_view["text"].splitlines()
+    assert text[:3] == [
+        "── the client sent: POST /anthropic/v1/chat/completions",
+        "model: claude-sonnet-4-5",
+        "user: What is the capital of Australia?",
+    ]
+    assert f"── sent to the provider: POST {emulator.url}/v1/messages" in text
+    assert "── the provider answered: HTTP 200" in text
+    assert "assistant: The capital of Australia is Canberra — not Sydney.  [stop: end_turn]" in text
+    assert "── the client received: HTTP 200" in text
+    assert "assistant: The capital of Australia is Canberra — not Sydney.  [finish: stop]" in text
+
+    live_view = web.view(live["id"], "request")["text"].splitlines()
+    start = live_view.index("── streamed answer, as the gateway read it (mitmproxy stored no streamed body)")
+    assert live_view[start + 1 : start + 3] == [
+        "assistant (streamed): The capital of Australia is Canberra — not Sydney.",
+        "finish: stop",
+    ]
+    assert live_view[start + 3].startswith('usage: {"prompt_tokens":')
+
+    # No secret anywhere mitmweb serves: flow list, views, and the raw request.
+    served = web.api.get("/flows").text + request_view["text"] + "\n".join(live_view)
+    served += web.api.get(f"/flows/{plain['id']}/request/content.data").text
+    for secret in (KEY, CLIENT_KEY):
+        assert secret not in served
