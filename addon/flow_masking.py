@@ -91,12 +91,12 @@ class FlowMasking:
             flow.response = http.Response.make(e.status, e.body(), {"content-type": "application/json"})
 
     async def _reattach(self, flow: http.HTTPFlow, masked: dict[str, Any]) -> None:
+        if not (masked.get("headers") or masked.get("query") or masked.get("body")):
+            return  # the gateway attached nothing (inspected traffic): the flow goes out as stored
         name = masked["route"]
         route = next((r for r in self.gateway.config.routes if r.name == name), None)
         if route is None:
             raise _cannot(f"route {name} no longer exists, so its credential is unknown")
-        if not (masked.get("headers") or masked.get("query") or masked.get("body")):
-            return
         spec = spec_for(route)
         signs = spec is not None and spec.sign is not None
         attached = apply_auth(route.auth, {}, {}, None, await self.gateway.cloud_credentials(route))

@@ -390,18 +390,18 @@ async def test_gateway_credentials_from_the_route_or_the_environment(
     other = endpoint.register("env@my-project.iam.gserviceaccount.com", keys[1], "e1")
     proxy.env = {"GCP_SERVICE_ACCOUNT": other}
     assert (
-        await proxy._cloud_credentials(vertex_route({"header_name": "x-goog-api-key", "header_value": "k"}))
+        await proxy.cloud_credentials(vertex_route({"header_name": "x-goog-api-key", "header_value": "k"}))
         == {}
     )
     configured = vertex_route({"gcp_use_service_account": True, "gcp_service_account_json": account})
-    assert await proxy._cloud_credentials(configured) == {"gcp_access_token": "ya29.c.test-token-1"}
+    assert await proxy.cloud_credentials(configured) == {"gcp_access_token": "ya29.c.test-token-1"}
     from_env = vertex_route({"gcp_use_service_account": True})
-    assert await proxy._cloud_credentials(from_env) == {"gcp_access_token": "ya29.c.test-token-2"}
+    assert await proxy.cloud_credentials(from_env) == {"gcp_access_token": "ya29.c.test-token-2"}
     assert [g["iss"] for g in endpoint.grants] == [
         "gateway@my-project.iam.gserviceaccount.com",
         "env@my-project.iam.gserviceaccount.com",
     ]
     proxy.env = {}
     with pytest.raises(GatewayError) as err:
-        await proxy._cloud_credentials(from_env)
+        await proxy.cloud_credentials(from_env)
     assert err.value.status == 502
