@@ -51,13 +51,14 @@ class Gateway:
         env: dict[str, str],
         extra: list[str],
         mode: str = "reverse:http://127.0.0.1:1",
+        program: str = MITMDUMP,  # or mitmweb, next to it
     ) -> None:
         self.stats_path = stats
         self.lines: list[str] = []
         self._ready = threading.Event()
         detail = [] if any(a.startswith("flow_detail=") for a in extra) else ["--set", "flow_detail=0"]
         cmd = [
-            MITMDUMP,
+            program,
             "-s",
             str(ROOT / "addon" / "ai_proxy.py"),
             "--mode",

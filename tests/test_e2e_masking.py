@@ -11,6 +11,7 @@ received the real values. Replaying the file (``client_replay``) puts the route'
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def marker(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def token_endpoint():
+def token_endpoint() -> Iterator[TokenEndpoint]:
     server = TokenEndpoint()
     yield server
     server.stop()

@@ -8,10 +8,7 @@ went to the provider, what came back, and the streamed answer the gateway assemb
 
 from __future__ import annotations
 
-import re
 import socket
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +17,7 @@ import httpx
 import openai
 import orjson
 import pytest
-from conftest import MITMDUMP, ROOT, route
+from conftest import MITMDUMP, Gateway, route
 
 KEY = "sk-ant-api03-mitmweb-test-key-0123456789"
 CLIENT_KEY = "sk-client-own-key-mitmweb"
@@ -35,25 +32,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Mitmweb:
-    def __init__(self, config: Path) -> None:
+class Mitmweb(Gateway):
+    """The gateway in mitmweb, with its HTTP API on a free port behind a fixed password."""
+
+    def __init__(self, folder: Path) -> None:
         self.web_port = free_port()
-        self.lines: list[str] = []
-        self.proxy_port = 0
-        self._ready = threading.Event()
-        cmd = [
-            MITMWEB, "-s", str(ROOT / "addon" / "ai_proxy.py"), "--mode", "reverse:http://127.0.0.1:1",
-            "--listen-host", "127.0.0.1", "-p", "0", "--set", "web_open_browser=false",
-            "--set", "web_host=127.0.0.1", "--set", f"web_port={self.web_port}",
-            "--set", f"web_password={PASSWORD}", "--set", f"ai_proxy_config={config}",
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/"
-        )
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not self._ready.wait(30) or not self.proxy_port:
-            self.stop()
-            raise RuntimeError("mitmweb did not start:\n" + "\n".join(self.lines))
+        web = ["--set", "web_open_browser=false", "--set", "web_host=127.0.0.1"]
+        web += ["--set", f"web_port={self.web_port}", "--set", f"web_password={PASSWORD}"]
+        super().__init__(folder / "routes.json", folder / "stats.jsonl", {}, web, program=MITMWEB)
         self.api = httpx.Client(
             base_url=f"http://127.0.0.1:{self.web_port}", headers={"authorization": f"Bearer {PASSWORD}"}
         )
@@ -65,33 +51,15 @@ class Mitmweb:
             except httpx.TransportError:
                 time.sleep(0.05)
 
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            m = re.search(r"proxy .*listening at \*?:?(?:127\.0\.0\.1:)?(\d+)", line)
-            if m:
-                self.proxy_port = int(m.group(1))
-                self._ready.set()
-        self._ready.set()
-
     def view(self, flow_id: str, side: str) -> dict:
         answer = self.api.get(f"/flows/{flow_id}/{side}/content/auto.json")
         assert answer.status_code == 200, answer.text
         return answer.json()
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
 
 @pytest.fixture(scope="module")
 def web(emulator, tmp_path_factory) -> Iterator[Mitmweb]:
-    config = tmp_path_factory.mktemp("mitmweb") / "routes.json"
+    folder = tmp_path_factory.mktemp("mitmweb")
     routes = [
         route(
             "anthropic-chat",
@@ -103,15 +71,15 @@ def web(emulator, tmp_path_factory) -> Iterator[Mitmweb]:
             options={"anthropic_version": "2023-06-01"},
         )
     ]
-    config.write_bytes(orjson.dumps({"routes": routes}))
-    server = Mitmweb(config)
+    (folder / "routes.json").write_bytes(orjson.dumps({"routes": routes}))
+    server = Mitmweb(folder)
     yield server
     server.stop()
 
 
 def test_mitmweb_shows_masked_credentials_and_both_sides(web, emulator):
     client = openai.OpenAI(
-        base_url=f"http://127.0.0.1:{web.proxy_port}/anthropic/v1",
+        base_url=f"http://127.0.0.1:{web.port}/anthropic/v1",
         api_key=CLIENT_KEY,
         max_retries=0,
         timeout=10,
