@@ -3,7 +3,8 @@
 mitmweb runs the addon with a route to the emulator; a translated call and a streamed one (without
 ``store_streamed_bodies``) go through it. ``/flows`` shows the provider request with the route's
 credential masked, and the "LLM Conversation" view shows both sides: what the client sent, what
-went to the provider, what came back, and the streamed answer the gateway assembled.
+went to the provider, what came back, and the streamed answer the gateway assembled; a native Ollama
+stream (NDJSON) is assembled the same way.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def web(emulator, tmp_path_factory) -> Iterator[Mitmweb]:
             emulator.url,
             auth={"header_name": "x-api-key", "header_value": KEY},
             options={"anthropic_version": "2023-06-01"},
-        )
+        ),
+        route("ollama-native", "/ollama/*", "preserve", "ollama", emulator.url),
     ]
     (folder / "routes.json").write_bytes(orjson.dumps({"routes": routes}))
     server = Mitmweb(folder)
@@ -95,7 +97,13 @@ def test_mitmweb_shows_masked_credentials_and_both_sides(web, emulator):
 
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:  # the streamed flow completes just after its last byte
-        flows = [f for f in web.api.get("/flows").json() if f.get("response")]
+        flows = [
+            f
+            for f in web.api.get("/flows").json()
+            if f.get("response")
+            and "anthropic" in f["request"]["path"]
+            or "/v1/messages" in f["request"]["path"]
+        ]
         if len(flows) == 2:
             break
         time.sleep(0.05)
@@ -133,3 +141,32 @@ def test_mitmweb_shows_masked_credentials_and_both_sides(web, emulator):
     served += web.api.get(f"/flows/{plain['id']}/request/content.data").text
     for secret in (KEY, CLIENT_KEY):
         assert secret not in served
+
+
+def test_a_native_stream_mitmproxy_did_not_store_is_readable_in_mitmweb(web):
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "What is 1 + 1?"}], "stream": True}
+    with httpx.stream("POST", f"{web.url}/ollama/api/chat", json=body, timeout=10) as answer:
+        lines = [orjson.loads(line) for line in answer.iter_lines() if line]
+    assert "".join(line["message"]["content"] for line in lines) == "1 + 1 = 2."
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        native = [
+            f
+            for f in web.api.get("/flows").json()
+            if f["request"]["path"] == "/api/chat" and f.get("response")
+        ]
+        if native:
+            break
+        time.sleep(0.05)
+    (flow,) = native
+    assert flow["response"]["contentLength"] is None
+    view = web.view(flow["id"], "request")
+    assert view["view_name"] == "LLM Conversation"
+    assert view["text"].splitlines() == [
+        "model: llama3.2, stream: True",
+        "user: What is 1 + 1?",
+        "── streamed answer, as the gateway read it (mitmproxy stored no streamed body)",
+        "assistant (streamed): 1 + 1 = 2.",
+        "finish: stop",
+        'usage: {"prompt_tokens":38,"completion_tokens":9,"total_tokens":47}',
+    ]
