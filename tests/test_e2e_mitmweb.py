@@ -97,13 +97,8 @@ def test_mitmweb_shows_masked_credentials_and_both_sides(web, emulator):
 
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:  # the streamed flow completes just after its last byte
-        flows = [
-            f
-            for f in web.api.get("/flows").json()
-            if f.get("response")
-            and "anthropic" in f["request"]["path"]
-            or "/v1/messages" in f["request"]["path"]
-        ]
+        listed = web.api.get("/flows").json()
+        flows = [f for f in listed if f.get("response") and f["request"]["path"] == "/v1/messages"]
         if len(flows) == 2:
             break
         time.sleep(0.05)
