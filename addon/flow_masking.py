@@ -21,6 +21,7 @@ from addon.gateway import AIProxy, ai_metadata
 from transforms.auth import apply_auth
 from transforms.errors import GatewayError
 from transforms.masking import (
+    MARKER_PREFIX,
     CredentialMask,
     client_credentials,
     has_marker,
@@ -89,6 +90,10 @@ class FlowMasking:
         except GatewayError as e:
             logger.info(f"ai_proxy: replay refused: {e.message}")
             flow.response = http.Response.make(e.status, e.body(), {"content-type": "application/json"})
+        except Exception:  # never let a half-restored request (with a marker) go upstream
+            logger.exception("ai_proxy: internal error while putting a replayed flow's credentials back")
+            error = _cannot("internal error while putting the route's credential back")
+            flow.response = http.Response.make(500, error.body(), {"content-type": "application/json"})
 
     async def _reattach(self, flow: http.HTTPFlow, masked: dict[str, Any]) -> None:
         if not (masked.get("headers") or masked.get("query") or masked.get("body")):
@@ -156,4 +161,4 @@ def apply_mask(req: http.Request, mask: CredentialMask) -> None:
 def _carries_marker(req: http.Request) -> bool:
     if any(has_marker(v) for v in req.headers.values()) or has_marker(req.path):
         return True
-    return bool(req.raw_content) and b"[ai-proxy: " in req.raw_content
+    return bool(req.raw_content) and MARKER_PREFIX.encode() in req.raw_content

@@ -210,9 +210,9 @@ class AIProxy:
                 credentials=credentials,
             )
             state.prep = prep
-            apply_upstream(flow.request, prep.upstream)
             if not prep.passthrough or prep.mask:  # the provider sees another request than the client sent
                 ai_metadata(flow)["client_request"] = client_request(inbound)
+            apply_upstream(flow.request, prep.upstream)
             self._live[flow.id] = state
         except GatewayError as e:
             logger.info(f"ai_proxy route={route.name} rejected the request ({e.status}): {e.message}")

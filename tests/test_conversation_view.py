@@ -148,6 +148,9 @@ def test_other_native_bodies():
         "assistant: Yes  [finish: FINISH]"
     ]
     assert render({"generation": "Yo", "stop_reason": "stop"}) == ["assistant: Yo  [finish: stop]"]
+    assert render({"error": {"message": "invalid x-api-key", "type": "authentication_error"}}) == [
+        "error: invalid x-api-key"
+    ]
     assert render({"embeddings": {"float": [[0.1, 0.2], [0.3, 0.4]]}}) == [
         "embeddings: 2 vector(s) of 2 dimensions"
     ]

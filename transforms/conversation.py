@@ -123,6 +123,10 @@ def render_body(body: Any) -> list[str]:
         lines.append(", ".join(head))
     lines += _request_lines(body)
     lines += _response_lines(body)
+    error = body.get("error")
+    if isinstance(error, dict | str) and error:  # an error answer of any provider, or of the gateway
+        message = error.get("message") if isinstance(error, dict) else error
+        lines.append(f"error: {clip(str(message or _json(error)))}")
     usage = body.get("usage") or body.get("usageMetadata") or (body.get("meta") or {}).get("billed_units")
     if usage:
         lines.append(f"usage: {_json(usage)}")

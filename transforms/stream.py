@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from transforms.errors import error_body
-from transforms.transcript import Transcript
+from transforms.transcript import Transcript, assembled
 from transforms.types import Usage
 from transforms.usage import TextTally, usage_from_openai
 
@@ -97,8 +97,7 @@ class ObservedStream:
         return getattr(self._reader, "text_chars", 0)
 
     def assembled(self, usage: Usage | None = None) -> dict[str, Any] | None:
-        method = getattr(self._reader, "assembled", None)
-        return method(usage) if callable(method) else None
+        return assembled(self._reader, usage)
 
     def feed(self, chunk: bytes) -> list[bytes]:
         if not chunk:
