@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import Any
 
 from mitmproxy import ctx, http
@@ -41,6 +42,8 @@ class FlowMasking:
     def __init__(self, gateway: AIProxy) -> None:
         self.gateway = gateway
         self._replays: dict[str, CredentialMask] = {}  # replayed flows whose credentials were put back
+        # Flows not masked yet: at shutdown mitmproxy's Save addon writes the ones still in flight.
+        self._in_flight: weakref.WeakValueDictionary[str, http.HTTPFlow] = weakref.WeakValueDictionary()
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -59,7 +62,13 @@ class FlowMasking:
     def error(self, flow: http.HTTPFlow) -> None:
         self._mask(flow)
 
+    def done(self) -> None:
+        # Script addons run before Save in mitmproxy's chain: its `done` writes these masked.
+        for flow in list(self._in_flight.values()):
+            self._mask(flow)
+
     def _mask(self, flow: http.HTTPFlow) -> None:
+        self._in_flight.pop(flow.id, None)
         replayed = self._replays.pop(flow.id, None)
         if replayed is not None:
             apply_mask(flow.request, replayed)
@@ -79,7 +88,10 @@ class FlowMasking:
     # --- replay ----------------------------------------------------------------------------------
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.is_replay != "request" or flow.response is not None:
+        if flow.response is not None:
+            return
+        self._in_flight[flow.id] = flow
+        if flow.is_replay != "request":
             return
         masked = flow.metadata.get("ai_proxy", {}).get("masked")
         try:

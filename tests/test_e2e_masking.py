@@ -10,11 +10,15 @@ received the real values. Replaying the file (``client_replay``) puts the route'
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import orjson
 import pytest
@@ -313,3 +317,54 @@ def test_replaying_puts_the_route_credentials_back(saved, emulator, account, tok
     data = (saved["folder"] / "replayed.mitm").read_bytes()
     for secret in [*secrets(saved, account), f"ya29.c.test-token-{issued + 1}"]:
         assert secret.encode() not in data, secret
+
+
+def test_a_request_in_flight_at_shutdown_is_saved_masked(emulator, tmp_path):
+    """mitmproxy's Save addon writes flows still waiting for an answer when it shuts down."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    received = bytearray()
+    held: list[socket.socket] = []  # the upstream connection stays open: the request waits for an answer
+
+    def swallow() -> None:
+        conn, _ = silent.accept()
+        held.append(conn)
+        while b"\r\n\r\n" not in received:
+            received.extend(conn.recv(65536))
+
+    reader = threading.Thread(target=swallow, daemon=True)
+    reader.start()
+    config = [
+        route(
+            "silent",
+            "/silent/v1/chat/completions",
+            "llm/v1/chat",
+            "anthropic",
+            f"http://127.0.0.1:{silent.getsockname()[1]}",
+            auth={"header_name": "x-api-key", "header_value": ANTHROPIC_KEY},
+            options=ANTHROPIC,
+        )
+    ]
+    flows_file = tmp_path / "flows.mitm"
+    gw = start(tmp_path, "silent", config, ["--set", f"save_stream_file={flows_file}"])
+    try:
+        body = {"model": "claude-3-5-haiku", "messages": HI}
+
+        def ask() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # mitmdump stops before an answer comes
+                httpx.post(f"{gw.url}/silent/v1/chat/completions", json=body, timeout=5)
+
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        reader.join(5)
+        assert f"x-api-key: {ANTHROPIC_KEY}".encode() in bytes(received)  # the real key went out
+        assert gw.proc.poll() is None and asking.is_alive()  # still waiting when mitmdump stops
+    finally:
+        gw.stop()
+        for conn in held:
+            conn.close()
+        silent.close()
+    (flow,) = read_flows(flows_file)
+    assert flow.response is None and flow.request.headers["x-api-key"] == marker("silent")
+    assert ANTHROPIC_KEY.encode() not in flows_file.read_bytes()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import orjson
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
@@ -131,3 +134,28 @@ async def test_a_replay_carrying_a_client_marker_is_refused():
         assert flow.response.json()["error"]["message"] == (
             "cannot replay this flow: its credentials were masked when it was stored and no route can put them back"
         )
+
+
+class OneFlowGateway:
+    """What FlowMasking asks the gateway: the plan of a flow in flight."""
+
+    def __init__(self, prep: Any) -> None:
+        self.prep = prep
+
+    def prepared(self, flow: http.HTTPFlow) -> Any:
+        return self.prep
+
+
+async def test_flows_still_in_flight_at_shutdown_are_masked_before_save_writes_them():
+    route = SimpleNamespace(name="anthropic-chat")
+    prep = SimpleNamespace(
+        route=route, mask=CredentialMask("[ai-proxy: anthropic-chat credential]", ("x-api-key",))
+    )
+    masking = FlowMasking(OneFlowGateway(prep))  # type: ignore[arg-type]
+    with taddons.context(masking):
+        flow = tflow.tflow(req=tutils.treq(headers=http.Headers([(b"x-api-key", b"sk-ant-real")])))
+        await masking.request(flow)
+        assert flow.request.headers["x-api-key"] == "sk-ant-real"  # in flight: the real value goes out
+        masking.done()
+        assert flow.request.headers["x-api-key"] == "[ai-proxy: anthropic-chat credential]"
+        assert flow.metadata["ai_proxy"]["masked"]["headers"] == ["x-api-key"]
