@@ -57,8 +57,10 @@ class LLMConversationContentview(contentviews.Contentview):
 
     def render_priority(self, data: bytes, metadata: contentviews.Metadata) -> float:
         flow = metadata.flow
-        if flow is not None and "ai_proxy" in flow.metadata:
-            return 2  # the gateway handled this flow
+        ai = flow.metadata.get("ai_proxy") if flow is not None else None
+        gateway_flow = isinstance(ai, dict) and isinstance(flow, http.HTTPFlow)
+        if gateway_flow and (metadata.http_message is flow.request or "provider_response" in ai):
+            return 2  # the whole exchange, or the provider's answer beside the client's
         ctype = metadata.content_type or ""
         if data and any(kind in ctype for kind in _STREAMS):
             return 2

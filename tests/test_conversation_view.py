@@ -260,3 +260,12 @@ def test_the_response_tab_shows_the_provider_answer_and_the_translation():
     text = view_of(gateway_flow(streamed=False), "response").text.splitlines()
     assert text[0] == "── the provider answered: HTTP 200"
     assert "── the client received: HTTP 200" in text
+
+
+def test_a_gateway_flow_response_that_is_not_llm_content_keeps_its_own_view():
+    flow = gateway_flow(streamed=False)
+    del flow.metadata["ai_proxy"]["provider_response"]  # a passthrough flow: the body is the provider's own
+    flow.response.headers["content-type"] = "text/html"
+    flow.response.content = b"<html><body>Bad gateway</body></html>"
+    assert view_of(flow, "response").view_name != "LLM Conversation"
+    assert view_of(flow, "request").view_name == "LLM Conversation"
