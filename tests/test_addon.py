@@ -179,7 +179,9 @@ def test_script_loads_our_packages_even_when_foreign_ones_exist(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "AccessControl FlowMasking AIProxy"  # access control first: it answers refusals
+    assert (
+        out.stdout.strip() == "AccessControl FlowMasking AIProxy"
+    )  # access control first: it answers refusals
 
 
 def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
