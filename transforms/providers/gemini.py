@@ -41,6 +41,7 @@ from transforms.common import (
 )
 from transforms.config import ModelOptions
 from transforms.errors import bad_request
+from transforms.limits import MAX_SCHEMA_DEPTH, MAX_SCHEMA_INLINED_BYTES, MAX_SCHEMA_NODES, SchemaTooLarge
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -177,7 +178,7 @@ def _generation_config(body: Mapping[str, Any], ctx: CallContext) -> dict[str, A
     return config
 
 
-def _response_format(response_format: Any, config: dict[str, Any]) -> None:
+def _response_format(response_format: Any, config: dict[str, Any], budget: SchemaBudget) -> None:
     """json_object -> JSON mime type; json_schema -> JSON mime type and the reduced schema."""
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind in (None, "text"):
@@ -189,7 +190,7 @@ def _response_format(response_format: Any, config: dict[str, Any]) -> None:
     schema = spec.get("schema") if isinstance(spec, dict) else None
     if schema is None:
         return
-    converted = gemini_schema(schema, "response_format.json_schema.schema", ordered=True)
+    converted = gemini_schema(schema, "response_format.json_schema.schema", ordered=True, budget=budget)
     # Gemini refuses an OBJECT schema without properties; "any JSON object" is the mime type alone.
     if not (converted.get("type") == "OBJECT" and not converted.get("properties")):
         config["responseSchema"] = converted
@@ -234,74 +235,130 @@ _COPIED = (
 _REF_PREFIXES = ("#/$defs/", "#/definitions/")
 
 
-def gemini_schema(schema: Any, where: str, *, ordered: bool = False) -> dict[str, Any]:
+class SchemaBudget:
+    """What all schemas of one request may still inline (``MAX_SCHEMA_INLINED_BYTES``); nodes and
+    depth are budgeted per schema."""
+
+    __slots__ = ("inlined_bytes",)
+
+    def __init__(self) -> None:
+        self.inlined_bytes = MAX_SCHEMA_INLINED_BYTES
+
+
+def gemini_schema(
+    schema: Any, where: str, *, ordered: bool = False, label: str = "", budget: SchemaBudget | None = None
+) -> dict[str, Any]:
     """A JSON Schema as Gemini's OpenAPI-subset ``Schema``: local ``$ref``s inlined (recursive ones
     refused), type lists and null branches folded into ``nullable``, ``oneOf`` read as ``anyOf``,
-    ``const`` as a one-value ``enum``. With ``ordered`` objects keep their property order."""
+    ``const`` as a one-value ``enum``. With ``ordered`` objects keep their property order.
+
+    Inlining is bounded (transforms/limits.py): nodes are counted as they are built, so a schema
+    whose $refs double at every level is refused after ``MAX_SCHEMA_NODES`` nodes of work, never
+    expanded. ``label`` names the schema (its tool) in that refusal."""
     if not isinstance(schema, dict):
         raise bad_request(f"{where}: a JSON schema must be an object")
     defs: dict[str, Any] = {}
     for key in ("definitions", "$defs"):
         if isinstance(schema.get(key), dict):
             defs.update(schema[key])
-    return _SchemaReducer(defs, where, ordered).reduce(schema, ())
+    reducer = _SchemaReducer(defs, where, ordered, label or f"'{where}'", budget or SchemaBudget())
+    return reducer.reduce(schema, (), 0)
 
 
 class _SchemaReducer:
-    __slots__ = ("defs", "ordered", "where")
+    __slots__ = ("budget", "defs", "label", "nodes", "ordered", "sizes", "where")
 
-    def __init__(self, defs: dict[str, Any], where: str, ordered: bool) -> None:
+    def __init__(
+        self, defs: dict[str, Any], where: str, ordered: bool, label: str, budget: SchemaBudget
+    ) -> None:
         self.defs = defs
         self.where = where
         self.ordered = ordered
+        self.label = label
+        self.budget = budget
+        self.nodes = 0
+        self.sizes: dict[str, int] = {}  # JSON size of each definition, measured once
 
-    def reduce(self, node: Any, refs: tuple[str, ...]) -> dict[str, Any]:
+    def reduce(self, node: Any, refs: tuple[str, ...], depth: int) -> dict[str, Any]:
+        # Every call is one node of the result and one level deeper: both are budgeted before any
+        # work, so the work done is bounded by the budget, never by what the $refs expand to.
+        self.nodes += 1
+        if self.nodes > MAX_SCHEMA_NODES:
+            raise SchemaTooLarge(
+                f"{self.label} exceeds the schema limit of {MAX_SCHEMA_NODES} nodes ($refs inlined)"
+            )
+        if depth > MAX_SCHEMA_DEPTH:
+            raise SchemaTooLarge(
+                f"{self.label} exceeds the schema limit of {MAX_SCHEMA_DEPTH} nesting levels ($refs inlined)"
+            )
         if node is True or node == {}:
             return {}
         if not isinstance(node, dict):
             raise bad_request(f"{self.where}: every schema in it must be an object")
+        depth += 1
         if "$ref" in node:
-            return self._ref(node, refs)
+            return self._ref(node, refs, depth)
         if "allOf" in node:
-            return self._all_of(node, refs)
+            return self._all_of(node, refs, depth)
         branches = node.get("anyOf", node.get("oneOf"))
         if branches is not None:
-            return self._any_of(node, branches, refs)
+            return self._any_of(node, branches, refs, depth)
         out: dict[str, Any] = {}
         self._type(node, out)
         self._enum(node, out)
         if isinstance(node.get("properties"), dict) and node["properties"]:
-            out["properties"] = {name: self.reduce(sub, refs) for name, sub in node["properties"].items()}
+            out["properties"] = {
+                name: self.reduce(sub, refs, depth) for name, sub in node["properties"].items()
+            }
         items = node.get("items")
         if isinstance(items, list):
             raise refuse(PROVIDER, self.where, "with tuple 'items' is not supported")
         if items is not None:
-            out["items"] = self.reduce(items, refs)
+            out["items"] = self.reduce(items, refs, depth)
         self._copy(node, out)
         return out
 
-    def _ref(self, node: dict[str, Any], refs: tuple[str, ...]) -> dict[str, Any]:
+    def _ref(self, node: dict[str, Any], refs: tuple[str, ...], depth: int) -> dict[str, Any]:
         ref = node["$ref"]
-        name = next(
-            (ref[len(p) :] for p in _REF_PREFIXES if isinstance(ref, str) and ref.startswith(p)), None
+        name = (
+            ref[ref.index("/", 2) + 1 :] if isinstance(ref, str) and ref.startswith(_REF_PREFIXES) else None
         )
         if name is None or name not in self.defs:
             raise refuse(PROVIDER, self.where, f"with the $ref '{ref}' is not supported")
         if name in refs:
             raise refuse(PROVIDER, self.where, f"with the recursive $ref '{ref}' is not supported")
         target = self.defs[name]
+        self._charge(name, target)
         siblings = {k: v for k, v in node.items() if k != "$ref"}
         merged = {**target, **siblings} if isinstance(target, dict) else target
-        return self.reduce(merged, (*refs, name))
+        return self.reduce(merged, (*refs, name), depth)
 
-    def _all_of(self, node: dict[str, Any], refs: tuple[str, ...]) -> dict[str, Any]:
+    def _charge(self, name: str, target: Any) -> None:
+        """An inlined definition costs its JSON size, each time: what it copies (descriptions,
+        defaults, enums) is bounded along with the nodes."""
+        size = self.sizes.get(name)
+        if size is None:
+            try:
+                size = self.sizes[name] = len(orjson.dumps(target))
+            except orjson.JSONEncodeError:  # nested past orjson's limit: deeper than any budget
+                size = self.sizes[name] = MAX_SCHEMA_INLINED_BYTES + 1
+        self.budget.inlined_bytes -= size
+        if self.budget.inlined_bytes < 0:
+            raise SchemaTooLarge(
+                f"{self.label} exceeds the limit of {MAX_SCHEMA_INLINED_BYTES} bytes of $ref "
+                "definitions inlined per request"
+            )
+
+    def _all_of(self, node: dict[str, Any], refs: tuple[str, ...], depth: int) -> dict[str, Any]:
         parts = node["allOf"]
         if not isinstance(parts, list) or len(parts) != 1 or not isinstance(parts[0], dict):
             raise refuse(PROVIDER, self.where, "with 'allOf' of several schemas is not supported")
         rest = {k: v for k, v in node.items() if k != "allOf"}
-        return self.reduce({**parts[0], **rest}, refs)
+        return self.reduce({**parts[0], **rest}, refs, depth)
 
-    def _any_of(self, node: dict[str, Any], branches: Any, refs: tuple[str, ...]) -> dict[str, Any]:
+    def _any_of(
+        self, node: dict[str, Any], branches: Any, refs: tuple[str, ...], depth: int
+    ) -> dict[str, Any]:
         if not isinstance(branches, list) or not branches:
             raise bad_request(f"{self.where}: 'anyOf' / 'oneOf' must be a non-empty list")
         rest = {k: v for k, v in node.items() if k not in ("anyOf", "oneOf")}
@@ -309,12 +366,12 @@ class _SchemaReducer:
         nullable = len(kept) < len(branches)
         if len(kept) == 1 and isinstance(kept[0], dict):
             # Optional[X] as pydantic writes it: X itself, nullable.
-            out = self.reduce({**kept[0], **rest}, refs)
+            out = self.reduce({**kept[0], **rest}, refs, depth)
         elif not kept:
-            out = self.reduce({"type": "null", **rest}, refs)
+            out = self.reduce({"type": "null", **rest}, refs, depth)
         else:
-            out = self.reduce(rest, refs)
-            out["anyOf"] = [self.reduce(b, refs) for b in kept]
+            out = self.reduce(rest, refs, depth)
+            out["anyOf"] = [self.reduce(b, refs, depth) for b in kept]
         if nullable:
             out["nullable"] = True
         return out
@@ -369,7 +426,7 @@ class _SchemaReducer:
 # --- request: tools ------------------------------------------------------------------------------
 
 
-def _function_declaration(tool: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _function_declaration(tool: Mapping[str, Any], where: str, budget: SchemaBudget) -> dict[str, Any]:
     if tool.get("type", "function") != "function":
         raise refuse(PROVIDER, f"{where}.type", f"'{tool.get('type')}' is not supported")
     function = tool["function"]
@@ -378,7 +435,9 @@ def _function_declaration(tool: Mapping[str, Any], where: str) -> dict[str, Any]
         out["description"] = function["description"]
     parameters = function.get("parameters")
     if parameters:
-        schema = gemini_schema(parameters, f"{where}.function.parameters")
+        path = f"{where}.function.parameters"
+        label = f"the parameters of tool {function['name']!r} ({path})"
+        schema = gemini_schema(parameters, path, label=label, budget=budget)
         schema.setdefault("type", "OBJECT")
         # Gemini refuses an OBJECT without properties: a function without parameters has none.
         if schema["type"] != "OBJECT" or schema.get("properties"):
@@ -398,8 +457,9 @@ def _tool_config(choice: Any) -> dict[str, Any]:
     return {"functionCallingConfig": mode}
 
 
-def _tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
-    declarations = [_function_declaration(t, f"tools[{k}]") for k, t in enumerate(body.get("tools") or ())]
+def _tools(body: Mapping[str, Any], out: dict[str, Any], budget: SchemaBudget) -> None:
+    tools = body.get("tools") or ()
+    declarations = [_function_declaration(t, f"tools[{k}]", budget) for k, t in enumerate(tools)]
     if declarations:
         out["tools"] = [{"functionDeclarations": declarations}]
     if body.get("tool_choice") is not None:
@@ -614,9 +674,10 @@ def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     out: dict[str, Any] = {"contents": contents}
     if system:
         out["systemInstruction"] = {"parts": system}
-    _tools(body, out)
+    budget = SchemaBudget()  # one inlining budget for all schemas of the request
+    _tools(body, out, budget)
     config = _generation_config(body, ctx)
-    _response_format(body.get("response_format"), config)
+    _response_format(body.get("response_format"), config, budget)
     return _generate_request(_with_config(out, config), ctx)
 
 

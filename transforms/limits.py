@@ -1,0 +1,52 @@
+"""Every fixed bound on the work and memory one request or one response stream may cost.
+
+mitmproxy runs every hook on one event loop: a step whose work grows faster than its input stalls
+every client of the gateway. What cannot be made linear in the input is bounded here, in one
+place, and refused past the bound with a clear error (a 400 for requests, an error frame for
+streams). The README's "Limits" section lists each bound and where it is enforced.
+"""
+
+from __future__ import annotations
+
+from transforms.errors import GatewayError
+
+# --- request: JSON Schema rewriting (Gemini / Vertex inline local $refs) -------------------------
+
+# Nodes one converted schema (a tool's parameters, a response_format schema) may hold, counted as
+# they are built, with every $ref target counted each time it is inlined. Real tool schemas hold
+# tens to hundreds; a schema whose $refs double at each level reaches any number.
+MAX_SCHEMA_NODES = 10_000
+# Nesting levels of one converted schema (properties, items, anyOf branches and $ref hops).
+MAX_SCHEMA_DEPTH = 64
+# JSON bytes of $ref targets inlined across all schemas of one request (each inlining counted):
+# bounds the size of the rewritten body, and the work, when many tools each expand a little.
+MAX_SCHEMA_INLINED_BYTES = 512 * 1024
+
+# --- response streams ----------------------------------------------------------------------------
+
+# One stream element before its delimiter arrives: an SSE line or event, an NDJSON line, a
+# JSON-array element, an AWS event-stream frame (botocore itself allows 24 MiB payloads).
+MAX_STREAM_EVENT_BYTES = 16 * 1024 * 1024
+# Argument characters of one streamed tool call.
+MAX_TOOL_ARGUMENTS_CHARS = 8 * 1024 * 1024
+# Tool calls in one streamed answer (each keeps a little state until the stream ends).
+MAX_STREAM_TOOL_CALLS = 4096
+
+# --- statistics ----------------------------------------------------------------------------------
+
+# Characters of a model name shown in the event-log statistics line (the JSON record keeps it all).
+MAX_LOGGED_MODEL_CHARS = 200
+
+
+class SchemaTooLarge(GatewayError):
+    """A schema over its node, depth or inlining budget: the client's 400."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message, "schema_too_large")
+
+
+class StreamLimitExceeded(ValueError):
+    """An upstream stream element or tool call past its cap; the translator ends the stream with an
+    error frame."""
+
+    code = "stream_limit_exceeded"
