@@ -1465,7 +1465,7 @@ def test_decoder_keeps_at_most_one_partial_frame() -> None:
     raw = stream_bytes("stream_tools")
     first = int.from_bytes(raw[:4], "big")
     assert decoder.feed(raw[: first + 10]) and decoder.pending == 10
-    assert len(decoder._buffer._data) == 10  # the completed frame was released
+    assert len(decoder._data) == 10  # the completed frame was released
 
 
 def test_emulator_sends_eventstream_fixtures_message_by_message() -> None:

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 
 from transforms.errors import error_body
-from transforms.stream import DONE, SSEEvent, SSEParser, sse_frame
+from transforms.limits import MAX_STREAM_TOOL_CALLS, MAX_TOOL_ARGUMENTS_CHARS, StreamLimitExceeded
+from transforms.stream import DONE, LineBuffer, SSEEvent, SSEParser, sse_frame
 from transforms.transcript import Transcript
 from transforms.types import CallContext, Usage
 from transforms.usage import TextTally
@@ -32,6 +33,7 @@ class ChunkWriter:
         self._role_sent = False
         self._tools: dict[Hashable, int] = {}
         self.transcript = Transcript()  # what was said, bounded, for the conversation view
+        self._argument_chars: list[int] = []  # per tool call index, against MAX_TOOL_ARGUMENTS_CHARS
 
     def _frame(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         chunk: dict[str, Any] = {
@@ -78,7 +80,16 @@ class ChunkWriter:
 
     def tool_call_start(self, key: Hashable, call_id: str, name: str, arguments: str = "") -> list[bytes]:
         """Opens tool call ``key`` (any provider-side identity): index, id and name come first."""
-        index = self._tools.setdefault(key, len(self._tools))
+        index = self._tools.get(key)
+        if index is None:
+            if len(self._tools) >= MAX_STREAM_TOOL_CALLS:
+                limit = MAX_STREAM_TOOL_CALLS
+                raise StreamLimitExceeded(
+                    f"the upstream streamed more tool calls than the gateway's limit of {limit}"
+                )
+            index = self._tools[key] = len(self._tools)
+            self._argument_chars.append(0)
+        self._count_arguments(index, arguments)
         self.transcript.tool_start(key, name, arguments)
         call = {
             "index": index,
@@ -91,9 +102,21 @@ class ChunkWriter:
     def tool_call_arguments(self, key: Hashable, fragment: str) -> list[bytes]:
         if not fragment or key not in self._tools:
             return []
+        index = self._tools[key]
+        self._count_arguments(index, fragment)
         self.transcript.tool_arguments(key, fragment)
-        call = {"index": self._tools[key], "function": {"arguments": fragment}}
+        call = {"index": index, "function": {"arguments": fragment}}
         return [self._delta({"tool_calls": [call]})]
+
+    def _count_arguments(self, index: int, fragment: str) -> None:
+        """Fragments are passed on (the transcript keeps a bounded start), but a client assembles
+        them: one call's arguments may not grow without end."""
+        self._argument_chars[index] += len(fragment)
+        if self._argument_chars[index] > MAX_TOOL_ARGUMENTS_CHARS:
+            raise StreamLimitExceeded(
+                f"the upstream streamed tool call arguments over the gateway's limit of "
+                f"{MAX_TOOL_ARGUMENTS_CHARS} characters"
+            )
 
     def has_tool_calls(self) -> bool:
         return bool(self._tools)
@@ -132,8 +155,9 @@ class StreamTranslatorBase:
         self.tally = TextTally()
         self.finish_reason: str | None = None
         self._ended = False
+        self.error: str | None = None  # the error frame's message, when one ended the stream
         self._sse = SSEParser()
-        self._partial = b""
+        self._lines = LineBuffer()
 
     @property
     def text(self) -> str:
@@ -154,14 +178,12 @@ class StreamTranslatorBase:
 
     def split(self, chunk: bytes) -> list[Any]:
         if self.framing == "ndjson":
-            lines = (self._partial + chunk).split(b"\n")
-            self._partial = lines.pop()
-            return [orjson.loads(line) for line in lines if line.strip()]
+            return [orjson.loads(line) for line in self._lines.feed(chunk) if line.strip()]
         return self._sse.feed(chunk)
 
     def split_rest(self) -> list[Any]:
         if self.framing == "ndjson":
-            rest, self._partial = self._partial, b""
+            rest = self._lines.rest()
             return [orjson.loads(rest)] if rest.strip() else []
         return self._sse.finish()
 
@@ -174,25 +196,29 @@ class StreamTranslatorBase:
         frames: list[bytes] = []
         if self._ended:
             return frames
-        for event in self.split(chunk):
-            frames.extend(self.on_event(event))
-            if self._ended:
-                break
+        try:
+            for event in self.split(chunk):
+                frames.extend(self.on_event(event))
+                if self._ended:
+                    break
+        except StreamLimitExceeded as e:
+            # Past a cap nothing more is read or kept: the client gets an error frame and the end.
+            frames.extend(self.fail(str(e), "api_error", StreamLimitExceeded.code))
         return frames
 
     def finish(self) -> list[bytes]:
         frames: list[bytes] = []
         if not self._ended:
-            for event in self.split_rest():
-                frames.extend(self.on_event(event))
-                if self._ended:
-                    return frames
+            try:
+                for event in self.split_rest():
+                    frames.extend(self.on_event(event))
+                    if self._ended:
+                        return frames
+            except StreamLimitExceeded as e:
+                return [*frames, *self.fail(str(e), "api_error", StreamLimitExceeded.code)]
         if not self._ended:
-            self._ended = True
-            frames.append(
-                self.out.error(f"the {self.provider} stream ended before the response was complete")
-            )
-            frames.append(DONE)
+            message = f"the {self.provider} stream ended before the response was complete"
+            frames.extend(self.fail(message, "api_error", "stream_error"))
         return frames
 
     def content(self, text: str) -> list[bytes]:
@@ -215,6 +241,7 @@ class StreamTranslatorBase:
         if self._ended:
             return []
         self._ended = True
+        self.error = message
         return [self.out.error(message, error_type, code), DONE]
 
 

@@ -50,3 +50,9 @@ class StreamLimitExceeded(ValueError):
     error frame."""
 
     code = "stream_limit_exceeded"
+
+
+def element_too_large(what: str) -> StreamLimitExceeded:
+    return StreamLimitExceeded(
+        f"the upstream sent {what} over the gateway's limit of {MAX_STREAM_EVENT_BYTES} bytes"
+    )

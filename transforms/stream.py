@@ -1,6 +1,7 @@
 """Incremental stream framing: server-sent events, split anywhere across network chunks.
 
-Memory is bounded by the largest single event, never by the stream.
+Memory is bounded by the largest single event, never by the stream, and that event by
+``MAX_STREAM_EVENT_BYTES``: each byte is copied once however the chunks cut it.
 """
 
 from __future__ import annotations
@@ -11,11 +12,53 @@ from typing import Any
 import orjson
 
 from transforms.errors import error_body
+from transforms.limits import MAX_STREAM_EVENT_BYTES, StreamLimitExceeded, element_too_large
 from transforms.transcript import Transcript, assembled
 from transforms.types import Usage
 from transforms.usage import TextTally, usage_from_openai
 
 DONE = b"data: [DONE]\n\n"
+
+
+class LineBuffer:
+    """Splits bytes into lines (``\n`` removed) wherever the chunks cut them. An unfinished line is
+    kept as pieces, joined once when its end arrives, so a line spread over many chunks costs its
+    length, not its length times the number of chunks; past ``MAX_STREAM_EVENT_BYTES`` it raises."""
+
+    __slots__ = ("_pieces", "_size")
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        newline = chunk.find(b"\n")
+        if newline < 0:
+            self._keep(chunk)
+            return []
+        if self._pieces:
+            self._pieces.append(chunk[:newline])
+            lines = [self.rest(), *chunk[newline + 1 :].split(b"\n")]
+        else:
+            lines = chunk.split(b"\n")
+        rest = lines.pop()
+        if rest:
+            self._keep(rest)
+        return lines
+
+    def rest(self) -> bytes:
+        """The unfinished line, taken out of the buffer."""
+        line = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
+        self._pieces = []
+        self._size = 0
+        return line
+
+    def _keep(self, piece: bytes) -> None:
+        self._size += len(piece)
+        if self._size > MAX_STREAM_EVENT_BYTES:
+            self._pieces, self._size = [], 0
+            raise element_too_large("a line")
+        self._pieces.append(piece)
 
 
 @dataclass(slots=True)
@@ -27,28 +70,27 @@ class SSEEvent:
 class SSEParser:
     """Feeds bytes, yields complete events (``event:`` name and joined ``data:`` lines)."""
 
-    __slots__ = ("_data", "_event", "_partial")
+    __slots__ = ("_data", "_data_size", "_event", "_lines")
 
     def __init__(self) -> None:
-        self._partial = b""
+        self._lines = LineBuffer()
         self._event: str | None = None
         self._data: list[str] = []
+        self._data_size = 0
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not chunk:
             return []
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
         events: list[SSEEvent] = []
-        for raw in lines:
+        for raw in self._lines.feed(chunk):
             self._line(raw.rstrip(b"\r"), events)
         return events
 
     def finish(self) -> list[SSEEvent]:
         events: list[SSEEvent] = []
-        if self._partial:
-            self._line(self._partial.rstrip(b"\r"), events)
-            self._partial = b""
+        rest = self._lines.rest()
+        if rest:
+            self._line(rest.rstrip(b"\r"), events)
         self._line(b"", events)
         return events
 
@@ -56,7 +98,7 @@ class SSEParser:
         if not line:
             if self._data or self._event is not None:
                 events.append(SSEEvent(self._event, "\n".join(self._data)))
-            self._event, self._data = None, []
+            self._event, self._data, self._data_size = None, [], 0
             return
         if line[:1] == b":":
             return  # comment / keep-alive
@@ -64,6 +106,11 @@ class SSEParser:
         if value[:1] == b" ":
             value = value[1:]
         if name == b"data":
+            # An event's data lines add up until a blank line: bounded like a single line.
+            self._data_size += len(value)
+            if self._data_size > MAX_STREAM_EVENT_BYTES:
+                self._data, self._data_size = [], 0
+                raise element_too_large("an event")
             self._data.append(value.decode("utf-8", "replace"))
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
@@ -99,6 +146,11 @@ class ObservedStream:
     def assembled(self, usage: Usage | None = None) -> dict[str, Any] | None:
         return assembled(self._reader, usage)
 
+    @property
+    def error(self) -> str | None:
+        """Why the reader stopped early (the bytes still went through untouched), for statistics."""
+        return getattr(self._reader, "error", None)
+
     def feed(self, chunk: bytes) -> list[bytes]:
         if not chunk:
             return []
@@ -123,6 +175,7 @@ class OpenAIStream:
         self._parser = SSEParser()
         self._hide = hide_usage_chunk
         self._done = False
+        self.error: str | None = None  # why the stream was cut short, for statistics
         self.usage: Usage | None = None
         self.response_model: str | None = None
         self.tally = TextTally()
@@ -141,9 +194,12 @@ class OpenAIStream:
         return self.transcript.as_dict(self.text, self.text_chars, usage, self.response_model, None)
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if not chunk:
+        if not chunk or self.error is not None:
             return []
-        events = self._parser.feed(chunk)
+        try:
+            events = self._parser.feed(chunk)
+        except StreamLimitExceeded as e:
+            return self._cut(str(e), StreamLimitExceeded.code)
         if not self._hide:
             for event in events:
                 self._observe(event)
@@ -151,6 +207,8 @@ class OpenAIStream:
         return [frame for event in events if (frame := self._reframe(event))]
 
     def finish(self) -> list[bytes]:
+        if self.error is not None:
+            return []
         out = [frame for event in self._parser.finish() if (frame := self._reframe(event))]
         if not self._hide:
             out = []  # the raw bytes already went out
@@ -162,6 +220,13 @@ class OpenAIStream:
             out += [b"\n\n" if not self._hide else b"", sse_frame(error), DONE]
             out = [frame for frame in out if frame]
         return out
+
+    def _cut(self, message: str, code: str) -> list[bytes]:
+        """Ends the client's stream with an error frame; what follows upstream is dropped."""
+        self.error = message
+        # Passed-through bytes may have ended mid-line: the blank line closes that event first.
+        closing = [] if self._hide else [b"\n\n"]
+        return [*closing, sse_frame(error_body(message, "api_error", code)), DONE]
 
     def _reframe(self, event: SSEEvent) -> bytes | None:
         data = self._observe(event)

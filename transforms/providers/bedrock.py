@@ -29,6 +29,8 @@ Choices that Converse leaves open:
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +53,7 @@ from transforms.common import (
 )
 from transforms.config import Auth, ModelOptions
 from transforms.errors import GatewayError, bad_request
+from transforms.limits import MAX_STREAM_EVENT_BYTES, element_too_large
 from transforms.sigv4 import credentials_from, sign
 from transforms.types import (
     CallContext,
@@ -729,6 +732,10 @@ _EXCEPTION_TYPES = {
 }
 
 
+# total length, headers length, prelude CRC (big-endian), as the event-stream format lays them out
+_PRELUDE = struct.Struct(">III")
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One decoded event-stream message."""
@@ -745,27 +752,48 @@ class CorruptFrame:
 class EventStreamDecoder:
     """Binary ``application/vnd.amazon.eventstream`` frames, fed in any pieces, CRCs checked.
 
-    botocore's ``EventStreamBuffer`` does the decoding; it keeps at most one incomplete message
-    (the prelude's lengths are validated before the rest arrives), so memory stays bounded.
+    Frames are cut here from the prelude's total length, in one growing buffer (botocore's own
+    buffer copies everything it holds on every chunk); botocore's ``EventStreamBuffer`` decodes each
+    complete frame. A prelude is checked (its CRC, then its length against
+    ``MAX_STREAM_EVENT_BYTES``) before the rest of its frame is waited for, so a frame announcing a
+    huge length is refused at once instead of buffered.
     """
 
     def __init__(self) -> None:
         from botocore.eventstream import EventStreamBuffer, ParserError
 
-        self._buffer = EventStreamBuffer()
+        self._decoder = EventStreamBuffer()
         self._errors: tuple[type[Exception], ...] = (ParserError,)
+        self._data = bytearray()
         self.pending = 0  # bytes received and not yet part of a complete frame
 
     def feed(self, chunk: bytes) -> list[Frame | CorruptFrame]:
-        self._buffer.add_data(chunk)
-        self.pending += len(chunk)
+        data = self._data
+        data += chunk
         frames: list[Frame | CorruptFrame] = []
-        try:
-            for message in self._buffer:
-                self.pending -= message.prelude.total_length
-                frames.append(Frame(message.headers, message.payload))
-        except self._errors as e:
-            frames.append(CorruptFrame(str(e) or type(e).__name__))
+        at = 0
+        while len(data) - at >= _PRELUDE.size:
+            total, _, crc = _PRELUDE.unpack_from(data, at)
+            if zlib.crc32(data[at : at + 8]) != crc:
+                frames.append(CorruptFrame("the event-stream prelude's checksum does not match"))
+                at = len(data)  # nothing after a corrupt prelude can be framed
+                break
+            if total > MAX_STREAM_EVENT_BYTES:
+                del data[:]
+                raise element_too_large(f"an event-stream frame announcing {total} bytes")
+            if len(data) - at < total:
+                break
+            self._decoder.add_data(bytes(data[at : at + total]))
+            at += max(total, _PRELUDE.size)
+            try:
+                message = next(self._decoder)
+            except self._errors as e:
+                frames.append(CorruptFrame(str(e) or type(e).__name__))
+                at = len(data)
+                break
+            frames.append(Frame(message.headers, message.payload))
+        del data[:at]
+        self.pending = len(data)
         return frames
 
 

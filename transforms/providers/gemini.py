@@ -41,7 +41,14 @@ from transforms.common import (
 )
 from transforms.config import ModelOptions
 from transforms.errors import bad_request
-from transforms.limits import MAX_SCHEMA_DEPTH, MAX_SCHEMA_INLINED_BYTES, MAX_SCHEMA_NODES, SchemaTooLarge
+from transforms.limits import (
+    MAX_SCHEMA_DEPTH,
+    MAX_SCHEMA_INLINED_BYTES,
+    MAX_SCHEMA_NODES,
+    MAX_STREAM_EVENT_BYTES,
+    SchemaTooLarge,
+    element_too_large,
+)
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -940,7 +947,7 @@ class JsonArraySplitter:
     """Yields the objects of a JSON array (``[{...},\\n{...}]``) as its bytes arrive, split anywhere.
 
     Each byte is looked at once; only the object being read is kept, so memory is bounded by the
-    largest element, not by the stream.
+    largest element, not by the stream, and that element by ``MAX_STREAM_EVENT_BYTES``.
     """
 
     __slots__ = ("_buffer", "_depth", "_escaped", "_in_string")
@@ -968,6 +975,9 @@ class JsonArraySplitter:
                 i = self._string(chunk, i)
             else:
                 i = self._structure(chunk, i, found)
+        if len(self._buffer) > MAX_STREAM_EVENT_BYTES:
+            self._buffer = bytearray()
+            raise element_too_large("a JSON array element")
         return found
 
     def pending(self) -> bool:
