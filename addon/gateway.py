@@ -25,7 +25,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from addon.config_loader import ConfigError, load_config
 from addon.emulator import Emulator
 from addon.gcp_auth import GcpTokenSource
-from addon.stats import CONSUMER_METADATA, CallFacts, StatsSink, build_record
+from addon.stats import CONSUMER_METADATA, MAX_PAYLOAD, CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
 from transforms.masking import CLIENT_REQUEST_BODY_LIMIT, client_request
@@ -58,6 +58,7 @@ class FlowState:
     overhead: float = 0.0  # seconds spent in our hooks
     translator: StreamTranslator | None = None
     streamed: list[bytes] = field(default_factory=list)  # client-bound bytes, kept for payload logs
+    streamed_size: int = 0  # kept only up to the payload log's MAX_PAYLOAD
     first_token_at: float | None = None
     broken: bool = False  # a hook failed after the request went out: answer 500 when the body is in
 
@@ -346,8 +347,9 @@ class AIProxy:
                 translator.finish = lambda: []  # type: ignore[method-assign]
             if out and state.first_token_at is None:
                 state.first_token_at = time.time()
-            if keep_payload:
+            if keep_payload and state.streamed_size < MAX_PAYLOAD:
                 state.streamed.extend(out)
+                state.streamed_size += sum(map(len, out))
             return out
 
         flow.response.stream = on_chunk
@@ -362,7 +364,9 @@ class AIProxy:
         transcript = assembled(translator, usage)
         if transcript is not None:  # mitmproxy keeps no streamed body by default: the view shows this
             ai_metadata(flow)["assembled"] = transcript
-        self._record(flow, state, usage, translator.response_model, flow.response.status_code, body)
+        self._record(
+            flow, state, usage, translator.response_model, flow.response.status_code, body, translator.error
+        )
 
     def _record(
         self,
@@ -372,6 +376,7 @@ class AIProxy:
         response_model: str | None,
         status: int,
         response_body: bytes | None,
+        error: str | None = None,
     ) -> None:
         route, prep = state.route, state.prep
         if prep is None or not route.logging.log_statistics:
@@ -394,6 +399,7 @@ class AIProxy:
             response_payload=response_body,
             secrets=prep.secrets,
             consumer=flow.metadata.get(CONSUMER_METADATA),
+            error=error,
         )
         record = build_record(facts)
         ai_metadata(flow).update(record)

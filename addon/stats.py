@@ -10,7 +10,8 @@ from typing import IO, Any
 import orjson
 from mitmproxy.log import ALERT
 
-from transforms.redact import redact_bytes
+from transforms.limits import MAX_LOGGED_MODEL_CHARS
+from transforms.redact import redact_bytes, redact_text
 from transforms.types import Usage
 from transforms.usage import cost
 
@@ -37,6 +38,7 @@ class CallFacts:
     response_payload: bytes | None = None
     secrets: tuple[str, ...] = ()
     consumer: str | None = None  # the gateway key's name, never the key
+    error: str | None = None  # why a stream ended with an error frame
 
 
 def build_record(facts: CallFacts) -> dict[str, Any]:
@@ -53,6 +55,8 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
     }
     if facts.consumer is not None:
         meta["consumer"] = facts.consumer
+    if facts.error is not None:
+        meta["error"] = redact_text(facts.error, facts.secrets)
     opts = route.model.options
     if route.provider == "azure":
         meta["azure_instance_id"] = opts.azure_instance
@@ -91,17 +95,25 @@ def _payload(data: bytes | None, secrets: tuple[str, ...]) -> str | None:
 def summary_line(record: dict[str, Any]) -> str:
     proxy = record["ai"]["proxy"]
     meta, usage = proxy["meta"], proxy["usage"]
-    models = meta["request_model"]
+    models = _loggable(meta["request_model"])
     if meta["response_model"] != meta["request_model"]:
-        models += f" -> {meta['response_model']}"
+        models += f" -> {_loggable(meta['response_model'])}"
     estimated = " (estimated)" if usage.get("estimated") else ""
     consumer = f" consumer={meta['consumer']}" if "consumer" in meta else ""
+    error = f" error={_loggable(meta['error'])}" if "error" in meta else ""
     return (
         f"ai_proxy route={meta['route']}{consumer} provider={meta['provider_name']} model={models} "
         f"status={meta['status']} mode={meta['request_mode']} "
         f"tokens={usage['prompt_tokens']}+{usage['completion_tokens']}={usage['total_tokens']}{estimated} "
-        f"cost=${usage['cost']:.6f} latency={meta['llm_latency']}ms"
+        f"cost=${usage['cost']:.6f} latency={meta['llm_latency']}ms{error}"
     )
+
+
+def _loggable(text: str) -> str:
+    """Client- or upstream-chosen text in the one-line summary: clipped, and quoted when it holds
+    spaces or control characters, so it can neither flood the log nor forge another line."""
+    clipped = text[:MAX_LOGGED_MODEL_CHARS] + ("…" if len(text) > MAX_LOGGED_MODEL_CHARS else "")
+    return clipped if clipped.isprintable() and " " not in clipped else repr(clipped)
 
 
 class StatsSink:

@@ -20,7 +20,7 @@ MAX_SCHEMA_NODES = 10_000
 MAX_SCHEMA_DEPTH = 64
 # JSON bytes of $ref targets inlined across all schemas of one request (each inlining counted):
 # bounds the size of the rewritten body, and the work, when many tools each expand a little.
-MAX_SCHEMA_INLINED_BYTES = 512 * 1024
+MAX_SCHEMA_INLINED_BYTES = 1024 * 1024
 
 # --- response streams ----------------------------------------------------------------------------
 

@@ -126,9 +126,10 @@ class _Generator:
         return self.names[key]
 
 
-def compile_schema(schema: dict[str, Any]) -> Check:
-    """Compile a root schema (with ``$defs``) into one check function."""
-    gen = _Generator(schema)
+def compile_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Check:
+    """Compile a root schema (with ``$defs``) into one check function; or one of its subschemas,
+    given the ``root`` its ``$ref``s point into."""
+    gen = _Generator(root if root is not None else schema)
     entry = gen.function(schema)
     namespace: dict[str, Any] = {k: v for k, v in gen.names.items() if not k.startswith("def:")}
     exec(compile("\n".join(gen.source), "<schema_check>", "exec"), namespace)  # our own generated code

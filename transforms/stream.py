@@ -70,13 +70,12 @@ class SSEEvent:
 class SSEParser:
     """Feeds bytes, yields complete events (``event:`` name and joined ``data:`` lines)."""
 
-    __slots__ = ("_data", "_data_size", "_event", "_lines")
+    __slots__ = ("_data", "_event", "_lines")
 
     def __init__(self) -> None:
         self._lines = LineBuffer()
         self._event: str | None = None
-        self._data: list[str] = []
-        self._data_size = 0
+        self._data: bytearray | None = None  # the event's data lines, joined by newlines
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not chunk:
@@ -96,9 +95,10 @@ class SSEParser:
 
     def _line(self, line: bytes, events: list[SSEEvent]) -> None:
         if not line:
-            if self._data or self._event is not None:
-                events.append(SSEEvent(self._event, "\n".join(self._data)))
-            self._event, self._data, self._data_size = None, [], 0
+            if self._data is not None or self._event is not None:
+                data = self._data.decode("utf-8", "replace") if self._data is not None else ""
+                events.append(SSEEvent(self._event, data))
+            self._event, self._data = None, None
             return
         if line[:1] == b":":
             return  # comment / keep-alive
@@ -106,12 +106,15 @@ class SSEParser:
         if value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            # An event's data lines add up until a blank line: bounded like a single line.
-            self._data_size += len(value)
-            if self._data_size > MAX_STREAM_EVENT_BYTES:
-                self._data, self._data_size = [], 0
-                raise element_too_large("an event")
-            self._data.append(value.decode("utf-8", "replace"))
+            if self._data is None:
+                self._data = bytearray(value)
+            else:
+                # An event's data lines add up until a blank line: bounded like a single line.
+                if len(self._data) + len(value) >= MAX_STREAM_EVENT_BYTES:
+                    self._data = None
+                    raise element_too_large("an event")
+                self._data += b"\n"
+                self._data += value
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
 

@@ -112,6 +112,7 @@ class StreamTranslator(Protocol):
 
     usage: Usage | None
     response_model: str | None
+    error: str | None  # the message of an error frame that ended the stream, for statistics
 
     @property
     def text_chars(self) -> int:

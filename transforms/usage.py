@@ -43,10 +43,13 @@ def estimate_tokens(text: str | int) -> int:
 
 
 def _text_of(content: Any) -> str:
+    """A message's text: a string, or the text of its parts (one level: no recursion into whatever
+    nesting an unvalidated passthrough body holds)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(_text_of(p.get("text") if isinstance(p, dict) else p) for p in content)
+        texts = (p.get("text") if isinstance(p, dict) else p for p in content)
+        return " ".join(t for t in texts if isinstance(t, str))
     return ""
 
 

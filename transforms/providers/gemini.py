@@ -287,29 +287,31 @@ class _SchemaReducer:
         self.sizes: dict[str, int] = {}  # JSON size of each definition, measured once
 
     def reduce(self, node: Any, refs: tuple[str, ...], depth: int) -> dict[str, Any]:
-        # Every call is one node of the result and one level deeper: both are budgeted before any
-        # work, so the work done is bounded by the budget, never by what the $refs expand to.
+        # Budgets are checked before any work, so the work done is bounded by them, never by what
+        # the $refs expand to: every call is a level deeper ($ref hops too, which are also paid for
+        # in inlined bytes), and every node of the result counts.
+        if depth > MAX_SCHEMA_DEPTH:
+            raise SchemaTooLarge(
+                f"{self.label} exceeds the schema limit of {MAX_SCHEMA_DEPTH} nesting levels ($refs inlined)"
+            )
+        if not isinstance(node, dict) and node is not True:
+            raise bad_request(f"{self.where}: every schema in it must be an object")
+        depth += 1
+        if node is not True and node:
+            if "$ref" in node:
+                return self._ref(node, refs, depth)
+            if "allOf" in node:
+                return self._all_of(node, refs, depth)
+            branches = node.get("anyOf", node.get("oneOf"))
+            if branches is not None:
+                return self._any_of(node, branches, refs, depth)
         self.nodes += 1
         if self.nodes > MAX_SCHEMA_NODES:
             raise SchemaTooLarge(
                 f"{self.label} exceeds the schema limit of {MAX_SCHEMA_NODES} nodes ($refs inlined)"
             )
-        if depth > MAX_SCHEMA_DEPTH:
-            raise SchemaTooLarge(
-                f"{self.label} exceeds the schema limit of {MAX_SCHEMA_DEPTH} nesting levels ($refs inlined)"
-            )
-        if node is True or node == {}:
+        if node is True or not node:
             return {}
-        if not isinstance(node, dict):
-            raise bad_request(f"{self.where}: every schema in it must be an object")
-        depth += 1
-        if "$ref" in node:
-            return self._ref(node, refs, depth)
-        if "allOf" in node:
-            return self._all_of(node, refs, depth)
-        branches = node.get("anyOf", node.get("oneOf"))
-        if branches is not None:
-            return self._any_of(node, branches, refs, depth)
         out: dict[str, Any] = {}
         self._type(node, out)
         self._enum(node, out)
