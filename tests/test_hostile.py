@@ -665,3 +665,41 @@ def test_endless_upstream_stream_element_is_an_error_frame_and_recorded(gw, emul
     assert record["error"] == cut.value.message
     answer = client.chat.completions.create(model="gpt-4o-mini", messages=HI)  # still serving
     assert answer.choices[0].message.content
+
+
+# --- the glue: what a long stream leaves behind --------------------------------------------------
+
+
+async def test_stream_payload_log_is_bounded_and_the_error_recorded(tmp_path):
+    from mitmproxy.test import taddons, tflow, tutils
+
+    from addon.gateway import AIProxy
+    from addon.stats import MAX_PAYLOAD
+
+    routes = tmp_path / "routes.json"
+    chat = route("chat", "/v1/chat/completions", "llm/v1/chat", "openai", "http://127.0.0.1:9")
+    chat["logging"] = {"log_statistics": True, "log_payloads": True}
+    routes.write_bytes(orjson.dumps({"routes": [chat]}))
+    addon = AIProxy()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, ai_proxy_config=str(routes))
+        body = orjson.dumps({"model": "m", "messages": HI, "stream": True})
+        flow = tflow.tflow(req=tutils.treq(method=b"POST", path=b"/v1/chat/completions", content=body))
+        await addon.request(flow)
+        flow.response = tutils.tresp(content=None, headers=[(b"content-type", b"text/event-stream")])
+        addon.responseheaders(flow)
+        event = b'data: {"choices": [{"index": 0, "delta": {"content": "' + b"w" * 60_000 + b'"}}]}\n\n'
+        for _ in range(100):  # 6 MB of answer
+            assert flow.response.stream(event) == [event]
+        state = addon._live[flow.id]
+        assert MAX_PAYLOAD <= state.streamed_size < MAX_PAYLOAD + len(event)  # kept: 1 MiB, not 6 MB
+        frames = flow.response.stream(b"data: " + b"v" * (MAX_STREAM_EVENT_BYTES + 1))
+        assert frames[-1] == b"data: [DONE]\n\n"
+        assert orjson.loads(frames[-2][6:])["error"]["code"] == "stream_limit_exceeded"
+        assert flow.response.stream(b"more\n\n") == []
+        flow.response.stream(b"")
+        addon.response(flow)
+        meta = flow.metadata["ai_proxy"]["ai"]["proxy"]["meta"]
+        assert meta["error"].endswith(f"over the gateway's limit of {MAX_STREAM_EVENT_BYTES} bytes")
+        assert len(flow.metadata["ai_proxy"]["ai"]["proxy"]["payload"]["response"]) == MAX_PAYLOAD
+        addon.done()
