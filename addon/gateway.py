@@ -28,6 +28,7 @@ from addon.gcp_auth import GcpTokenSource
 from addon.stats import CONSUMER_METADATA, MAX_PAYLOAD, CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
+from transforms.limits import header_value
 from transforms.masking import CLIENT_REQUEST_BODY_LIMIT, client_request
 from transforms.pipeline import Answer, Prepared, prepare, translate_response
 from transforms.redact import redact_text
@@ -315,7 +316,7 @@ class AIProxy:
             resp.content = answer.body
         model = answer.response_model or prep.request_model
         if state.route.model_name_header and 200 <= answer.status < 300:
-            resp.headers[MODEL_HEADER] = f"{state.route.provider}/{model}"
+            resp.headers[MODEL_HEADER] = header_value(f"{state.route.provider}/{model}")
         state.overhead += time.perf_counter() - started
         resp.headers[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
         self._record(flow, state, answer.usage, answer.response_model, answer.status, answer.body)
@@ -332,7 +333,7 @@ class AIProxy:
         if flow.request.http_version.startswith("HTTP/1"):
             headers["transfer-encoding"] = "chunked"
         if state.route.model_name_header:
-            headers[MODEL_HEADER] = f"{state.route.provider}/{prep.request_model}"
+            headers[MODEL_HEADER] = header_value(f"{state.route.provider}/{prep.request_model}")
         headers[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
         keep_payload = state.route.logging.log_payloads
         route_name = state.route.name

@@ -10,7 +10,7 @@ from typing import IO, Any
 import orjson
 from mitmproxy.log import ALERT
 
-from transforms.limits import MAX_LOGGED_MODEL_CHARS
+from transforms.limits import MAX_SHOWN_MODEL_CHARS
 from transforms.redact import redact_bytes, redact_text
 from transforms.types import Usage
 from transforms.usage import cost
@@ -112,7 +112,7 @@ def summary_line(record: dict[str, Any]) -> str:
 def _loggable(text: str) -> str:
     """Client- or upstream-chosen text in the one-line summary: clipped, and quoted when it holds
     spaces or control characters, so it can neither flood the log nor forge another line."""
-    clipped = text[:MAX_LOGGED_MODEL_CHARS] + ("…" if len(text) > MAX_LOGGED_MODEL_CHARS else "")
+    clipped = text[:MAX_SHOWN_MODEL_CHARS] + ("…" if len(text) > MAX_SHOWN_MODEL_CHARS else "")
     return clipped if clipped.isprintable() and " " not in clipped else repr(clipped)
 
 

@@ -31,13 +31,14 @@ from addon.stats import CallFacts, build_record, summary_line
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
 from transforms.limits import (
-    MAX_LOGGED_MODEL_CHARS,
     MAX_SCHEMA_DEPTH,
     MAX_SCHEMA_INLINED_BYTES,
     MAX_SCHEMA_NODES,
+    MAX_SHOWN_MODEL_CHARS,
     MAX_STREAM_EVENT_BYTES,
     MAX_STREAM_TOOL_CALLS,
     MAX_TOOL_ARGUMENTS_CHARS,
+    header_value,
 )
 from transforms.pipeline import prepare
 from transforms.providers import gemini
@@ -389,11 +390,19 @@ def test_statistics_line_clips_and_quotes_hostile_model_names() -> None:
     )
     line, seconds = timed(lambda: summary_line(record))
     assert seconds < 0.1 and "\n" not in line and "\r" not in line
-    assert len(line) < 2 * MAX_LOGGED_MODEL_CHARS + 300
-    assert f"model={model[:MAX_LOGGED_MODEL_CHARS] + '…'!r} -> 'up\\rstream' " in line
+    assert len(line) < 2 * MAX_SHOWN_MODEL_CHARS + 300
+    assert f"model={model[:MAX_SHOWN_MODEL_CHARS] + '…'!r} -> 'up\\rstream' " in line
     assert line.endswith(" error='cut: [REDACTED]'")
     assert record["ai"]["proxy"]["meta"]["request_model"] == model  # the record keeps it whole
     assert record["ai"]["proxy"]["meta"]["error"] == "cut: [REDACTED]"
+
+
+def test_model_header_cannot_be_injected_into_or_flooded() -> None:
+    model = "m\r\nSet-Cookie: session=stolen" + "m" * MiB
+    value, seconds = timed(lambda: header_value(f"openai/{model}"))
+    assert value == ("openai/m??Set-Cookie: session=stolen" + "m" * MiB)[:MAX_SHOWN_MODEL_CHARS]
+    assert seconds < 0.1
+    assert header_value("gemini/gemini-2.5-flash") == "gemini/gemini-2.5-flash"
 
 
 # --- response streams ----------------------------------------------------------------------------

@@ -32,10 +32,11 @@ MAX_TOOL_ARGUMENTS_CHARS = 8 * 1024 * 1024
 # Tool calls in one streamed answer (each keeps a little state until the stream ends).
 MAX_STREAM_TOOL_CALLS = 4096
 
-# --- statistics ----------------------------------------------------------------------------------
+# --- what the gateway shows of client- or upstream-chosen names ---------------------------------
 
-# Characters of a model name shown in the event-log statistics line (the JSON record keeps it all).
-MAX_LOGGED_MODEL_CHARS = 200
+# Characters of a model name in the event-log statistics line and the X-AI-Proxy-Model header (the
+# JSON statistics record keeps it whole).
+MAX_SHOWN_MODEL_CHARS = 200
 
 
 class SchemaTooLarge(GatewayError):
@@ -56,3 +57,10 @@ def element_too_large(what: str) -> StreamLimitExceeded:
     return StreamLimitExceeded(
         f"the upstream sent {what} over the gateway's limit of {MAX_STREAM_EVENT_BYTES} bytes"
     )
+
+
+def header_value(text: str) -> str:
+    """Client- or upstream-chosen text for a response header: clipped, and every control character
+    (a CR LF would end the header and start another) replaced by '?'."""
+    clipped = text[:MAX_SHOWN_MODEL_CHARS]
+    return clipped if clipped.isprintable() else "".join(c if c.isprintable() else "?" for c in clipped)
