@@ -589,15 +589,11 @@ def test_endless_tool_calls_end_with_an_error_frame() -> None:
 
 
 @pytest.fixture(scope="module")
-def token_endpoint():
-    server = TokenEndpoint()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def key_file(token_endpoint):
-    return token_endpoint.register("hostile@p.iam.gserviceaccount.com", new_key(), "0a1b2c3d")
+def key_file():
+    """A Vertex service-account key whose tokens a local token endpoint grants."""
+    tokens = TokenEndpoint()
+    yield tokens.register("hostile@p.iam.gserviceaccount.com", new_key(), "0a1b2c3d")
+    tokens.stop()
 
 
 @pytest.fixture
