@@ -469,6 +469,17 @@ def test_event_stream_prelude_announcing_a_huge_frame_is_refused_at_once() -> No
     assert stream._decoder.pending == 0
 
 
+@pytest.mark.parametrize(("total", "headers"), [(0, 0), (12, 0), (15, 0), (100, 90)])
+def test_event_stream_prelude_with_impossible_lengths_is_a_corrupt_stream(total: int, headers: int) -> None:
+    prelude = struct.pack(">II", total, headers)
+    stream = translator("bedrock")
+    out = stream.feed(prelude + struct.pack(">I", zlib.crc32(prelude)) + b"\0" * 200)
+    assert out[-1] == b"data: [DONE]\n\n"
+    assert orjson.loads(out[0][6:])["error"]["message"].endswith(
+        f"the event-stream prelude announces impossible lengths ({total}, {headers})"
+    )
+
+
 FIXTURE_STREAMS = {
     "openai": "openai/chat/stream.sse",
     "anthropic": "anthropic/stream_tools/stream.sse",

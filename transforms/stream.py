@@ -34,7 +34,8 @@ class LineBuffer:
     def feed(self, chunk: bytes) -> list[bytes]:
         newline = chunk.find(b"\n")
         if newline < 0:
-            self._keep(chunk)
+            if chunk:
+                self._keep(chunk)
             return []
         if self._pieces:
             self._pieces.append(chunk[:newline])

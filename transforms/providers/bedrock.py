@@ -734,6 +734,7 @@ _EXCEPTION_TYPES = {
 
 # total length, headers length, prelude CRC (big-endian), as the event-stream format lays them out
 _PRELUDE = struct.Struct(">III")
+_MIN_FRAME = _PRELUDE.size + 4  # a prelude, no headers, no payload, the message CRC
 
 
 @dataclass(frozen=True, slots=True)
@@ -773,9 +774,14 @@ class EventStreamDecoder:
         frames: list[Frame | CorruptFrame] = []
         at = 0
         while len(data) - at >= _PRELUDE.size:
-            total, _, crc = _PRELUDE.unpack_from(data, at)
+            total, headers_length, crc = _PRELUDE.unpack_from(data, at)
+            corrupt = None
             if zlib.crc32(data[at : at + 8]) != crc:
-                frames.append(CorruptFrame("the event-stream prelude's checksum does not match"))
+                corrupt = "the event-stream prelude's checksum does not match"
+            elif total < _MIN_FRAME or headers_length > total - _MIN_FRAME:
+                corrupt = f"the event-stream prelude announces impossible lengths ({total}, {headers_length})"
+            if corrupt is not None:
+                frames.append(CorruptFrame(corrupt))
                 at = len(data)  # nothing after a corrupt prelude can be framed
                 break
             if total > MAX_STREAM_EVENT_BYTES:
@@ -784,7 +790,7 @@ class EventStreamDecoder:
             if len(data) - at < total:
                 break
             self._decoder.add_data(bytes(data[at : at + total]))
-            at += max(total, _PRELUDE.size)
+            at += total
             try:
                 message = next(self._decoder)
             except self._errors as e:
