@@ -294,23 +294,24 @@ class _SchemaReducer:
             raise SchemaTooLarge(
                 f"{self.label} exceeds the schema limit of {MAX_SCHEMA_DEPTH} nesting levels ($refs inlined)"
             )
-        if not isinstance(node, dict) and node is not True:
+        if node is True:
+            node = {}
+        if not isinstance(node, dict):
             raise bad_request(f"{self.where}: every schema in it must be an object")
         depth += 1
-        if node is not True and node:
-            if "$ref" in node:
-                return self._ref(node, refs, depth)
-            if "allOf" in node:
-                return self._all_of(node, refs, depth)
-            branches = node.get("anyOf", node.get("oneOf"))
-            if branches is not None:
-                return self._any_of(node, branches, refs, depth)
+        if "$ref" in node:
+            return self._ref(node, refs, depth)
+        if "allOf" in node:
+            return self._all_of(node, refs, depth)
+        branches = node.get("anyOf", node.get("oneOf"))
+        if branches is not None:
+            return self._any_of(node, branches, refs, depth)
         self.nodes += 1
         if self.nodes > MAX_SCHEMA_NODES:
             raise SchemaTooLarge(
                 f"{self.label} exceeds the schema limit of {MAX_SCHEMA_NODES} nodes ($refs inlined)"
             )
-        if node is True or not node:
+        if not node:
             return {}
         out: dict[str, Any] = {}
         self._type(node, out)
