@@ -10,7 +10,7 @@ from typing import IO, Any
 import orjson
 from mitmproxy.log import ALERT
 
-from transforms.limits import MAX_SHOWN_MODEL_CHARS
+from transforms.limits import MAX_RECORDED_ERROR_CHARS, MAX_SHOWN_MODEL_CHARS
 from transforms.redact import redact_bytes, redact_text
 from transforms.types import Usage
 from transforms.usage import cost
@@ -56,7 +56,7 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
     if facts.consumer is not None:
         meta["consumer"] = facts.consumer
     if facts.error is not None:
-        meta["error"] = redact_text(facts.error, facts.secrets)
+        meta["error"] = redact_text(facts.error, facts.secrets)[:MAX_RECORDED_ERROR_CHARS]
     opts = route.model.options
     if route.provider == "azure":
         meta["azure_instance_id"] = opts.azure_instance

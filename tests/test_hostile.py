@@ -31,6 +31,7 @@ from addon.stats import CallFacts, build_record, summary_line
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
 from transforms.limits import (
+    MAX_RECORDED_ERROR_CHARS,
     MAX_SCHEMA_DEPTH,
     MAX_SCHEMA_INLINED_BYTES,
     MAX_SCHEMA_NODES,
@@ -395,6 +396,8 @@ def test_statistics_line_clips_and_quotes_hostile_model_names() -> None:
     assert line.endswith(" error='cut: [REDACTED]'")
     assert record["ai"]["proxy"]["meta"]["request_model"] == model  # the record keeps it whole
     assert record["ai"]["proxy"]["meta"]["error"] == "cut: [REDACTED]"
+    long_error = CallFacts(route_, "m", None, None, 5, True, 200, error="e" * MiB)
+    assert build_record(long_error)["ai"]["proxy"]["meta"]["error"] == "e" * MAX_RECORDED_ERROR_CHARS
 
 
 def test_model_header_cannot_be_injected_into_or_flooded() -> None:

@@ -37,6 +37,8 @@ MAX_STREAM_TOOL_CALLS = 4096
 # Characters of a model name in the event-log statistics line and the X-AI-Proxy-Model header (the
 # JSON statistics record keeps it whole).
 MAX_SHOWN_MODEL_CHARS = 200
+# Characters of a stream's error message kept in its statistics record (an upstream writes it).
+MAX_RECORDED_ERROR_CHARS = 1000
 
 
 class SchemaTooLarge(GatewayError):
