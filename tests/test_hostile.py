@@ -44,7 +44,7 @@ from transforms.limits import (
 from transforms.pipeline import prepare
 from transforms.providers import gemini
 from transforms.registry import SPECS
-from transforms.stream import OpenAIStream
+from transforms.stream import ObservedStream, OpenAIStream
 from transforms.types import CallContext, Inbound, Usage
 
 SECONDS = 1.0  # every hostile case answers well within this, even on a loaded machine
@@ -367,6 +367,90 @@ def test_large_and_odd_requests_are_answered_in_bounded_time(provider: str) -> N
             assert len(result.upstream.body) < 3 * len(body), what  # linear: no copy per turn
 
 
+PASSTHROUGH_ROUTES = {
+    "anthropic native": chat_route(
+        "anthropic", {"anthropic_version": "2023-06-01"}, llm_format="anthropic", match={"path": "/v1/*"}
+    ),
+    "openai preserve": Route.model_validate(
+        {"name": "p", "route_type": "preserve", "match": {"path": "/v1/*"}, "model": {"provider": "openai"}}
+    ),
+}
+ALL_ROUTES = {
+    **PASSTHROUGH_ROUTES,
+    **{
+        provider: chat_route(
+            provider,
+            options,
+            auth={"aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "s"}
+            if provider == "bedrock"
+            else {},
+        )
+        for provider, options in PROVIDER_OPTIONS.items()
+    },
+}
+
+
+@st.composite
+def nested_bodies(draw: st.DrawFn) -> bytes:
+    """A chat body with one field nested up to the JSON parser's limit, around a huge string."""
+    field = draw(
+        st.sampled_from(["content", "tools", "tool_calls", "response_format", "stop", "user", "extra"])
+    )
+    depth = draw(st.sampled_from([0, 1, 300, 1000]) | st.integers(0, 1000))
+    kinds = draw(st.lists(st.sampled_from([b"list", b"dict"]), min_size=1, max_size=3))
+    size = draw(st.sampled_from([0, 10, 300_000]))
+    unit = draw(st.sampled_from([b"s", "\u00e9".encode(), b"\\udcff"]))  # a lone surrogate, escaped
+    core = b'"' + unit * size + b'"'
+    opening = b"".join(b"[" if kinds[i % len(kinds)] == b"list" else b'{"a": ' for i in range(depth))
+    closing = b"".join(b"]" if kinds[i % len(kinds)] == b"list" else b"}" for i in reversed(range(depth)))
+    value = opening + core + closing
+    message = b'{"role": "user", "content": ' + (value if field == "content" else b'"hi"') + b"}"
+    if field == "tool_calls":
+        message = b'{"role": "assistant", "tool_calls": ' + value + b"}"
+    extra = b"" if field in ("content", "tool_calls") else b', "' + field.encode() + b'": ' + value
+    return b'{"model": "m", "messages": [' + message + b"]" + extra + b"}"
+
+
+@pytest.mark.parametrize("name", sorted(ALL_ROUTES))
+@given(body=nested_bodies())
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_nested_and_huge_bodies_are_answered_in_bounded_time(name: str, body: bytes) -> None:
+    route_ = ALL_ROUTES[name]
+    result, seconds = timed(lambda: prepare_chat(route_, body))
+    assert seconds < SECONDS
+    if isinstance(result, GatewayError):
+        assert 400 <= result.status < 500, result.message
+    else:
+        assert not isinstance(result, Exception), repr(result)[:300]
+        assert len(result.upstream.body) < 2 * len(body) + 10_000
+
+
+@pytest.mark.parametrize("name", ["openai", "huggingface", "anthropic native"])
+def test_json_deeper_than_orjson_writes_is_a_400(name: str) -> None:
+    # Forwarded as is: read at 300 levels (orjson reads 1024), but orjson writes only 255.
+    body = (
+        b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "extra": '
+        + b"[" * 300
+        + b"]" * 300
+        + b"}"
+    )
+    route_ = ALL_ROUTES[name]
+    if name == "anthropic native":  # re-encoded only to add a body credential
+        route_ = route_.model_copy(
+            update={
+                "auth": route_.auth.model_copy(
+                    update={"param_name": "k", "param_value": "v", "param_location": "body"}
+                )
+            }
+        )
+    error, _ = timed(lambda: prepare_chat(route_, body))
+    assert isinstance(error, GatewayError), error
+    assert (error.status, error.code) == (400, "invalid_body")
+    assert (
+        error.message == "request body cannot be re-encoded: Recursion limit reached (JSON nested too deeply)"
+    )
+
+
 def test_body_over_the_route_limit_is_a_413_before_parsing() -> None:
     route_ = chat_route("gemini", max_request_body_size=1000)
     error, seconds = timed(lambda: prepare_chat(route_, b"[" * 10_000_000))
@@ -481,6 +565,15 @@ def test_event_stream_prelude_with_impossible_lengths_is_a_corrupt_stream(total:
     assert orjson.loads(out[0][6:])["error"]["message"].endswith(
         f"the event-stream prelude announces impossible lengths ({total}, {headers})"
     )
+
+
+def test_native_stream_passes_on_untouched_while_its_capped_reader_stops() -> None:
+    reader = ObservedStream(translator("anthropic"))
+    endless = b"data: " + b"n" * (MAX_STREAM_EVENT_BYTES + 1)
+    pieces = [endless[i : i + MiB] for i in range(0, len(endless), MiB)]
+    assert [reader.feed(p) for p in pieces] == [[p] for p in pieces]  # the client's bytes, as they came
+    assert reader.error is not None and reader.error.endswith(f"limit of {MAX_STREAM_EVENT_BYTES} bytes")
+    assert peak_memory(lambda: reader.feed(b"m" * MiB)) < 2 * MiB  # nothing more is read or kept
 
 
 FIXTURE_STREAMS = {

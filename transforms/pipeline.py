@@ -116,7 +116,10 @@ def prepare(
         prompt_text=request_text(body),
     )
     auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body, credentials)
-    preq = transform.build_request(body, ctx)
+    try:
+        preq = transform.build_request(body, ctx)
+    except orjson.JSONEncodeError as e:  # a client value a provider wants as JSON text
+        raise _too_deep(e) from None
     if auth.body_params:
         if not isinstance(preq.body, dict):
             raise bad_request(f"{route.provider} requests cannot carry a body auth parameter")
@@ -127,7 +130,7 @@ def prepare(
     headers = {"content-type": "application/json", **preq.headers, **auth.set_headers}
     if stream:
         headers["accept-encoding"] = "identity"  # chunks must arrive as the provider wrote them
-    payload = preq.body if isinstance(preq.body, bytes) else orjson.dumps(preq.body)
+    payload = preq.body if isinstance(preq.body, bytes) else _encode(preq.body)
     upstream = Upstream(
         preq.method, scheme, host, port, path, query, headers, (*auth.remove_headers, *_BODY_HEADERS), payload
     )
@@ -145,6 +148,19 @@ def prepare(
         secrets=route.auth.secrets(),
         mask=attached_credentials(route.name, auth, upstream),
     )
+
+
+def _encode(body: Any) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as e:
+        raise _too_deep(e) from None
+
+
+def _too_deep(error: orjson.JSONEncodeError) -> GatewayError:
+    """orjson reads 1024 levels of nesting but writes only 255: deeper client JSON is a 400, not a
+    500."""
+    return bad_request(f"request body cannot be re-encoded: {error} (JSON nested too deeply)", "invalid_body")
 
 
 def _sign(spec: ProviderSpec, route: Route, upstream: Upstream, env: Mapping[str, str], now: int) -> None:
@@ -244,7 +260,7 @@ def _prepare_passthrough(
     auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), parsed, credentials)
     payload = inbound.body
     if auth.body_params and isinstance(body, dict):
-        payload = orjson.dumps({**body, **auth.body_params})
+        payload = _encode({**body, **auth.body_params})
     upstream_url = route.model.options.upstream_url
     if upstream_url:
         scheme, host, port, path, query = _split_origin(upstream_url)
