@@ -288,7 +288,7 @@ def count_nodes(out: dict[str, Any]) -> int:
 
 
 @given(schema=adversarial_schemas())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_adversarial_schemas_are_converted_or_refused_within_the_budget(schema: dict[str, Any]) -> None:
     _, nodes, depth, inlined = reference_totals(schema)
     within = nodes <= MAX_SCHEMA_NODES and depth <= MAX_SCHEMA_DEPTH and inlined <= MAX_SCHEMA_INLINED_BYTES
