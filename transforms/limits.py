@@ -3,7 +3,7 @@
 mitmproxy runs every hook on one event loop: a step whose work grows faster than its input stalls
 every client of the gateway. What cannot be made linear in the input is bounded here, in one
 place, and refused past the bound with a clear error (a 400 for requests, an error frame for
-streams). The README's "Limits" section lists each bound and where it is enforced.
+streams). The README's "Limits on work and memory" section lists each bound and where it is enforced.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from transforms.errors import GatewayError
 # they are built, with every $ref target counted each time it is inlined. Real tool schemas hold
 # tens to hundreds; a schema whose $refs double at each level reaches any number.
 MAX_SCHEMA_NODES = 10_000
-# Nesting levels of one converted schema (properties, items, anyOf branches and $ref hops).
-MAX_SCHEMA_DEPTH = 64
+# Nesting levels of one converted schema, counting every step: properties, items, anyOf branches,
+# allOf and $ref hops (a pydantic model nested in another takes about four).
+MAX_SCHEMA_DEPTH = 100
 # JSON bytes of $ref targets inlined across all schemas of one request (each inlining counted):
 # bounds the size of the rewritten body, and the work, when many tools each expand a little.
 MAX_SCHEMA_INLINED_BYTES = 1024 * 1024
