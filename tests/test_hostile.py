@@ -146,6 +146,15 @@ def test_schema_bomb_is_a_quick_400_naming_the_tool_and_the_limit(name: str) -> 
         }
     }
     assert error.status == 400
+    # The same route translates a schema that doubles only a few times, to AI Studio or Vertex.
+    small = prepare_chat(GEMINI_ROUTES[name], chat_with_tool(doubling_schema(4)))
+    host = {"gemini": "generativelanguage.googleapis.com", "vertex": "us-central1-aiplatform.googleapis.com"}
+    assert small.upstream.host == host[name]
+    declaration = orjson.loads(small.upstream.body)["tools"][0]["functionDeclarations"][0]
+    assert (
+        declaration["parameters"]["properties"]["root"]["properties"]["p1"]["properties"]["p0"]["type"]
+        == "OBJECT"
+    )
     # Work proportional to the budget: a few MB at most, where the expansion needs terabytes.
     assert peak_memory(lambda: prepare_chat(GEMINI_ROUTES[name], body)) < 8 * MiB
 
