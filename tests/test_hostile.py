@@ -196,6 +196,7 @@ def test_many_tools_share_one_inlining_budget() -> None:
     )
     assert error.message.startswith("the parameters of tool 'lookup' (tools[")
     assert seconds < SECONDS
+    assert peak_memory(lambda: prepare_chat(GEMINI_ROUTES["gemini"], body)) < 32 * MiB  # 1 MiB inlined
 
 
 def test_copied_text_counts_against_the_inlining_budget() -> None:
@@ -203,6 +204,7 @@ def test_copied_text_counts_against_the_inlining_budget() -> None:
     error, seconds = timed(lambda: gemini.gemini_schema(doubling_schema(8, padding=100_000), "s"))
     assert isinstance(error, GatewayError) and seconds < SECONDS
     assert error.code == "schema_too_large" and "bytes of $ref definitions" in error.message
+    assert peak_memory(lambda: gemini.gemini_schema(doubling_schema(8, padding=100_000), "s")) < 8 * MiB
 
 
 def test_ref_alias_chains_are_paid_for_in_inlined_bytes() -> None:
