@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from addon.gcp_auth import GcpTokenSource
 from addon.stats import CONSUMER_METADATA, CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
+from transforms.native import usage_reader
 from transforms.pipeline import Answer, Prepared, prepare, translate_response
 from transforms.stream import ObservedStream, OpenAIStream
 from transforms.types import Inbound, StreamTranslator, Upstream, Usage
@@ -57,6 +59,7 @@ class FlowState:
     streamed: list[bytes] = field(default_factory=list)  # client-bound bytes, kept for payload logs
     first_token_at: float | None = None
     broken: bool = False  # a hook failed after the request went out: answer 500 when the body is in
+    error: str | None = None  # inspected traffic whose answer could not be read (recorded, never failed)
 
 
 class AIProxy:
@@ -73,6 +76,10 @@ class AIProxy:
         self._id_prefix = secrets.token_hex(6)  # ids unique across restarts, cheap per request
         self.env: dict[str, str] = dict(os.environ)  # read once: AWS region/keys, GCP_SERVICE_ACCOUNT
         self.gcp_tokens = GcpTokenSource()
+        # Hook point: asked in order about a flow no configured route matches; the first to return a
+        # Prepared (with ``inspected`` set) has it accounted like a native route, the flow unchanged.
+        # addon/inspect.py registers the recogniser of provider traffic here.
+        self.unmatched_claimers: list[Callable[[http.HTTPFlow], Prepared | None]] = []
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -186,6 +193,8 @@ class AIProxy:
         host = flow.request.pretty_host if self._match_hosts else ""
         route = self.config.find(host, flow.request.path.partition("?")[0])
         if route is None:
+            if self._claim_unmatched(flow):
+                return
             if self._reject_unmatched(flow):
                 path = flow.request.path.split("?", 1)[0]
                 _answer_error(
@@ -221,6 +230,9 @@ class AIProxy:
             if flow.response is not None and not flow.response.stream and _is_stream(flow.response):
                 flow.response.stream = True  # never buffer someone's event stream, even unmatched
             return
+        if state.prep.inspected:
+            self._observe_inspected(flow, state)
+            return
         started = time.perf_counter()
         try:
             # An error answer to a stream request is read whole and translated as JSON.
@@ -237,6 +249,9 @@ class AIProxy:
     def response(self, flow: http.HTTPFlow) -> None:
         state = self._live.pop(flow.id, None)
         if state is None or state.prep is None or flow.response is None:
+            return
+        if state.prep.inspected:
+            self._account_inspected(flow, state)
             return
         started = time.perf_counter()
         if state.broken:
@@ -255,6 +270,10 @@ class AIProxy:
         if state is None or flow.error is None:
             return
         logger.warning(f"ai_proxy route={state.route.name}: upstream failed: {flow.error.msg}")
+        if state.prep is not None and state.prep.inspected:
+            if state.translator is not None and flow.response is not None:
+                self._account_inspected(flow, state)  # a stream cut mid-way: what was sent
+            return
         if state.translator is not None and flow.response is not None:
             # A stream cut mid-way: the client sees an incomplete response; account for what was sent.
             self._finish_stream(flow, state)
@@ -270,6 +289,60 @@ class AIProxy:
             return {}
         key = route.auth.gcp_service_account_json or self.env.get("GCP_SERVICE_ACCOUNT")
         return {"gcp_access_token": await self.gcp_tokens.token(key)}
+
+    def _claim_unmatched(self, flow: http.HTTPFlow) -> bool:
+        for claim in self.unmatched_claimers:
+            prep = claim(flow)
+            if prep is not None:
+                self._live[flow.id] = FlowState(prep.route, prep, sent_at=time.time())
+                return True
+        return False
+
+    # --- recognised traffic: read on the side, never changed, never failed -------------------------
+
+    def _observe_inspected(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        prep, resp = state.prep, flow.response
+        assert prep is not None and resp is not None
+        if not (prep.stream or _is_stream(resp)) or not 200 <= resp.status_code < 300:
+            if not resp.stream and _is_stream(resp):
+                resp.stream = True
+            return
+        try:
+            translator = stream_translator(prep)
+        except Exception:
+            logger.exception("ai_proxy route=inspect: cannot read this stream")
+            resp.stream = True
+            return
+        state.translator = translator
+
+        def observe(data: bytes) -> list[bytes] | bytes:
+            if state.first_token_at is None and data:
+                state.first_token_at = time.time()
+            if state.error is None:
+                try:
+                    translator.feed(data) if data else translator.finish()
+                except Exception as e:
+                    state.error = f"cannot read the provider's stream: {type(e).__name__}"
+            return data  # the client gets the provider's bytes, as they arrive
+
+        resp.stream = observe
+
+    def _account_inspected(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        prep, resp = state.prep, flow.response
+        assert prep is not None and resp is not None
+        try:
+            if state.translator is not None:
+                usage = state.translator.usage
+                model = state.translator.response_model
+            else:
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                answer = translate_response(prep, resp.status_code, resp.get_content(strict=False) or b"", headers)
+                usage, model = answer.usage, answer.response_model
+                state.error = state.error or answer.error
+        except Exception as e:
+            usage, model = None, None
+            state.error = f"cannot read the provider's answer: {type(e).__name__}"
+        self._record(flow, state, usage, model, resp.status_code, None)
 
     def _reject_unmatched(self, flow: http.HTTPFlow) -> bool:
         policy = ctx.options.ai_proxy_unmatched
@@ -371,6 +444,7 @@ class AIProxy:
             response_payload=response_body,
             secrets=prep.secrets,
             consumer=flow.metadata.get(CONSUMER_METADATA),
+            error=state.error or prep.error,
         )
         record = build_record(facts)
         flow.metadata["ai_proxy"] = record
@@ -389,6 +463,10 @@ class AIProxy:
 def stream_translator(prep: Prepared) -> StreamTranslator:
     """Translated routes get their provider's translator; passthrough bytes are only observed, by the
     provider's own reader where it has one (native formats), else as OpenAI SSE."""
+    native = prep.native
+    reader = usage_reader(native.format, native.operation) if native is not None else None
+    if reader is not None:  # native operations the chat translator does not read
+        return ObservedStream(reader)
     chat = prep.spec.routes.get("llm/v1/chat" if prep.passthrough else prep.route.route_type)
     reader = chat.new_stream(prep.ctx) if chat and chat.new_stream and prep.ctx else None
     if not prep.passthrough and reader is not None:

@@ -10,7 +10,7 @@ from typing import IO, Any
 import orjson
 from mitmproxy.log import ALERT
 
-from transforms.redact import redact_bytes
+from transforms.redact import redact_bytes, redact_text
 from transforms.types import Usage
 from transforms.usage import cost
 
@@ -37,6 +37,7 @@ class CallFacts:
     response_payload: bytes | None = None
     secrets: tuple[str, ...] = ()
     consumer: str | None = None  # the gateway key's name, never the key
+    error: str | None = None  # the call went through but could not be accounted for fully
 
 
 def build_record(facts: CallFacts) -> dict[str, Any]:
@@ -53,6 +54,8 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
     }
     if facts.consumer is not None:
         meta["consumer"] = facts.consumer
+    if facts.error:
+        meta["error"] = redact_text(facts.error, facts.secrets)
     opts = route.model.options
     if route.provider == "azure":
         meta["azure_instance_id"] = opts.azure_instance
@@ -69,6 +72,8 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
         usage_out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
     if usage.reasoning_tokens:
         usage_out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    if usage.search_units:
+        usage_out["search_units"] = usage.search_units
     if usage.estimated:
         usage_out["estimated"] = True
     if facts.time_to_first_token_ms is not None:
