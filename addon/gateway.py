@@ -13,10 +13,9 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from mitmproxy import ctx, exceptions, http
@@ -45,6 +44,18 @@ MODEL_HEADER = "x-ai-proxy-model"
 OPENAI_FORMATS = frozenset({"openai", "azure", "mistral", "llama2"})
 # Upstream content types that are streams even when the request did not say so (passthrough routes).
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream", "application/x-ndjson")
+
+
+class UnmatchedInspector(Protocol):
+    """What the gateway asks about flows no configured route matches (addon/inspect.py)."""
+
+    def claim(self, flow: http.HTTPFlow) -> Prepared | None:
+        """The flow's accounting (``inspected`` set) if it calls a known LLM API; the flow is not changed."""
+        ...
+
+    def passes(self, flow: http.HTTPFlow) -> bool:
+        """True when the flow goes to a known provider: passed on even where unmatched flows are rejected."""
+        ...
 
 
 @dataclass(slots=True)
@@ -76,10 +87,9 @@ class AIProxy:
         self._id_prefix = secrets.token_hex(6)  # ids unique across restarts, cheap per request
         self.env: dict[str, str] = dict(os.environ)  # read once: AWS region/keys, GCP_SERVICE_ACCOUNT
         self.gcp_tokens = GcpTokenSource()
-        # Hook point: asked in order about a flow no configured route matches; the first to return a
-        # Prepared (with ``inspected`` set) has it accounted like a native route, the flow unchanged.
-        # addon/inspect.py registers the recogniser of provider traffic here.
-        self.unmatched_claimers: list[Callable[[http.HTTPFlow], Prepared | None]] = []
+        # Hook point: asked in order about a flow no configured route matches; the first to claim
+        # it has it accounted like a native route, the flow unchanged. addon/inspect.py registers here.
+        self.inspectors: list[UnmatchedInspector] = []
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -291,8 +301,8 @@ class AIProxy:
         return {"gcp_access_token": await self.gcp_tokens.token(key)}
 
     def _claim_unmatched(self, flow: http.HTTPFlow) -> bool:
-        for claim in self.unmatched_claimers:
-            prep = claim(flow)
+        for inspector in self.inspectors:
+            prep = inspector.claim(flow)
             if prep is not None:
                 self._live[flow.id] = FlowState(prep.route, prep, sent_at=time.time())
                 return True
@@ -347,7 +357,8 @@ class AIProxy:
     def _reject_unmatched(self, flow: http.HTTPFlow) -> bool:
         policy = ctx.options.ai_proxy_unmatched
         if policy == "auto":
-            return isinstance(flow.client_conn.proxy_mode, ReverseMode)
+            reverse = isinstance(flow.client_conn.proxy_mode, ReverseMode)
+            return reverse and not any(inspector.passes(flow) for inspector in self.inspectors)
         return policy == "reject"
 
     def _translate_whole(self, flow: http.HTTPFlow, state: FlowState, started: float) -> None:
@@ -444,7 +455,7 @@ class AIProxy:
             response_payload=response_body,
             secrets=prep.secrets,
             consumer=flow.metadata.get(CONSUMER_METADATA),
-            error=state.error or prep.error,
+            error="; ".join(e for e in (prep.error, state.error) if e) or None,
         )
         record = build_record(facts)
         flow.metadata["ai_proxy"] = record

@@ -14,14 +14,14 @@ from mitmproxy import ctx, exceptions, http
 
 from addon.gateway import AIProxy, inbound_from
 from transforms.pipeline import Origin, Prepared, prepare_inspected
-from transforms.recognize import InspectHost, parse_inspect_hosts, recognize
+from transforms.recognize import InspectHost, format_of_host, parse_inspect_hosts, recognize
 
 
 class Inspector:
     def __init__(self, gateway: AIProxy) -> None:
         self.enabled = True
         self.hosts: tuple[InspectHost, ...] = ()
-        gateway.unmatched_claimers.append(self.claim)
+        gateway.inspectors.append(self)
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -58,3 +58,8 @@ class Inspector:
             return None
         origin = Origin(req.scheme, host, req.port)
         return prepare_inspected(found, origin, inbound_from(flow, host), int(time.time()))
+
+    def passes(self, flow: http.HTTPFlow) -> bool:
+        """A known provider's other endpoints (e.g. GET /v1/models) pass even in reverse mode."""
+        req = flow.request
+        return self.enabled and format_of_host(req.pretty_host, req.port, self.hosts) is not None
