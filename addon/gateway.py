@@ -346,7 +346,8 @@ class AIProxy:
                 model = state.translator.response_model
             else:
                 headers = {k.lower(): v for k, v in resp.headers.items()}
-                answer = translate_response(prep, resp.status_code, resp.get_content(strict=False) or b"", headers)
+                raw = resp.get_content(strict=False) or b""
+                answer = translate_response(prep, resp.status_code, raw, headers)
                 usage, model = answer.usage, answer.response_model
                 state.error = state.error or answer.error
         except Exception as e:

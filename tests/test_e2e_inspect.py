@@ -101,7 +101,10 @@ def test_openai_sdk_call_is_untouched_and_accounted(gw, ca, emulator):
     assert emulator.last.path == "/v1/chat/completions"
     assert emulator.last.headers["host"] == "api.openai.com"
     assert emulator.last.headers["authorization"] == f"Bearer {SECRETS['openai']}"
-    assert emulator.last.json() == {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is 1 + 1?"}]}
+    assert emulator.last.json() == {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "What is 1 + 1?"}],
+    }
     record = one_record(gw)
     assert record["meta"]["route"] == "inspect"
     assert record["meta"]["provider_name"] == "openai"
@@ -167,7 +170,10 @@ def _genai(gw: Gateway, ca: str) -> genai.Client:
 def test_gemini_sdk_call_and_stream(gw, ca, emulator):
     client = _genai(gw, ca)
     reply = client.models.generate_content(model="gemini-2.5-flash", contents="What is 1 + 1?")
-    assert reply.text == fixture_json("gemini/chat/response.json")["candidates"][0]["content"]["parts"][0]["text"]
+    assert (
+        reply.text
+        == fixture_json("gemini/chat/response.json")["candidates"][0]["content"]["parts"][0]["text"]
+    )
     assert emulator.last.path == "/v1beta/models/gemini-2.5-flash:generateContent"
     assert emulator.last.headers["x-goog-api-key"] == SECRETS["gemini"]
     record = one_record(gw)
@@ -176,7 +182,10 @@ def test_gemini_sdk_call_and_stream(gw, ca, emulator):
     assert tokens(record) == (14, 7)
 
     gw.clear_records()
-    arrivals = [time.monotonic() for _ in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")]
+    arrivals = [
+        time.monotonic()
+        for _ in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")
+    ]
     assert "alt=sse" in emulator.last.path
     assert_not_buffered(arrivals, 5)
     record = one_record(gw)
@@ -198,9 +207,13 @@ def _bedrock(gw: Gateway, ca: str):
 def test_bedrock_converse_and_stream(gw, ca, emulator):
     client = _bedrock(gw, ca)
     model = "anthropic.claude-3-haiku-20240307-v1:0"
-    reply = client.converse(modelId=model, messages=[{"role": "user", "content": [{"text": "What is 1 + 1?"}]}])
+    reply = client.converse(
+        modelId=model, messages=[{"role": "user", "content": [{"text": "What is 1 + 1?"}]}]
+    )
     assert reply["usage"]["outputTokens"] == 10
-    assert emulator.last.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={SECRETS['aws_key_id']}/")
+    assert emulator.last.headers["authorization"].startswith(
+        f"AWS4-HMAC-SHA256 Credential={SECRETS['aws_key_id']}/"
+    )
     record = one_record(gw)
     assert (record["meta"]["provider_name"], record["meta"]["request_model"]) == ("bedrock", model)
     assert tokens(record) == (27, 10)
@@ -237,13 +250,20 @@ def test_cohere_sdk_chat_and_rerank_search_units(gw, ca, emulator):
     client.chat(model="command-a-03-2025", messages=[{"role": "user", "content": "What is 1 + 1?"}])
     assert emulator.last.headers["authorization"] == f"Bearer {SECRETS['cohere']}"
     record = one_record(gw)
-    assert (record["meta"]["provider_name"], record["meta"]["request_model"]) == ("cohere", "command-a-03-2025")
+    assert (record["meta"]["provider_name"], record["meta"]["request_model"]) == (
+        "cohere",
+        "command-a-03-2025",
+    )
     assert tokens(record) == (518, 24)  # real token counts win over billed units
 
     gw.clear_records()
     emulator.script(
         200,
-        {"id": "r1", "results": [{"index": 0, "relevance_score": 0.9}], "meta": {"billed_units": {"search_units": 1}}},
+        {
+            "id": "r1",
+            "results": [{"index": 0, "relevance_score": 0.9}],
+            "meta": {"billed_units": {"search_units": 1}},
+        },
     )
     reply = client.rerank(model="rerank-v3.5", query="q", documents=["a", "b"])
     assert reply.results[0].relevance_score == 0.9
@@ -269,7 +289,9 @@ def test_huggingface_client_chat(gw, ca, emulator, monkeypatch):
 
 def test_ollama_client_through_an_inspect_hosts_entry(gw, emulator):
     client = ollama.Client(
-        host="http://ollama.test:11434", proxy=gw.url, headers={"authorization": f"Bearer {SECRETS['ollama']}"}
+        host="http://ollama.test:11434",
+        proxy=gw.url,
+        headers={"authorization": f"Bearer {SECRETS['ollama']}"},
     )
     reply = client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}], stream=False)
     assert reply.message.content

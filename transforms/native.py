@@ -75,7 +75,8 @@ def _gemini_embed(body: Any, headers: Headers) -> Usage | None:
     if isinstance(body.get("predictions"), list):  # Vertex predict: per-instance statistics
         total = 0
         for prediction in body["predictions"]:
-            stats = (prediction.get("embeddings") or {}).get("statistics") if isinstance(prediction, dict) else None
+            embeddings = prediction.get("embeddings") if isinstance(prediction, dict) else None
+            stats = embeddings.get("statistics") if isinstance(embeddings, dict) else None
             total += _int(stats.get("token_count")) if isinstance(stats, dict) else 0
         return _usage(total, 0)
     return None
@@ -112,7 +113,8 @@ def invoke_body_usage(body: Any) -> Usage | None:
         return _usage(_int(body.get("prompt_token_count")), _int(body.get("generation_token_count")))
     if "inputTextTokenCount" in body:  # Amazon Titan text and embeddings
         results = body.get("results")
-        out = sum(_int(r.get("tokenCount")) for r in results if isinstance(r, dict)) if isinstance(results, list) else 0
+        results = results if isinstance(results, list) else []
+        out = sum(_int(r.get("tokenCount")) for r in results if isinstance(r, dict))
         return _usage(_int(body["inputTextTokenCount"]), out)
     return invocation_metrics(body)
 

@@ -318,7 +318,15 @@ def prepare_inspected(found: Recognized, origin: Origin, inbound: Inbound, now: 
     model = (asked if isinstance(asked, str) and asked else None) or found.model or "UNSPECIFIED"
     stream = _native_stream(parsed, inbound.path)
     upstream = Upstream(
-        inbound.method, origin.scheme, origin.host, origin.port, inbound.path, list(inbound.query), {}, (), inbound.body
+        inbound.method,
+        origin.scheme,
+        origin.host,
+        origin.port,
+        inbound.path,
+        list(inbound.query),
+        {},
+        (),
+        inbound.body,
     )
     return Prepared(
         route=route,
@@ -327,7 +335,9 @@ def prepare_inspected(found: Recognized, origin: Origin, inbound: Inbound, now: 
         request_model=model,
         stream=stream,
         passthrough=True,
-        ctx=CallContext(route.name, "llm/v1/chat", route.provider, model, route.model.options, stream, "native", now),
+        ctx=CallContext(
+            route.name, "llm/v1/chat", route.provider, model, route.model.options, stream, "native", now
+        ),
         prompt_text="",
         secrets=client_secrets(inbound.headers, inbound.query),
         native=found,

@@ -94,7 +94,9 @@ def format_of_host(host: str, port: int, extra: tuple[InspectHost, ...] = ()) ->
     return None
 
 
-def recognize(host: str, port: int, method: str, path: str, extra: tuple[InspectHost, ...] = ()) -> Recognized | None:
+def recognize(
+    host: str, port: int, method: str, path: str, extra: tuple[InspectHost, ...] = ()
+) -> Recognized | None:
     """The provider call a request makes, or None (unknown host, or not an LLM call: e.g. GET /v1/models)."""
     fmt = format_of_host(host, port, extra)
     if fmt is None or method != "POST":
@@ -117,7 +119,14 @@ _GEMINI_OPS = frozenset(
     {"generateContent", "streamGenerateContent", "embedContent", "batchEmbedContents", "predict"}
 )
 _GEMINI_UNMETERED = frozenset(
-    {"countTokens", "computeTokens", "predictLongRunning", "batchGenerateContent", "asyncBatchEmbedContent", "rank"}
+    {
+        "countTokens",
+        "computeTokens",
+        "predictLongRunning",
+        "batchGenerateContent",
+        "asyncBatchEmbedContent",
+        "rank",
+    }
 )
 _BEDROCK_CALL = re.compile(r"^/model/([^/]+)/([a-z-]+)$")
 _BEDROCK_OPS = frozenset({"converse", "converse-stream", "invoke", "invoke-with-response-stream"})

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 GROUP_BY: tuple[str, ...] = ("provider", "model")
+HEADER = ("provider", "model", "calls", "errors", "prompt", "completion", "cost $", "p50 ms", "p95 ms")
 LATENCY_SAMPLES = 2048  # per group: exact percentiles up to this many calls, a uniform sample beyond
 
 
@@ -76,9 +77,8 @@ class UsageTally:
         totals = self.groups.get(key)
         if totals is None:
             totals = self.groups[key] = Totals()
-        totals.add(
-            meta["status"], usage["prompt_tokens"], usage["completion_tokens"], usage["cost"], meta["llm_latency"]
-        )
+        prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+        totals.add(meta["status"], prompt, completion, usage["cost"], meta["llm_latency"])
 
     def reset(self) -> None:
         self.groups.clear()
@@ -97,7 +97,7 @@ class UsageTally:
 
     def table(self) -> str:
         data = self.as_json()
-        header = ("provider", "model", "calls", "errors", "prompt", "completion", "cost $", "p50 ms", "p95 ms")
+        header = HEADER
         lines = [header]
         for row in data["groups"]:
             lines.append(
@@ -128,8 +128,12 @@ class UsageTally:
             )
         )
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        # Names left-aligned, numbers right-aligned.
         text = [
-            "  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
+            "  ".join(
+                cell.ljust(width) if i < 2 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+            )
             for line in lines
         ]
         return "\n".join(t.rstrip() for t in text)

@@ -1,0 +1,269 @@
+"""Native usage readers: one per (wire format, operation), whole answers and streams, with the SDKs'
+own types as oracles of the wire shapes where the SDK has them."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+
+import cohere
+import orjson
+import pytest
+from conftest import FIXTURES, fixture_bytes
+from openai.types.responses import Response
+
+from transforms.config import Route
+from transforms.native import read_usage, response_model, usage_reader
+from transforms.pipeline import prepare, translate_response
+from transforms.recognize import UNMETERED, Recognized
+from transforms.types import Inbound, Usage
+
+_spec = importlib.util.spec_from_file_location("make_streams", FIXTURES / "bedrock" / "make_streams.py")
+assert _spec is not None and _spec.loader is not None
+make_streams = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_streams)
+
+RESPONSES_BODY = {
+    "id": "resp_1",
+    "object": "response",
+    "created_at": 1741476542,
+    "model": "gpt-5-mini-2025-08-07",
+    "status": "completed",
+    "output": [],
+    "parallel_tool_calls": True,
+    "tool_choice": "auto",
+    "tools": [],
+    "usage": {
+        "input_tokens": 36,
+        "input_tokens_details": {"cached_tokens": 12, "cache_write_tokens": 0},
+        "output_tokens": 87,
+        "output_tokens_details": {"reasoning_tokens": 64},
+        "total_tokens": 123,
+    },
+}
+
+
+def test_openai_responses_usage_with_cached_and_reasoning_tokens():
+    Response.model_validate(RESPONSES_BODY)  # the SDK accepts the shape read here
+    assert read_usage("openai", "responses", RESPONSES_BODY, {}) == Usage(36, 87, 123, 12, 64)
+    assert response_model(RESPONSES_BODY) == "gpt-5-mini-2025-08-07"
+
+
+def test_openai_responses_stream_reads_the_completed_event():
+    reader = usage_reader("openai", "responses")
+    assert reader is not None
+    created = {
+        "type": "response.created",
+        "response": {**RESPONSES_BODY, "usage": None, "status": "in_progress"},
+    }
+    delta = {"type": "response.output_text.delta", "delta": "Hi", "item_id": "m", "output_index": 0}
+    done = {"type": "response.completed", "response": RESPONSES_BODY}
+    raw = b"".join(
+        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
+        for e in (created, delta, done)
+    )
+    for i in range(0, len(raw), 7):  # split anywhere
+        assert reader.feed(raw[i : i + 7]) == []
+    reader.finish()
+    assert reader.usage == Usage(36, 87, 123, 12, 64)
+    assert reader.response_model == "gpt-5-mini-2025-08-07"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # Anthropic on Bedrock
+        (
+            {"usage": {"input_tokens": 9, "output_tokens": 4, "cache_read_input_tokens": 2}},
+            Usage(11, 4, 15, 2),
+        ),
+        # Amazon Nova
+        ({"output": {}, "usage": {"inputTokens": 5, "outputTokens": 6, "totalTokens": 11}}, Usage(5, 6, 11)),
+        # Meta Llama
+        ({"generation": "2", "prompt_token_count": 12, "generation_token_count": 3}, Usage(12, 3, 15)),
+        # Amazon Titan text and embeddings
+        ({"inputTextTokenCount": 4, "results": [{"tokenCount": 8, "outputText": "x"}]}, Usage(4, 8, 12)),
+        ({"embedding": [0.1], "inputTextTokenCount": 6}, Usage(6, 0, 6)),
+        # Mistral: no usage in the body
+        ({"outputs": [{"text": "2"}]}, None),
+    ],
+)
+def test_bedrock_invoke_body_per_model_family(body, expected):
+    assert read_usage("bedrock", "invoke", body, {}) == expected
+
+
+def test_bedrock_invoke_headers_win_over_the_body():
+    headers = {"x-amzn-bedrock-input-token-count": "21", "x-amzn-bedrock-output-token-count": "5"}
+    body = {"prompt_token_count": 1, "generation_token_count": 1}
+    assert read_usage("bedrock", "invoke", body, headers) == Usage(21, 5, 26)
+    assert read_usage("bedrock", "invoke", None, {"x-amzn-bedrock-input-token-count": "x"}) is None
+
+
+def _invoke_stream(chunks: list[dict]) -> bytes:
+    return b"".join(
+        make_streams.encode_message(
+            {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"},
+            orjson.dumps({"bytes": base64.b64encode(orjson.dumps(c)).decode()}),
+        )
+        for c in chunks
+    )
+
+
+def test_bedrock_invoke_stream_reads_the_invocation_metrics():
+    raw = _invoke_stream(
+        [
+            {
+                "type": "message_start",
+                "message": {"model": "claude-3-haiku-20240307", "usage": {"input_tokens": 9}},
+            },
+            {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "2"}},
+            {
+                "type": "message_stop",
+                "amazon-bedrock-invocationMetrics": {
+                    "inputTokenCount": 9,
+                    "outputTokenCount": 4,
+                    "invocationLatency": 300,
+                    "firstByteLatency": 100,
+                },
+            },
+        ]
+    )
+    reader = usage_reader("bedrock", "invoke-with-response-stream")
+    assert reader is not None
+    for i in range(0, len(raw), 11):
+        reader.feed(raw[i : i + 11])
+    reader.finish()
+    assert reader.usage == Usage(9, 4, 13)
+    assert reader.response_model == "claude-3-haiku-20240307"
+
+
+def test_corrupt_invoke_stream_raises_for_the_glue_to_record():
+    reader = usage_reader("bedrock", "invoke-with-response-stream")
+    assert reader is not None
+    with pytest.raises(ValueError, match="corrupt"):
+        reader.feed(b"\x00\x00\x00\x10" + b"\xff" * 20)
+
+
+def test_cohere_v1_chat_embed_and_rerank():
+    chat_v1 = {
+        "text": "2",
+        "meta": {
+            "billed_units": {"input_tokens": 3, "output_tokens": 1},
+            "tokens": {"input_tokens": 70, "output_tokens": 1},
+        },
+    }
+    cohere.NonStreamedChatResponse.model_validate(chat_v1)
+    assert read_usage("cohere", "chat_v1", chat_v1, {}) == Usage(70, 1, 71)
+    embed = {"id": "e", "embeddings": [[0.1]], "texts": ["a"], "meta": {"billed_units": {"input_tokens": 2}}}
+    assert read_usage("cohere", "embed", embed, {}) == Usage(2, 0, 2)
+    rerank = {
+        "id": "r",
+        "results": [{"index": 0, "relevance_score": 0.5}],
+        "meta": {"billed_units": {"search_units": 2}},
+    }
+    cohere.v2.V2RerankResponse.model_validate(rerank)
+    assert read_usage("cohere", "rerank", rerank, {}) == Usage(search_units=2)
+
+
+def test_cohere_v1_chat_stream_reads_stream_end():
+    events = [
+        {"is_finished": False, "event_type": "stream-start", "generation_id": "g"},
+        {"is_finished": False, "event_type": "text-generation", "text": "2"},
+        {
+            "is_finished": True,
+            "event_type": "stream-end",
+            "finish_reason": "COMPLETE",
+            "response": {"text": "2", "meta": {"tokens": {"input_tokens": 8, "output_tokens": 1}}},
+        },
+    ]
+    raw = b"\n".join(orjson.dumps(e) for e in events)  # no newline after the last object
+    reader = usage_reader("cohere", "chat_v1")
+    assert reader is not None
+    reader.feed(raw[:20])
+    reader.feed(raw[20:])
+    reader.finish()
+    assert reader.usage == Usage(8, 1, 9)
+
+
+def test_gemini_embeddings_predict_and_json_array_streams():
+    assert read_usage("gemini", "embedContent", {"embedding": {"values": [0.1]}}, {}) is None
+    body = {"embeddings": [{"values": [0.1]}], "usageMetadata": {"promptTokenCount": 7}}
+    assert read_usage("gemini", "batchEmbedContents", body, {}) == Usage(7, 0, 7)
+    predict = orjson.loads(fixture_bytes("gemini/vertex_embed/response.json"))
+    tokens = sum(p["embeddings"]["statistics"]["token_count"] for p in predict["predictions"])
+    assert read_usage("gemini", "predict", predict, {}) == Usage(int(tokens), 0, int(tokens))
+    array = [
+        {"candidates": [], "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 1}},
+        {
+            "candidates": [],
+            "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 6, "thoughtsTokenCount": 2},
+        },
+        {"candidates": [], "modelVersion": "gemini-2.5-pro"},
+    ]
+    assert read_usage("gemini", "streamGenerateContent", array, {}) == Usage(4, 8, 12, reasoning_tokens=2)
+    assert response_model(array) == "gemini-2.5-pro"
+
+
+def test_tgi_generate_and_generate_stream():
+    body = {
+        "generated_text": "2",
+        "details": {"finish_reason": "eos_token", "generated_tokens": 3, "prefill": [{"id": 1}, {"id": 2}]},
+    }
+    assert read_usage("huggingface", "generate", body, {}) == Usage(2, 3, 5)
+    assert read_usage("huggingface", "generate", [body], {}) == Usage(2, 3, 5)
+    reader = usage_reader("huggingface", "generate")
+    assert reader is not None
+    reader.feed(b'data:{"token":{"id":1,"text":"2"},"details":null}\n\n')
+    reader.feed(
+        b'data:{"token":{"id":2,"text":""},"generated_text":"2","details":{"generated_tokens":2}}\n\n'
+    )
+    reader.finish()
+    assert reader.usage == Usage(0, 2, 2)
+
+
+def test_ollama_generate_and_embed():
+    generate = orjson.loads(fixture_bytes("ollama/generate/response.json"))
+    expected = Usage(
+        generate["prompt_eval_count"],
+        generate["eval_count"],
+        generate["prompt_eval_count"] + generate["eval_count"],
+    )
+    assert read_usage("ollama", "generate", generate, {}) == expected
+    assert read_usage("ollama", "embed", {"embeddings": [[0.1]], "prompt_eval_count": 5}, {}) == Usage(
+        5, 0, 5
+    )
+
+
+def test_unmetered_operations_record_zero_and_unknown_ones_nothing():
+    assert read_usage("anthropic", UNMETERED, {"input_tokens": 99}, {}) == Usage()
+    assert read_usage("anthropic", "no-such-operation", {}, {}) is None
+
+
+def _bedrock_native_route() -> Route:
+    return Route.model_validate(
+        {
+            "name": "bedrock-native",
+            "match": {"path": "/bedrock/*"},
+            "route_type": "llm/v1/chat",
+            "llm_format": "bedrock",
+            "auth": {"aws_access_key_id": "AKIAROUTE", "aws_secret_access_key": "route-secret"},
+            "model": {"provider": "bedrock", "options": {"bedrock": {"aws_region": "us-east-1"}}},
+        }
+    )
+
+
+def test_llm_format_routes_read_usage_per_operation_too():
+    inbound = Inbound(
+        "POST", "", "/bedrock/model/meta.llama3-8b-instruct-v1%3A0/invoke", [], {}, b'{"prompt": "hi"}'
+    )
+    prep = prepare(_bedrock_native_route(), inbound, request_id="1", now=1_700_000_000)
+    assert prep.native == Recognized("bedrock", "invoke", "meta.llama3-8b-instruct-v1:0")
+    assert prep.request_model == "meta.llama3-8b-instruct-v1:0"
+    body = b'{"generation": "hello", "prompt_token_count": 3, "generation_token_count": 2}'
+    answer = translate_response(
+        prep, 200, body, {"x-amzn-bedrock-input-token-count": "3", "x-amzn-bedrock-output-token-count": "2"}
+    )
+    assert answer.body == body and not answer.translated
+    assert answer.usage == Usage(3, 2, 5)
+    broken = translate_response(prep, 200, b"<html>", {})
+    assert (broken.body, broken.usage, broken.error) == (b"<html>", None, "the provider's answer is not JSON")
