@@ -6,6 +6,8 @@ exactly one statistics record with the provider's own token counts.
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import time
 from pathlib import Path
 
@@ -19,12 +21,16 @@ import openai
 import orjson
 import pytest
 from botocore.config import Config
-from conftest import ROOT, Gateway, fixture_bytes, fixture_json
+from conftest import FIXTURES, ROOT, Gateway, fixture_bytes, fixture_json
 from google import genai
 from google.genai import types as genai_types
 from huggingface_hub import InferenceClient
 
 REMAP = str(ROOT / "tests" / "remap_upstream.py")
+_spec = importlib.util.spec_from_file_location("make_streams", FIXTURES / "bedrock" / "make_streams.py")
+assert _spec is not None and _spec.loader is not None
+make_streams = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_streams)
 DELAY_MS = 100
 # Every credential a client sends in this module: none may appear in anything the addon writes.
 SECRETS = {
@@ -37,6 +43,7 @@ SECRETS = {
     "hf": "hf_client_secret_0007",
     "ollama": "ollama-bearer-secret-0008",
     "raw": "raw-x-api-key-secret-0009",
+    "gemini_query": "AIza-query-key-secret-0010",
 }
 
 
@@ -243,6 +250,95 @@ def test_bedrock_invoke_usage_from_the_token_count_headers(gw, ca, emulator):
     record = one_record(gw)
     assert record["meta"]["request_model"] == "amazon.nova-lite-v1:0"
     assert tokens(record) == (11, 3)
+
+
+def test_bedrock_invoke_stream_usage_from_the_invocation_metrics(gw, ca, emulator):
+    chunks = [
+        {
+            "type": "message_start",
+            "message": {"model": "claude-3-haiku-20240307", "usage": {"input_tokens": 9}},
+        },
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "2"}},
+        {
+            "type": "message_stop",
+            "amazon-bedrock-invocationMetrics": {
+                "inputTokenCount": 9,
+                "outputTokenCount": 4,
+                "invocationLatency": 300,
+                "firstByteLatency": 100,
+            },
+        },
+    ]
+    headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+    raw = b"".join(
+        make_streams.encode_message(
+            headers, orjson.dumps({"bytes": base64.b64encode(orjson.dumps(c)).decode()})
+        )
+        for c in chunks
+    )
+    emulator.script(200, raw, "application/vnd.amazon.eventstream")
+    reply = _bedrock(gw, ca).invoke_model_with_response_stream(
+        modelId="anthropic.claude-3-haiku-20240307-v1:0", body=b'{"messages": []}'
+    )
+    got = [orjson.loads(event["chunk"]["bytes"]) for event in reply["body"]]
+    assert got == chunks
+    record = one_record(gw)
+    assert record["meta"]["request_mode"] == "stream"
+    assert record["meta"]["response_model"] == "claude-3-haiku-20240307"
+    assert tokens(record) == (9, 4)
+
+
+def test_openai_responses_api(gw, ca, emulator):
+    body = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1741476542,
+        "model": "gpt-5-mini-2025-08-07",
+        "status": "completed",
+        "output": [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 36,
+            "input_tokens_details": {"cached_tokens": 12, "cache_write_tokens": 0},
+            "output_tokens": 87,
+            "output_tokens_details": {"reasoning_tokens": 64},
+            "total_tokens": 123,
+        },
+    }
+    emulator.script(200, body)
+    client = openai.OpenAI(
+        api_key=SECRETS["openai"], http_client=httpx.Client(proxy=gw.url, verify=ca), max_retries=0
+    )
+    reply = client.responses.create(model="gpt-5-mini", input="hi")
+    assert reply.usage is not None and reply.usage.total_tokens == 123
+    assert emulator.last.path == "/v1/responses"
+    record = one_record(gw)
+    assert tokens(record) == (36, 87)
+    assert record["usage"]["prompt_tokens_details"] == {"cached_tokens": 12}
+    assert record["usage"]["completion_tokens_details"] == {"reasoning_tokens": 64}
+
+
+def test_gemini_json_array_stream_with_a_key_in_the_query(gw, ca, emulator):
+    url = (
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+        f"?key={SECRETS['gemini_query']}"
+    )
+    with httpx.Client(proxy=gw.url, verify=ca) as http:
+        r = http.post(
+            url,
+            json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+            headers={"x-emulator-fixture": "gemini/stream_array/stream.json"},
+        )
+    assert r.content == fixture_bytes("gemini/stream_array/stream.json")
+    last = [item for item in orjson.loads(r.content) if "usageMetadata" in item][-1]["usageMetadata"]
+    record = one_record(gw)
+    assert record["meta"]["request_mode"] == "stream"
+    assert tokens(record) == (
+        last["promptTokenCount"],
+        last["candidatesTokenCount"] + last.get("thoughtsTokenCount", 0),
+    )
 
 
 def test_cohere_sdk_chat_and_rerank_search_units(gw, ca, emulator):
