@@ -6,8 +6,6 @@ exactly one statistics record with the provider's own token counts.
 
 from __future__ import annotations
 
-import base64
-import importlib.util
 import time
 from pathlib import Path
 
@@ -21,16 +19,14 @@ import openai
 import orjson
 import pytest
 from botocore.config import Config
-from conftest import FIXTURES, ROOT, Gateway, fixture_bytes, fixture_json
+from conftest import ROOT, Gateway, fixture_bytes, fixture_json
 from google import genai
 from google.genai import types as genai_types
 from huggingface_hub import InferenceClient
+from streams import bedrock_invoke_stream
 
 REMAP = str(ROOT / "tests" / "remap_upstream.py")
-_spec = importlib.util.spec_from_file_location("make_streams", FIXTURES / "bedrock" / "make_streams.py")
-assert _spec is not None and _spec.loader is not None
-make_streams = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_streams)
+
 DELAY_MS = 100
 # Every credential a client sends in this module: none may appear in anything the addon writes.
 SECRETS = {
@@ -253,30 +249,8 @@ def test_bedrock_invoke_usage_from_the_token_count_headers(gw, ca, emulator):
 
 
 def test_bedrock_invoke_stream_usage_from_the_invocation_metrics(gw, ca, emulator):
-    chunks = [
-        {
-            "type": "message_start",
-            "message": {"model": "claude-3-haiku-20240307", "usage": {"input_tokens": 9}},
-        },
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "2"}},
-        {
-            "type": "message_stop",
-            "amazon-bedrock-invocationMetrics": {
-                "inputTokenCount": 9,
-                "outputTokenCount": 4,
-                "invocationLatency": 300,
-                "firstByteLatency": 100,
-            },
-        },
-    ]
-    headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
-    raw = b"".join(
-        make_streams.encode_message(
-            headers, orjson.dumps({"bytes": base64.b64encode(orjson.dumps(c)).decode()})
-        )
-        for c in chunks
-    )
-    emulator.script(200, raw, "application/vnd.amazon.eventstream")
+    chunks = fixture_json("bedrock/invoke_stream/chunks.json")  # Anthropic chunks, metrics last
+    emulator.script(200, bedrock_invoke_stream(chunks), "application/vnd.amazon.eventstream")
     reply = _bedrock(gw, ca).invoke_model_with_response_stream(
         modelId="anthropic.claude-3-haiku-20240307-v1:0", body=b'{"messages": []}'
     )
@@ -289,24 +263,7 @@ def test_bedrock_invoke_stream_usage_from_the_invocation_metrics(gw, ca, emulato
 
 
 def test_openai_responses_api(gw, ca, emulator):
-    body = {
-        "id": "resp_1",
-        "object": "response",
-        "created_at": 1741476542,
-        "model": "gpt-5-mini-2025-08-07",
-        "status": "completed",
-        "output": [],
-        "parallel_tool_calls": True,
-        "tool_choice": "auto",
-        "tools": [],
-        "usage": {
-            "input_tokens": 36,
-            "input_tokens_details": {"cached_tokens": 12, "cache_write_tokens": 0},
-            "output_tokens": 87,
-            "output_tokens_details": {"reasoning_tokens": 64},
-            "total_tokens": 123,
-        },
-    }
+    body = fixture_json("openai/responses/response.json")
     emulator.script(200, body)
     client = openai.OpenAI(
         api_key=SECRETS["openai"], http_client=httpx.Client(proxy=gw.url, verify=ca), max_retries=0

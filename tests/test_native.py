@@ -3,14 +3,12 @@ own types as oracles of the wire shapes where the SDK has them."""
 
 from __future__ import annotations
 
-import base64
-import importlib.util
-
 import cohere
 import orjson
 import pytest
-from conftest import FIXTURES, fixture_bytes
+from conftest import fixture_bytes, fixture_json
 from openai.types.responses import Response
+from streams import bedrock_invoke_stream
 
 from transforms.config import Route
 from transforms.native import read_usage, response_model, usage_reader
@@ -18,29 +16,7 @@ from transforms.pipeline import prepare, translate_response
 from transforms.recognize import UNMETERED, Recognized
 from transforms.types import Inbound, Usage
 
-_spec = importlib.util.spec_from_file_location("make_streams", FIXTURES / "bedrock" / "make_streams.py")
-assert _spec is not None and _spec.loader is not None
-make_streams = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_streams)
-
-RESPONSES_BODY = {
-    "id": "resp_1",
-    "object": "response",
-    "created_at": 1741476542,
-    "model": "gpt-5-mini-2025-08-07",
-    "status": "completed",
-    "output": [],
-    "parallel_tool_calls": True,
-    "tool_choice": "auto",
-    "tools": [],
-    "usage": {
-        "input_tokens": 36,
-        "input_tokens_details": {"cached_tokens": 12, "cache_write_tokens": 0},
-        "output_tokens": 87,
-        "output_tokens_details": {"reasoning_tokens": 64},
-        "total_tokens": 123,
-    },
-}
+RESPONSES_BODY = fixture_json("openai/responses/response.json")
 
 
 def test_openai_responses_usage_with_cached_and_reasoning_tokens():
@@ -99,35 +75,8 @@ def test_bedrock_invoke_headers_win_over_the_body():
     assert read_usage("bedrock", "invoke", None, {"x-amzn-bedrock-input-token-count": "x"}) is None
 
 
-def _invoke_stream(chunks: list[dict]) -> bytes:
-    return b"".join(
-        make_streams.encode_message(
-            {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"},
-            orjson.dumps({"bytes": base64.b64encode(orjson.dumps(c)).decode()}),
-        )
-        for c in chunks
-    )
-
-
 def test_bedrock_invoke_stream_reads_the_invocation_metrics():
-    raw = _invoke_stream(
-        [
-            {
-                "type": "message_start",
-                "message": {"model": "claude-3-haiku-20240307", "usage": {"input_tokens": 9}},
-            },
-            {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "2"}},
-            {
-                "type": "message_stop",
-                "amazon-bedrock-invocationMetrics": {
-                    "inputTokenCount": 9,
-                    "outputTokenCount": 4,
-                    "invocationLatency": 300,
-                    "firstByteLatency": 100,
-                },
-            },
-        ]
-    )
+    raw = bedrock_invoke_stream(fixture_json("bedrock/invoke_stream/chunks.json"))
     reader = usage_reader("bedrock", "invoke-with-response-stream")
     assert reader is not None
     for i in range(0, len(raw), 11):

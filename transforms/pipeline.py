@@ -281,14 +281,17 @@ def _prepare_passthrough(
         request_model=model,
         stream=stream,
         passthrough=True,
-        # Native streams are read with the provider's own translator, for statistics only.
-        ctx=CallContext(
-            route.name, "llm/v1/chat", route.provider, model, route.model.options, stream, "native", now
-        ),
+        ctx=_native_context(route, model, stream, now),
         prompt_text=request_text(parsed),
         secrets=route.auth.secrets(),
         native=operation_of(route.llm_format, path) if route.llm_format != "openai" else None,
     )
+
+
+def _native_context(route: Route, model: str, stream: bool, now: int) -> CallContext:
+    # Native streams are read with the provider's own translator, for statistics only.
+    options = route.model.options
+    return CallContext(route.name, "llm/v1/chat", route.provider, model, options, stream, "native", now)
 
 
 def _native_stream(parsed: Mapping[str, Any], path: str) -> bool:
@@ -335,9 +338,7 @@ def prepare_inspected(found: Recognized, origin: Origin, inbound: Inbound, now: 
         request_model=model,
         stream=stream,
         passthrough=True,
-        ctx=CallContext(
-            route.name, "llm/v1/chat", route.provider, model, route.model.options, stream, "native", now
-        ),
+        ctx=_native_context(route, model, stream, now),
         prompt_text="",
         secrets=client_secrets(inbound.headers, inbound.query),
         native=found,
