@@ -28,7 +28,7 @@ from addon.gcp_auth import GcpTokenSource
 from addon.stats import CONSUMER_METADATA, CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
-from transforms.native import usage_reader
+from transforms.native import decoded, usage_reader
 from transforms.pipeline import Answer, Prepared, prepare, translate_response
 from transforms.stream import ObservedStream, OpenAIStream
 from transforms.types import Inbound, StreamTranslator, Upstream, Usage
@@ -203,7 +203,7 @@ class AIProxy:
         host = flow.request.pretty_host if self._match_hosts else ""
         route = self.config.find(host, flow.request.path.partition("?")[0])
         if route is None:
-            if self._claim_unmatched(flow):
+            if ctx.options.ai_proxy_unmatched != "reject" and self._claim_unmatched(flow):
                 return
             if self._reject_unmatched(flow):
                 path = flow.request.path.split("?", 1)[0]
@@ -318,10 +318,10 @@ class AIProxy:
                 resp.stream = True
             return
         try:
-            translator = stream_translator(prep)
-        except Exception:
-            logger.exception("ai_proxy route=inspect: cannot read this stream")
-            resp.stream = True
+            translator = decoded(stream_translator(prep), resp.headers.get("content-encoding", ""))
+        except Exception as e:
+            state.error = f"cannot read the provider's stream: {e}"
+            resp.stream = True  # passed on unread; recorded without usage
             return
         state.translator = translator
 
@@ -344,6 +344,8 @@ class AIProxy:
             if state.translator is not None:
                 usage = state.translator.usage
                 model = state.translator.response_model
+            elif state.error is not None:
+                usage, model = None, None
             else:
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 raw = resp.get_content(strict=False) or b""

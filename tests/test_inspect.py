@@ -269,6 +269,38 @@ async def test_auto_rejects_in_reverse_mode_only_unknown_destinations(tmp_path, 
         assert (flow.response is not None and flow.response.status_code == 404) is rejected
 
 
+async def test_an_unreadable_stream_passes_byte_for_byte_and_is_recorded_with_an_error(tmp_path):
+    gateway, inspector, summary = addons()
+    config = tmp_path / "routes.json"
+    config.write_bytes(b'{"routes": []}')
+    with taddons.context(gateway, inspector, summary) as tctx:
+        tctx.configure(gateway, ai_proxy_config=str(config))
+        body = b'{"model": "claude-sonnet-4-5", "stream": true, "messages": []}'
+        flow = provider_flow("api.anthropic.com", "/v1/messages", body)
+        await gateway.request(flow)
+        flow.response = tutils.tresp(content=None, headers=[(b"content-type", b"text/event-stream")])
+        headers_before = flow.response.headers.fields
+        gateway.responseheaders(flow)
+        assert flow.response.headers.fields == headers_before
+        chunks = [b"event: message_start\ndata: {not json\n\n", b"data: more\n\n", b""]
+        assert [flow.response.stream(c) for c in chunks] == chunks
+        gateway.response(flow)
+        meta = flow.metadata["ai_proxy"]["ai"]["proxy"]["meta"]
+        assert meta["error"] == "cannot read the provider's stream: JSONDecodeError"
+        assert meta["request_mode"] == "stream"
+
+
+async def test_an_explicit_reject_policy_wins_over_inspection(tmp_path):
+    gateway, inspector, summary = addons()
+    config = tmp_path / "routes.json"
+    config.write_bytes(b'{"routes": []}')
+    with taddons.context(gateway, inspector, summary) as tctx:
+        tctx.configure(gateway, ai_proxy_config=str(config), ai_proxy_unmatched="reject")
+        flow = provider_flow("api.anthropic.com", "/v1/messages", b"{}")
+        await gateway.request(flow)
+        assert flow.response is not None and flow.response.status_code == 404
+
+
 # --- the usage summary -----------------------------------------------------------------------------
 
 

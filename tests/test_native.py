@@ -3,6 +3,8 @@ own types as oracles of the wire shapes where the SDK has them."""
 
 from __future__ import annotations
 
+import zlib
+
 import cohere
 import orjson
 import pytest
@@ -11,7 +13,7 @@ from openai.types.responses import Response
 from streams import bedrock_invoke_stream
 
 from transforms.config import Route
-from transforms.native import read_usage, response_model, usage_reader
+from transforms.native import decoded, read_usage, response_model, usage_reader
 from transforms.pipeline import prepare, translate_response
 from transforms.recognize import UNMETERED, Recognized
 from transforms.types import Inbound, Usage
@@ -216,3 +218,21 @@ def test_llm_format_routes_read_usage_per_operation_too():
     assert answer.usage == Usage(3, 2, 5)
     broken = translate_response(prep, 200, b"<html>", {})
     assert (broken.body, broken.usage, broken.error) == (b"<html>", None, "the provider's answer is not JSON")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_streams_are_read_in_bounded_pieces(encoding):
+    events = [{"type": "response.completed", "response": RESPONSES_BODY}]
+    padding = b": " + b"x" * 300_000 + b"\n\n"  # a comment that inflates far beyond one piece
+    plain = padding + b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+    packer = zlib.compressobj(wbits=31 if encoding == "gzip" else 15)
+    packed = packer.compress(plain) + packer.flush()
+    inner = usage_reader("openai", "responses")
+    reader = decoded(inner, encoding.upper())
+    for i in range(0, len(packed), 50):
+        assert reader.feed(packed[i : i + 50]) == []
+    reader.finish()
+    assert reader.usage == Usage(36, 87, 123, 12, 64)
+    assert decoded(inner, "identity") is inner
+    with pytest.raises(ValueError, match="br-encoded"):
+        decoded(inner, "br")

@@ -8,6 +8,7 @@ so readers get the headers too. Pure: data in, data out.
 from __future__ import annotations
 
 import base64
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -306,3 +307,45 @@ def usage_reader(fmt: str, operation: str) -> UsageReader | None:
     """A stream reader for operations the provider's chat translator does not read."""
     found = STREAM_READERS.get((fmt, operation))
     return UsageReader(*found) if found is not None else None
+
+
+class DecodedStream:
+    """Feeds a reader the decompressed bytes of a gzip or deflate stream (clients of inspected traffic
+    may ask for compression); at most ``PIECE`` bytes are inflated at a time, so memory stays bounded
+    however far the data expands."""
+
+    PIECE = 1 << 16
+
+    def __init__(self, reader: Any, encoding: str) -> None:
+        self._reader = reader
+        self._inflate = zlib.decompressobj(wbits=47 if encoding in ("gzip", "x-gzip") else 15)
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._reader.usage
+
+    @property
+    def response_model(self) -> str | None:
+        return self._reader.response_model
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        data = self._inflate.decompress(chunk, self.PIECE)
+        while data:
+            self._reader.feed(data)
+            tail = self._inflate.unconsumed_tail
+            data = self._inflate.decompress(tail, self.PIECE) if tail else b""
+        return []
+
+    def finish(self) -> list[bytes]:
+        return self._reader.finish()
+
+
+def decoded(reader: Any, content_encoding: str) -> Any:
+    """``reader`` reading the plain bytes of a stream sent with this Content-Encoding; ValueError for
+    encodings it cannot read (br, zstd)."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return reader
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return DecodedStream(reader, encoding)
+    raise ValueError(f"a {encoding}-encoded stream is not read")
