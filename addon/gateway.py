@@ -111,7 +111,8 @@ class AIProxy:
             str,
             "auto",
             "Requests no route matches: pass them on, reject them with a 404, or auto "
-            "(reject in reverse mode, where there is nowhere to pass them; pass otherwise).",
+            "(reject in reverse mode, where there is nowhere to pass them, unless the destination "
+            "is a recognised LLM provider; pass otherwise).",
             choices=UNMATCHED_CHOICES,
         )
 
@@ -302,7 +303,11 @@ class AIProxy:
 
     def _claim_unmatched(self, flow: http.HTTPFlow) -> bool:
         for inspector in self.inspectors:
-            prep = inspector.claim(flow)
+            try:
+                prep = inspector.claim(flow)
+            except Exception:  # inspection must never cost a client its call: pass the flow on
+                logger.exception("ai_proxy: internal error while recognising an unmatched flow")
+                continue
             if prep is not None:
                 self._live[flow.id] = FlowState(prep.route, prep, sent_at=time.time())
                 return True
