@@ -40,6 +40,8 @@ SECRETS = {
     "ollama": "ollama-bearer-secret-0008",
     "raw": "raw-x-api-key-secret-0009",
     "gemini_query": "AIza-query-key-secret-0010",
+    "azure": "azure-api-key-secret-0011",
+    "vertex": "AQ.vertex-express-secret-0012",
 }
 
 
@@ -351,6 +353,56 @@ def test_ollama_client_through_an_inspect_hosts_entry(gw, emulator):
     record = one_record(gw)
     assert (record["meta"]["provider_name"], record["meta"]["request_model"]) == ("ollama", "llama3.2")
     assert tokens(record) == (38, 9)
+
+    gw.clear_records()
+    arrivals = [time.monotonic() for _ in client.chat(model="llama3.2", messages=[], stream=True)]
+    events = len(fixture_bytes("ollama/chat/stream.ndjson").strip().splitlines())
+    assert_not_buffered(arrivals, events)
+    record = one_record(gw)
+    assert record["meta"]["request_mode"] == "stream"
+    assert tokens(record) == (38, 9)
+
+
+def test_azure_openai_sdk(gw, ca, emulator):
+    client = openai.AzureOpenAI(
+        azure_endpoint="https://myres.openai.azure.com",
+        api_key=SECRETS["azure"],
+        api_version="2024-10-21",
+        http_client=httpx.Client(proxy=gw.url, verify=ca),
+        max_retries=0,
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-prod", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.http_response.content == fixture_bytes("azure/chat/response.json")
+    assert emulator.last.path == "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
+    assert emulator.last.headers["api-key"] == SECRETS["azure"]
+    record = one_record(gw)
+    meta = record["meta"]
+    assert (meta["provider_name"], meta["azure_instance_id"], meta["azure_deployment_id"]) == (
+        "azure",
+        "myres",
+        "gpt-4o-prod",
+    )
+    assert meta["azure_api_version"] == "2024-10-21"
+    assert meta["response_model"] == "gpt-4o-2024-08-06"
+    assert tokens(record) == (22, 8)
+
+
+def test_vertex_ai_express_mode(gw, ca, emulator):
+    emulator.script(200, fixture_json("gemini/chat/response.json"))
+    options = genai_types.HttpOptions(client_args={"proxy": gw.url, "verify": ca})
+    client = genai.Client(vertexai=True, api_key=SECRETS["vertex"], http_options=options)
+    reply = client.models.generate_content(model="gemini-2.5-flash", contents="What is 1 + 1?")
+    assert reply.usage_metadata is not None and reply.usage_metadata.total_token_count == 21
+    assert emulator.last.headers["host"] == "aiplatform.googleapis.com"
+    assert emulator.last.path.endswith("/models/gemini-2.5-flash:generateContent")
+    record = one_record(gw)
+    assert (record["meta"]["provider_name"], record["meta"]["request_model"]) == (
+        "gemini",
+        "gemini-2.5-flash",
+    )
+    assert tokens(record) == (14, 7)
 
 
 def test_non_llm_traffic_to_a_provider_gets_no_record(gw, ca):
