@@ -14,7 +14,7 @@ from streams import bedrock_invoke_stream
 
 from transforms.config import Route
 from transforms.native import decoded, read_usage, response_model, usage_reader
-from transforms.pipeline import prepare, translate_response
+from transforms.pipeline import Origin, prepare, prepare_inspected, translate_response
 from transforms.recognize import UNMETERED, Recognized
 from transforms.types import Inbound, Usage
 
@@ -236,3 +236,21 @@ def test_compressed_streams_are_read_in_bounded_pieces(encoding):
     assert decoded(inner, "identity") is inner
     with pytest.raises(ValueError, match="br-encoded"):
         decoded(inner, "br")
+
+
+def test_unmetered_calls_need_no_json_either_way():
+    found = Recognized("openai", UNMETERED)
+    origin = Origin("https", "api.openai.com", 443)
+    upload = Inbound(
+        "POST", "api.openai.com", "/v1/files", [], {"authorization": "Bearer sk-up-1234"}, b"--b\r\n"
+    )
+    prep = prepare_inspected(found, origin, upload, 1_700_000_000)
+    assert prep.error is None and prep.inspected and prep.upstream.url == "https://api.openai.com/v1/files"
+    assert prep.secrets == ("Bearer sk-up-1234", "sk-up-1234")
+    answer = translate_response(prep, 200, b"not json", {})
+    assert (answer.usage, answer.error, answer.body) == (Usage(), None, b"not json")
+    chat = prepare_inspected(
+        Recognized("openai", "chat"), origin, Inbound("POST", "", "/v1/chat/completions", [], {}, b"{"), 0
+    )
+    assert chat.error == "the request body is not JSON"
+    assert chat.request_model == "UNSPECIFIED"

@@ -18,7 +18,7 @@ from transforms.auth import apply_auth
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
 from transforms.native import read_usage, response_model
-from transforms.recognize import Recognized, inspect_route, operation_of
+from transforms.recognize import UNMETERED, Recognized, inspect_route, operation_of
 from transforms.redact import client_secrets, redact_text
 from transforms.registry import spec_for
 from transforms.types import ESTIMATED_MARK, CallContext, ErrorInfo, Inbound, ProviderSpec, Upstream, Usage
@@ -314,7 +314,8 @@ def prepare_inspected(found: Recognized, origin: Origin, inbound: Inbound, now: 
         try:
             parsed = orjson.loads(inbound.body)
         except orjson.JSONDecodeError:
-            error = "the request body is not JSON"
+            # File uploads (multipart) are not JSON and need not be: only metered calls must be.
+            error = "the request body is not JSON" if found.operation != UNMETERED else None
     if not isinstance(parsed, dict):
         parsed = {}
     asked = parsed.get("model")
@@ -444,6 +445,8 @@ def _native_answer(prep: Prepared, status: int, raw: bytes, headers: Mapping[str
     assert found is not None
     if not 200 <= status < 300:
         return Answer(status, raw, None, prep.request_model, False)
+    if found.operation == UNMETERED:  # billed without token counts in the answer: nothing to read
+        return Answer(status, raw, Usage(), prep.request_model, False)
     parsed: Any = None
     error = None
     if raw:
