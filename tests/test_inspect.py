@@ -63,6 +63,12 @@ from transforms.summary import HEADER, LATENCY_SAMPLES, UsageTally, percentile
             Recognized("gemini", UNMETERED, "gemini-2.5-flash"),
         ),
         (
+            "generativelanguage.googleapis.com",
+            "POST",
+            "/v1beta/tunedModels/my-tune:generateContent",
+            Recognized("gemini", "generateContent", "my-tune"),
+        ),
+        (
             "us-central1-aiplatform.googleapis.com",
             "POST",
             "/v1/projects/p/locations/us-central1/publishers/google/models/text-embedding-005:predict",

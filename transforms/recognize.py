@@ -114,7 +114,8 @@ _OPENAI_OPS: Mapping[str, str] = {
 }
 _OPENAI_UNMETERED = re.compile(r"/(batches|files|uploads)(/|$)|/input_tokens$")
 _AZURE_DEPLOYMENT = re.compile(r"/openai/deployments/([^/]+)/")
-_GEMINI_CALL = re.compile(r"/models/([^/:]+):([A-Za-z]+)$")
+# Base and tuned models, and Vertex endpoints serving tuned models.
+_GEMINI_CALL = re.compile(r"/(?:models|tunedModels|endpoints)/([^/:]+):([A-Za-z]+)$")
 _GEMINI_OPS = frozenset(
     {"generateContent", "streamGenerateContent", "embedContent", "batchEmbedContents", "predict"}
 )
