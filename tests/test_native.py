@@ -254,3 +254,11 @@ def test_unmetered_calls_need_no_json_either_way():
     )
     assert chat.error == "the request body is not JSON"
     assert chat.request_model == "UNSPECIFIED"
+
+
+def test_an_endless_ndjson_line_is_refused_not_kept():
+    reader = usage_reader("cohere", "chat_v1")
+    assert reader is not None
+    with pytest.raises(ValueError, match="longer than"):
+        for _ in range(100):
+            reader.feed(b"x" * (1 << 20))

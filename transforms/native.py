@@ -21,6 +21,7 @@ from transforms.types import Usage
 from transforms.usage import usage_from_openai
 
 Headers = Mapping[str, str]  # lower-case names
+MAX_LINE = 1 << 22  # an NDJSON line kept while it arrives: memory stays bounded on a hostile stream
 Reader = Callable[[Any, Headers], Usage | None]
 
 
@@ -238,7 +239,8 @@ class UsageReader:
     def finish(self) -> list[bytes]:
         if self._framing == "sse":
             for event in self._sse.finish():
-                self._on_event(self, orjson.loads(event.data) if event.data else None)
+                if event.data and event.data != "[DONE]":
+                    self._on_event(self, orjson.loads(event.data))
         elif self._framing == "ndjson" and self._partial.strip():
             self._on_event(self, orjson.loads(self._partial))
         return []
@@ -256,6 +258,8 @@ class UsageReader:
         if self._framing == "ndjson":
             lines = (self._partial + chunk).split(b"\n")
             self._partial = lines.pop()
+            if len(self._partial) > MAX_LINE:
+                raise ValueError(f"a stream line longer than {MAX_LINE} bytes")
             return [orjson.loads(line) for line in lines if line.strip()]
         return [orjson.loads(e.data) for e in self._sse.feed(chunk) if e.data and e.data != "[DONE]"]
 
