@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import orjson
 import pytest
@@ -397,6 +398,9 @@ def test_stats_commands_and_exit_table(caplog):
     sink = StatsSink()
     summary = UsageSummary(sink)
     with taddons.context(summary) as tctx:
+        ours = sorted(name for name in tctx.master.commands.commands if name.startswith("aiproxy"))
+        assert ours == ["aiproxy.stats", "aiproxy.stats.reset"]
+        assert all(re.fullmatch(r"[a-z.]+", name) for name in ours)  # what mitmweb's command bar runs
         sink.emit(record("openai", "gpt-4o", 10, 2, 40))
         sink.emit(record("openai", "gpt-4o", 20, 4, 60))
         stats = orjson.loads(tctx.master.commands.call("aiproxy.stats"))
