@@ -39,11 +39,21 @@ from addon.access import AccessControl  # noqa: E402
 from addon.conversation_view import LLMConversationContentview  # noqa: E402
 from addon.flow_masking import FlowMasking  # noqa: E402
 from addon.gateway import AIProxy  # noqa: E402
+from addon.inspect import Inspector  # noqa: E402
+from addon.summary import UsageSummary  # noqa: E402
 
 addon._script_loaded = True  # type: ignore[attr-defined]
 
 contentviews.add(LLMConversationContentview)
 gateway = AIProxy()
-# Access control first: a refused request is answered before the gateway prepares anything.
-# FlowMasking before the gateway: in `error` it must read what was attached before the gateway forgets it.
-addons = [AccessControl(gateway), FlowMasking(gateway), gateway]
+# Order is hook order. Access control first: a refused request is answered before the gateway
+# prepares anything. FlowMasking before the gateway: in `error` it must read what was attached before
+# the gateway forgets it. The gateway asks the inspector (a hook point it owns) about flows no route
+# matches; the summary totals every statistics record.
+addons = [
+    AccessControl(gateway),
+    FlowMasking(gateway),
+    gateway,
+    Inspector(gateway),
+    UsageSummary(gateway.stats),
+]

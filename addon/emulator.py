@@ -121,11 +121,17 @@ class Emulator:
         self.server.shutdown()
         self.server.server_close()
 
-    def script(self, status: int, body: bytes | dict | list, content_type: str = "application/json") -> None:
-        """The next request gets this answer instead of a fixture."""
+    def script(
+        self,
+        status: int,
+        body: bytes | dict | list,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """The next request gets this answer (with these extra headers) instead of a fixture."""
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
         with self._lock:
-            self.scripted.append(Scripted(status, raw, content_type))
+            self.scripted.append(Scripted(status, raw, content_type, headers or {}))
 
     def reset(self) -> None:
         with self._lock:
@@ -170,7 +176,7 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             scripted = emulator._record(Recorded(self.command, self.path, headers, body))
             if scripted is not None:
-                return self._send(scripted.status, scripted.body, scripted.content_type)
+                return self._send(scripted.status, scripted.body, scripted.content_type, scripted.headers)
             fixture = headers.get("x-emulator-fixture")
             status = int(headers.get("x-emulator-status") or 200)
             delay = int(headers.get("x-emulator-delay-ms") or 0) / 1000
@@ -200,9 +206,11 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                     return candidate.name
             return "response.json"
 
-        def _send(self, status: int, body: bytes, ctype: str) -> None:
+        def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
             self.send_header("content-type", ctype)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

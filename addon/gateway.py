@@ -15,7 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from mitmproxy import ctx, exceptions, http
@@ -30,6 +30,7 @@ from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
 from transforms.limits import header_value
 from transforms.masking import CLIENT_REQUEST_BODY_LIMIT, client_request
+from transforms.native import decoded, usage_reader
 from transforms.pipeline import Answer, Prepared, prepare, translate_response
 from transforms.redact import redact_text
 from transforms.stream import ObservedStream, OpenAIStream
@@ -49,6 +50,18 @@ OPENAI_FORMATS = frozenset({"openai", "azure", "mistral", "llama2"})
 STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream", "application/x-ndjson")
 
 
+class UnmatchedInspector(Protocol):
+    """What the gateway asks about flows no configured route matches (addon/inspect.py)."""
+
+    def claim(self, flow: http.HTTPFlow) -> Prepared | None:
+        """The flow's accounting (``inspected`` set) if it calls a known LLM API; the flow is not changed."""
+        ...
+
+    def passes(self, flow: http.HTTPFlow) -> bool:
+        """True when the flow goes to a known provider: passed on even where unmatched flows are rejected."""
+        ...
+
+
 @dataclass(slots=True)
 class FlowState:
     """Per-flow working state; lives from the request hook to the response or error hook."""
@@ -62,6 +75,7 @@ class FlowState:
     streamed_size: int = 0  # kept only up to the payload log's MAX_PAYLOAD
     first_token_at: float | None = None
     broken: bool = False  # a hook failed after the request went out: answer 500 when the body is in
+    error: str | None = None  # inspected traffic whose answer could not be read (recorded, never failed)
 
 
 class AIProxy:
@@ -78,6 +92,9 @@ class AIProxy:
         self._id_prefix = secrets.token_hex(6)  # ids unique across restarts, cheap per request
         self.env: dict[str, str] = dict(os.environ)  # read once: AWS region/keys, GCP_SERVICE_ACCOUNT
         self.gcp_tokens = GcpTokenSource()
+        # Hook point: asked in order about a flow no configured route matches; the first to claim
+        # it has it accounted like a native route, the flow unchanged. addon/inspect.py registers here.
+        self.inspectors: list[UnmatchedInspector] = []
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -99,7 +116,8 @@ class AIProxy:
             str,
             "auto",
             "Requests no route matches: pass them on, reject them with a 404, or auto "
-            "(reject in reverse mode, where there is nowhere to pass them; pass otherwise).",
+            "(reject in reverse mode, where there is nowhere to pass them, unless the destination "
+            "is a recognised LLM provider; pass otherwise).",
             choices=UNMATCHED_CHOICES,
         )
 
@@ -193,6 +211,8 @@ class AIProxy:
         host = flow.request.pretty_host if self._match_hosts else ""
         route = self.config.find(host, flow.request.path.partition("?")[0])
         if route is None:
+            if ctx.options.ai_proxy_unmatched != "reject" and self._claim_unmatched(flow):
+                return
             if self._reject_unmatched(flow):
                 path = flow.request.path.split("?", 1)[0]
                 _answer_error(
@@ -231,6 +251,9 @@ class AIProxy:
             if flow.response is not None and not flow.response.stream and _is_stream(flow.response):
                 flow.response.stream = True  # never buffer someone's event stream, even unmatched
             return
+        if state.prep.inspected:
+            self._observe_inspected(flow, state)
+            return
         started = time.perf_counter()
         try:
             # An error answer to a stream request is read whole and translated as JSON.
@@ -247,6 +270,9 @@ class AIProxy:
     def response(self, flow: http.HTTPFlow) -> None:
         state = self._live.pop(flow.id, None)
         if state is None or state.prep is None or flow.response is None:
+            return
+        if state.prep.inspected:
+            self._account_inspected(flow, state)
             return
         started = time.perf_counter()
         if state.broken:
@@ -265,6 +291,10 @@ class AIProxy:
         if state is None or flow.error is None:
             return
         logger.warning(f"ai_proxy route={state.route.name}: upstream failed: {flow.error.msg}")
+        if state.prep is not None and state.prep.inspected:
+            if state.translator is not None and flow.response is not None:
+                self._account_inspected(flow, state)  # a stream cut mid-way: what was sent
+            return
         if state.translator is not None and flow.response is not None:
             # A stream cut mid-way: the client sees an incomplete response; account for what was sent.
             self._finish_stream(flow, state)
@@ -286,10 +316,76 @@ class AIProxy:
         key = route.auth.gcp_service_account_json or self.env.get("GCP_SERVICE_ACCOUNT")
         return {"gcp_access_token": await self.gcp_tokens.token(key)}
 
+    def _claim_unmatched(self, flow: http.HTTPFlow) -> bool:
+        for inspector in self.inspectors:
+            try:
+                prep = inspector.claim(flow)
+            except Exception:  # inspection must never cost a client its call: pass the flow on
+                logger.exception("ai_proxy: internal error while recognising an unmatched flow")
+                continue
+            if prep is not None:
+                self._live[flow.id] = FlowState(prep.route, prep, sent_at=time.time())
+                return True
+        return False
+
+    # --- recognised traffic: read on the side, never changed, never failed -------------------------
+
+    def _observe_inspected(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        prep, resp = state.prep, flow.response
+        assert prep is not None and resp is not None
+        if not (prep.stream or _is_stream(resp)) or not 200 <= resp.status_code < 300:
+            if not resp.stream and _is_stream(resp):
+                resp.stream = True
+            return
+        try:
+            translator = decoded(stream_translator(prep), resp.headers.get("content-encoding", ""))
+        except Exception as e:
+            state.error = f"cannot read the provider's stream: {e}"
+            resp.stream = True  # passed on unread; recorded without usage
+            return
+        state.translator = translator
+
+        def observe(data: bytes) -> list[bytes] | bytes:
+            if state.first_token_at is None and data:
+                state.first_token_at = time.time()
+            if state.error is None:
+                try:
+                    translator.feed(data) if data else translator.finish()
+                except Exception as e:
+                    state.error = f"cannot read the provider's stream: {type(e).__name__}"
+            return data  # the client gets the provider's bytes, as they arrive
+
+        resp.stream = observe
+
+    def _account_inspected(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        prep, resp = state.prep, flow.response
+        assert prep is not None and resp is not None
+        try:
+            if state.translator is not None:
+                usage = state.translator.usage
+                model = state.translator.response_model
+                state.error = state.error or getattr(state.translator, "error", None)
+                transcript = assembled(state.translator, usage)
+                if transcript is not None:  # the view shows it: mitmproxy keeps no streamed body
+                    ai_metadata(flow)["assembled"] = transcript
+            elif state.error is not None:
+                usage, model = None, None
+            else:
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                raw = resp.get_content(strict=False) or b""
+                answer = translate_response(prep, resp.status_code, raw, headers)
+                usage, model = answer.usage, answer.response_model
+                state.error = state.error or answer.error
+        except Exception as e:
+            usage, model = None, None
+            state.error = f"cannot read the provider's answer: {type(e).__name__}"
+        self._record(flow, state, usage, model, resp.status_code, None)
+
     def _reject_unmatched(self, flow: http.HTTPFlow) -> bool:
         policy = ctx.options.ai_proxy_unmatched
         if policy == "auto":
-            return isinstance(flow.client_conn.proxy_mode, ReverseMode)
+            reverse = isinstance(flow.client_conn.proxy_mode, ReverseMode)
+            return reverse and not any(inspector.passes(flow) for inspector in self.inspectors)
         return policy == "reject"
 
     def _translate_whole(self, flow: http.HTTPFlow, state: FlowState, started: float) -> None:
@@ -400,7 +496,7 @@ class AIProxy:
             response_payload=response_body,
             secrets=prep.secrets,
             consumer=flow.metadata.get(CONSUMER_METADATA),
-            error=error,
+            error="; ".join(e for e in (prep.error, state.error, error) if e) or None,
         )
         record = build_record(facts)
         ai_metadata(flow).update(record)
@@ -425,6 +521,10 @@ def ai_metadata(flow: http.HTTPFlow) -> dict[str, Any]:
 def stream_translator(prep: Prepared) -> StreamTranslator:
     """Translated routes get their provider's translator; passthrough bytes are only observed, by the
     provider's own reader where it has one (native formats), else as OpenAI SSE."""
+    native = prep.native
+    reader = usage_reader(native.format, native.operation) if native is not None else None
+    if reader is not None:  # native operations the chat translator does not read
+        return ObservedStream(reader)
     chat = prep.spec.routes.get("llm/v1/chat" if prep.passthrough else prep.route.route_type)
     reader = chat.new_stream(prep.ctx) if chat and chat.new_stream and prep.ctx else None
     if not prep.passthrough and reader is not None:

@@ -38,7 +38,7 @@ class CallFacts:
     response_payload: bytes | None = None
     secrets: tuple[str, ...] = ()
     consumer: str | None = None  # the gateway key's name, never the key
-    error: str | None = None  # why a stream ended with an error frame
+    error: str | None = None  # why the call could not be served or accounted for fully
 
 
 def build_record(facts: CallFacts) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
     }
     if facts.consumer is not None:
         meta["consumer"] = facts.consumer
-    if facts.error is not None:
+    if facts.error:
         meta["error"] = redact_text(facts.error, facts.secrets)[:MAX_RECORDED_ERROR_CHARS]
     opts = route.model.options
     if route.provider == "azure":
@@ -73,6 +73,8 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
         usage_out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
     if usage.reasoning_tokens:
         usage_out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    if usage.search_units:
+        usage_out["search_units"] = usage.search_units
     if usage.estimated:
         usage_out["estimated"] = True
     if facts.time_to_first_token_ms is not None:

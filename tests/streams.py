@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import itertools
+from pathlib import Path
 from typing import Any
 
 import orjson
 from openai.types.chat import ChatCompletionChunk
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 def drive(translator: Any, pieces: list[bytes]) -> bytes:
@@ -46,3 +51,25 @@ def assert_chunks_valid(out: list[Any]) -> None:
         if "error" in chunk:
             continue
         assert ChatCompletionChunk.model_validate(chunk).model_dump(exclude_unset=True) == chunk
+
+
+def _load_make_streams() -> Any:
+    spec = importlib.util.spec_from_file_location("make_streams", FIXTURES / "bedrock" / "make_streams.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_streams = _load_make_streams()  # the Bedrock event-stream encoder of the fixtures
+
+
+def bedrock_invoke_stream(chunks: list[dict[str, Any]]) -> bytes:
+    """An InvokeModelWithResponseStream answer: each model chunk base64-encoded in a ``chunk`` event."""
+    headers = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+    return b"".join(
+        make_streams.encode_message(
+            headers, orjson.dumps({"bytes": base64.b64encode(orjson.dumps(c)).decode()})
+        )
+        for c in chunks
+    )

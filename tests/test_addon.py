@@ -179,9 +179,8 @@ def test_script_loads_our_packages_even_when_foreign_ones_exist(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    assert (
-        out.stdout.strip() == "AccessControl FlowMasking AIProxy"
-    )  # access control first: it answers refusals
+    # access control first: it answers refusals
+    assert out.stdout.strip() == "AccessControl FlowMasking AIProxy Inspector UsageSummary"
 
 
 def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
@@ -194,7 +193,9 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
         old_pipeline = sys.modules["transforms.pipeline"]
         second = load_script(path)
         assert sys.modules["transforms.pipeline"] is not old_pipeline
-        assert len(second.addons) == 3 and not set(map(id, second.addons)) & set(map(id, first.addons))
+        names = [type(a).__name__ for a in second.addons]
+        assert names == ["AccessControl", "FlowMasking", "AIProxy", "Inspector", "UsageSummary"], names
+        assert not set(map(id, second.addons)) & set(map(id, first.addons))
         assert sys.path.count({str(ROOT)!r}) == 1
         print("ok")
         """

@@ -1482,7 +1482,8 @@ def test_emulator_sends_eventstream_fixtures_message_by_message() -> None:
 
 def test_fixture_folders_are_all_covered() -> None:
     folders = {p.name for p in (FIXTURES / "bedrock").iterdir() if p.is_dir()}
-    covered = {*CHAT_CASES, *STREAMS, "embed_titan", "embed_cohere", "errors"}
+    # invoke_stream: native InvokeModelWithResponseStream chunks, read by tests/test_native.py
+    covered = {*CHAT_CASES, *STREAMS, "embed_titan", "embed_cohere", "errors", "invoke_stream"}
     assert folders == covered
 
 

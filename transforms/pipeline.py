@@ -18,7 +18,9 @@ from transforms.auth import apply_auth
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
 from transforms.masking import NO_MASK, CredentialMask, attached_credentials
-from transforms.redact import redact_text
+from transforms.native import read_usage, response_model
+from transforms.recognize import UNMETERED, Recognized, inspect_route, operation_of
+from transforms.redact import client_secrets, redact_text
 from transforms.registry import spec_for
 from transforms.types import ESTIMATED_MARK, CallContext, ErrorInfo, Inbound, ProviderSpec, Upstream, Usage
 from transforms.usage import estimate_usage, request_text, response_text, usage_from_openai
@@ -50,6 +52,20 @@ class Prepared:
     embeddings_base64: bool = False
     # The credentials this request carries on the user's behalf, to mask once it has gone upstream.
     mask: CredentialMask = NO_MASK
+    # Native traffic: the (wire format, operation) its usage is read by (transforms.native).
+    native: Recognized | None = None
+    # Recognised traffic no route matched: accounted for, never changed (no upstream rewrite).
+    inspected: bool = False
+    error: str | None = None  # why the request could not be read (recorded; the call still goes out)
+
+
+@dataclass(slots=True)
+class Origin:
+    """Where the client's own request goes."""
+
+    scheme: str
+    host: str
+    port: int
 
 
 @dataclass(slots=True)
@@ -59,6 +75,7 @@ class Answer:
     usage: Usage | None
     response_model: str | None
     translated: bool  # False when the body is an error or passed through
+    error: str | None = None  # a passed-through answer whose usage could not be read
 
 
 # --- request -------------------------------------------------------------------------------------
@@ -271,9 +288,7 @@ def _prepare_passthrough(
         path = forwarded_path(route, inbound.path)
     dropped = {route.auth.param_name} if route.auth.param_name else set()
     query = [*query, *((k, v) for k, v in inbound.query if k not in dropped), *auth.query.items()]
-    stream = parsed.get("stream") is True or inbound.path.endswith(
-        (":streamGenerateContent", "/converse-stream", "/invoke-with-response-stream")
-    )
+    stream = _native_stream(parsed, inbound.path)
     remove = (*auth.remove_headers, *_BODY_HEADERS[:2])
     upstream = Upstream(
         inbound.method, scheme, host, port, path, query, dict(auth.set_headers), remove, payload
@@ -286,13 +301,71 @@ def _prepare_passthrough(
         request_model=model,
         stream=stream,
         passthrough=True,
-        # Native streams are read with the provider's own translator, for statistics only.
-        ctx=CallContext(
-            route.name, "llm/v1/chat", route.provider, model, route.model.options, stream, "native", now
-        ),
+        ctx=_native_context(route, model, stream, now),
         prompt_text=request_text(parsed),
         secrets=route.auth.secrets(),
         mask=attached_credentials(route.name, auth, upstream),
+        native=operation_of(route.llm_format, path) if route.llm_format != "openai" else None,
+    )
+
+
+def _native_context(route: Route, model: str, stream: bool, now: int) -> CallContext:
+    # Native streams are read with the provider's own translator, for statistics only.
+    options = route.model.options
+    return CallContext(route.name, "llm/v1/chat", route.provider, model, options, stream, "native", now)
+
+
+def _native_stream(parsed: Mapping[str, Any], path: str) -> bool:
+    return parsed.get("stream") is True or path.endswith(
+        (":streamGenerateContent", "/converse-stream", "/invoke-with-response-stream", "/generate_stream")
+    )
+
+
+def prepare_inspected(found: Recognized, origin: Origin, inbound: Inbound, now: int) -> Prepared:
+    """Recognised traffic under the synthetic ``inspect`` route: the request is described (its
+    model, whether it streams, the client's own credentials to keep out of records) but never
+    changed; ``upstream`` is the client's own request. A body that is not JSON is no reason to fail
+    the call: it is noted in ``error``."""
+    route = inspect_route(found, origin.host, inbound.query)
+    spec = spec_for(route)
+    assert spec is not None  # every recognisable format has a spec
+    parsed: Any = {}
+    error = None
+    if inbound.body:
+        try:
+            parsed = orjson.loads(inbound.body)
+        except orjson.JSONDecodeError:
+            # File uploads (multipart) are not JSON and need not be: only metered calls must be.
+            error = "the request body is not JSON" if found.operation != UNMETERED else None
+    if not isinstance(parsed, dict):
+        parsed = {}
+    asked = parsed.get("model")
+    model = (asked if isinstance(asked, str) and asked else None) or found.model or "UNSPECIFIED"
+    stream = _native_stream(parsed, inbound.path)
+    upstream = Upstream(
+        inbound.method,
+        origin.scheme,
+        origin.host,
+        origin.port,
+        inbound.path,
+        list(inbound.query),
+        {},
+        (),
+        inbound.body,
+    )
+    return Prepared(
+        route=route,
+        spec=spec,
+        upstream=upstream,
+        request_model=model,
+        stream=stream,
+        passthrough=True,
+        ctx=_native_context(route, model, stream, now),
+        prompt_text="",
+        secrets=client_secrets(inbound.headers, inbound.query),
+        native=found,
+        inspected=True,
+        error=error,
     )
 
 
@@ -312,9 +385,14 @@ def _model_from_path(path: str) -> str | None:
 # --- response ------------------------------------------------------------------------------------
 
 
-def translate_response(prep: Prepared, status: int, raw: bytes) -> Answer:
-    """The client's answer for a complete (non-streamed) upstream response."""
+def translate_response(
+    prep: Prepared, status: int, raw: bytes, headers: Mapping[str, str] | None = None
+) -> Answer:
+    """The client's answer for a complete (non-streamed) upstream response. ``headers`` (lower-case
+    names) are the upstream's, read for usage where a provider reports it there (Bedrock invoke)."""
     if prep.passthrough:
+        if prep.native is not None:
+            return _native_answer(prep, status, raw, headers or {})
         return _passthrough_answer(prep, status, raw)
     if not 200 <= status < 300:
         return Answer(status, translate_error(prep, status, raw), None, None, False)
@@ -380,6 +458,28 @@ def _passthrough_answer(prep: Prepared, status: int, raw: bytes) -> Answer:
             found = parsed.get("model") or parsed.get("modelVersion")
             model = found if isinstance(found, str) else None
     return Answer(status, raw, usage, model or prep.request_model, False)
+
+
+def _native_answer(prep: Prepared, status: int, raw: bytes, headers: Mapping[str, str]) -> Answer:
+    """Native traffic goes back as it came; its usage is read by the (format, operation) reader."""
+    found = prep.native
+    assert found is not None
+    if not 200 <= status < 300:
+        return Answer(status, raw, None, prep.request_model, False)
+    if found.operation == UNMETERED:  # billed without token counts in the answer: nothing to read
+        return Answer(status, raw, Usage(), prep.request_model, False)
+    parsed: Any = None
+    error = None
+    if raw:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            error = "the provider's answer is not JSON"
+    try:
+        usage = read_usage(found.format, found.operation, parsed, headers)
+    except Exception as e:  # a reader must never fail a passed-through call
+        usage, error = None, f"cannot read usage: {type(e).__name__}"
+    return Answer(status, raw, usage, response_model(parsed) or prep.request_model, False, error)
 
 
 def translate_error(prep: Prepared, status: int, raw: bytes) -> bytes:

@@ -89,6 +89,7 @@ class Usage:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    search_units: int = 0  # billed by rerank APIs instead of tokens (Cohere)
 
     def as_openai(self, mark_estimate: bool = True) -> dict[str, Any]:
         """OpenAI's usage object. An estimate carries ESTIMATED_MARK, which the pipeline reads into
