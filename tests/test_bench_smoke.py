@@ -87,7 +87,10 @@ def test_smoke_report_has_the_route_count_cells(report: str) -> None:
     for row in rows:
         assert number(row["req/s"]) > 0 and row["errors"] == "0", row
     assert rows[0]["vs 3 routes"] == "1.00x"
-    assert f"2,000: mitmdump + ai-proxy addon translating OpenAI->{route_count_provider()}, 2000 routes" in report
+    assert (
+        f"2,000: mitmdump + ai-proxy addon translating OpenAI->{route_count_provider()}, 2000 routes"
+        in report
+    )
 
 
 def test_route_count_tables_put_the_benchmark_routes_behind_all_others() -> None:
