@@ -455,7 +455,8 @@ def test_parse_response(route_type, upstream, expected):
 
 def test_data_wrapper_holds_tgi_outputs():
     # Kong's mocks wrap the Inference API's list of TGI outputs in {"data": [...]}.
-    wrapped = {"data": [{"generated_text": " Hi", "details": {"finish_reason": "length", "generated_tokens": 1}}]}
+    details = {"finish_reason": "length", "generated_tokens": 1, "prefill": [], "tokens": []}
+    wrapped = {"data": [{"generated_text": " Hi", "details": details}]}
     _OUTPUT.validate_python(wrapped["data"][0])
     out = llama2_raw.parse_response(wrapped, ctx(CHAT, prompt_text=PROMPT_TEXT))
     assert out["choices"][0]["message"]["content"] == "Hi"
