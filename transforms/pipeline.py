@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -50,6 +50,8 @@ class Prepared:
     embeddings_base64: bool = False
     # The credentials this request carries on the user's behalf, to mask once it has gone upstream.
     mask: CredentialMask = NO_MASK
+    # Model rules applied to this request (rule -> text), for the event log: see ProviderRequest.notes.
+    notes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -147,6 +149,7 @@ def prepare(
         embeddings_base64=route.route_type == "llm/v1/embeddings" and body.get("encoding_format") == "base64",
         secrets=route.auth.secrets(),
         mask=attached_credentials(route.name, auth, upstream),
+        notes=preq.notes,
     )
 
 
@@ -203,10 +206,10 @@ def _apply_defaults(route_type: str, body: dict[str, Any], options: ModelOptions
         and body.get("max_completion_tokens") is None
     ):
         body["max_tokens"] = options.max_tokens
-    for field in ("temperature", "top_p", "top_k"):
-        value = getattr(options, field)
-        if value is not None and body.get(field) is None:
-            body[field] = value
+    for name in ("temperature", "top_p", "top_k"):
+        value = getattr(options, name)
+        if value is not None and body.get(name) is None:
+            body[name] = value
 
 
 def _split_origin(url: str) -> tuple[str, str, int, str, list[tuple[str, str]]]:

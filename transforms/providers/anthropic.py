@@ -27,6 +27,7 @@ from transforms.common import (
     tool_arguments,
 )
 from transforms.errors import bad_request
+from transforms.model_rules import claude_sampling
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -386,12 +387,13 @@ def _base(body: Mapping[str, Any], ctx: CallContext, messages: list) -> dict[str
 
 def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _check_fields(body, _CHAT_FIELDS)
+    notes = claude_sampling(body, ctx.model)
     system, messages = convert_messages(body["messages"])
     out = _base(body, ctx, messages)
     if system is not None:
         out["system"] = system
     _tools(body, out)
-    return ProviderRequest(out, MESSAGES_PATH, headers=_headers(ctx))
+    return ProviderRequest(out, MESSAGES_PATH, headers=_headers(ctx), notes=notes)
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -404,8 +406,9 @@ def _prompt_text(prompt: Any) -> str:
 
 def build_completions(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _check_fields(body, _COMPLETIONS_FIELDS)
+    notes = claude_sampling(body, ctx.model)
     messages = [{"role": "user", "content": _prompt_text(body.get("prompt"))}]
-    return ProviderRequest(_base(body, ctx, messages), MESSAGES_PATH, headers=_headers(ctx))
+    return ProviderRequest(_base(body, ctx, messages), MESSAGES_PATH, headers=_headers(ctx), notes=notes)
 
 
 # --- response -----------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from transforms.common import (
 from transforms.config import Auth, ModelOptions
 from transforms.errors import GatewayError, bad_request
 from transforms.limits import MAX_STREAM_EVENT_BYTES, element_too_large
+from transforms.model_rules import claude_sampling
 from transforms.sigv4 import credentials_from, sign
 from transforms.types import (
     CallContext,
@@ -479,6 +480,7 @@ def _converse_body(
 
 def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _check_fields(body, _CHAT_FIELDS)
+    notes = claude_sampling(body, ctx.model)
     system, messages = convert_messages(body["messages"])
     out = _converse_body(body, ctx, messages, system)
     tool_config = _tool_config(body, messages)
@@ -487,7 +489,7 @@ def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     output_config = _output_config(body.get("response_format"))
     if output_config is not None:
         out["outputConfig"] = output_config
-    return ProviderRequest(out, _converse_path(ctx))
+    return ProviderRequest(out, _converse_path(ctx), notes=notes)
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -500,11 +502,12 @@ def _prompt_text(prompt: Any) -> str:
 
 def build_completions(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _check_fields(body, _COMPLETIONS_FIELDS)
+    notes = claude_sampling(body, ctx.model)
     text = _prompt_text(body.get("prompt"))
     messages = [{"role": "user", "content": [{"text": text}]}] if text else []
     if not messages:
         raise bad_request("'prompt' must not be empty")
-    return ProviderRequest(_converse_body(body, ctx, messages, []), _converse_path(ctx))
+    return ProviderRequest(_converse_body(body, ctx, messages, []), _converse_path(ctx), notes=notes)
 
 
 # --- request: embeddings ------------------------------------------------------------------------
