@@ -441,8 +441,13 @@ def test_reasoning_model_rules_through_the_sdk(gw, emulator):
     assert err.value.status_code == 400
     assert err.value.param == "temperature"
     assert err.value.code == "unsupported_parameter"
-    assert err.value.body["message"] == "'temperature' other than 1 is not supported by the reasoning model 'gpt-5'"
+    assert (
+        err.value.body["message"]
+        == "'temperature' other than 1 is not supported by the reasoning model 'gpt-5'"
+    )
     # The route's configured temperature (0.5) is refused the same way: a 400, never a silent drop.
     with pytest.raises(openai.BadRequestError) as err:
         client(gw).chat.completions.create(model="o3", messages=[{"role": "user", "content": "Hi"}])
-    assert err.value.body["message"] == "'temperature' other than 1 is not supported by the reasoning model 'o3'"
+    assert (
+        err.value.body["message"] == "'temperature' other than 1 is not supported by the reasoning model 'o3'"
+    )

@@ -331,7 +331,12 @@ def translate_response(prep: Prepared, status: int, raw: bytes) -> Answer:
         if prep.embeddings_base64:
             encode_embeddings(out)
         usage = usage_from_openai(out)
-        if usage is not None and usage.estimated:
+        if usage is None:  # none, or without the counts it should have: estimated, never 0
+            usage = estimate_usage(prep.prompt_text, response_text(out))
+            out["usage"] = usage.as_openai(mark_estimate=False)
+            if ctx.route_type == "llm/v1/embeddings":
+                del out["usage"]["completion_tokens"]
+        elif usage.estimated:
             out["usage"].pop(ESTIMATED_MARK)
         body = orjson.dumps(out)
     except GatewayError:
@@ -341,8 +346,6 @@ def translate_response(prep: Prepared, status: int, raw: bytes) -> Answer:
         raise GatewayError(
             502, f"failed to translate the {where} response: {detail}", "bad_upstream_response"
         ) from None
-    if usage is None and ctx.route_type != "llm/v1/embeddings":
-        usage = estimate_usage(prep.prompt_text, response_text(out))
     return Answer(status, body, usage, out.get("model") or ctx.model, True)
 
 
@@ -382,6 +385,8 @@ def _passthrough_answer(prep: Prepared, status: int, raw: bytes) -> Answer:
         if isinstance(parsed, dict):
             found = parsed.get("model") or parsed.get("modelVersion")
             model = found if isinstance(found, str) else None
+            if usage is None:  # an answer without its token counts: estimated (OpenAI-shaped text only)
+                usage = estimate_usage(prep.prompt_text, response_text(parsed))
     return Answer(status, raw, usage, model or prep.request_model, False)
 
 

@@ -437,10 +437,11 @@ def _count(value: Any) -> int:
 class TokenCounts:
     """Anthropic usage, cumulative over a stream; prompt tokens include cache reads and writes."""
 
-    __slots__ = ("cache_read", "cache_write", "input", "output", "thinking")
+    __slots__ = ("cache_read", "cache_write", "input", "output", "seen", "thinking")
 
     def __init__(self) -> None:
         self.input = self.cache_read = self.cache_write = self.output = self.thinking = 0
+        self.seen: set[str] = set()  # the counts the answer reported
 
     def update(self, usage: Any) -> None:
         if not isinstance(usage, dict):
@@ -453,11 +454,15 @@ class TokenCounts:
         ):
             if usage.get(key) is not None:
                 setattr(self, attr, _count(usage[key]))
+                self.seen.add(attr)
         details = usage.get("output_tokens_details")
         if isinstance(details, dict) and details.get("thinking_tokens") is not None:
             self.thinking = _count(details["thinking_tokens"])
 
-    def usage(self) -> Usage:
+    def usage(self) -> Usage | None:
+        """None until both input and output counts were reported: the caller then estimates."""
+        if not {"input", "output"} <= self.seen:
+            return None
         prompt = self.input + self.cache_read + self.cache_write
         return Usage(
             prompt_tokens=prompt,

@@ -66,7 +66,7 @@ from transforms.types import (
     Upstream,
     Usage,
 )
-from transforms.usage import estimate_tokens
+from transforms.usage import estimate_tokens, estimate_usage, token_count
 
 PROVIDER = "bedrock"
 SIGNING_SERVICE = "bedrock"
@@ -590,7 +590,9 @@ def _count(value: Any) -> int:
 
 def usage_from_tokens(usage: Any) -> Usage | None:
     """Converse ``usage``; prompt tokens include cache reads and writes, cached are the reads."""
-    if not isinstance(usage, dict):
+    if not isinstance(usage, dict) or token_count(usage.get("inputTokens")) is None:
+        return None
+    if token_count(usage.get("outputTokens")) is None:
         return None
     cache_read = _count(usage.get("cacheReadInputTokens"))
     prompt = _count(usage.get("inputTokens")) + cache_read + _count(usage.get("cacheWriteInputTokens"))
@@ -698,7 +700,11 @@ def parse_embeddings(body: Json, ctx: CallContext) -> Json:
     if _embedding_kind(ctx.model) == "titan":
         if "embedding" not in body:
             raise ValueError("'embedding' not in bedrock titan response")
-        tokens = _count(body.get("inputTextTokenCount"))
+        tokens = token_count(body.get("inputTextTokenCount"))
+        if tokens is None:  # estimated, never 0
+            return embedding_list(
+                _vectors([body["embedding"]]), ctx.model, estimate_usage(ctx.prompt_text, 0)
+            )
         return embedding_list(_vectors([body["embedding"]]), ctx.model, Usage(tokens, 0, tokens))
     embeddings = body.get("embeddings")
     if isinstance(embeddings, dict):  # response_type embeddings_by_type

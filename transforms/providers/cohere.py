@@ -389,21 +389,21 @@ def _count(value: Any) -> int:
     return int(value)
 
 
-def usage_of(usage: Any) -> Usage | None:
+def usage_of(usage: Any, prompt_only: bool = False) -> Usage | None:
     """Counts from Cohere's usage object (v2 ``usage``, or v1 and v2-embed ``meta``): what Cohere bills
     (``billed_units``), as Kong and the invoice count, and the real ``tokens`` for any count it does
     not bill. ``cached_tokens`` counts real tokens, so it is reported only beside a real prompt count
-    (a billed count is in other units: cached could exceed it). None when neither gives a count:
-    the caller estimates."""
+    (a billed count is in other units: cached could exceed it). None when a count is missing from
+    both (``prompt_only``: embeddings, which have no output count): the caller estimates."""
     if not isinstance(usage, dict):
         return None
     billed = usage.get("billed_units") if isinstance(usage.get("billed_units"), dict) else {}
     tokens = usage.get("tokens") if isinstance(usage.get("tokens"), dict) else {}
     prompt, prompt_billed = _first_count(billed, tokens, "input_tokens")
     completion, _ = _first_count(billed, tokens, "output_tokens")
-    if prompt is None and completion is None:
+    if prompt is None or (completion is None and not prompt_only):
         return None
-    prompt, completion = prompt or 0, completion or 0
+    completion = completion or 0
     cached = 0 if prompt_billed else min(_count(usage.get("cached_tokens")), prompt)
     return Usage(prompt, completion, prompt + completion, cached_tokens=cached)
 
@@ -417,11 +417,12 @@ def _first_count(billed: dict[str, Any], tokens: dict[str, Any], key: str) -> tu
     return None, False
 
 
-def body_usage(body: Any) -> Usage | None:
+def body_usage(body: Any, prompt_only: bool = False) -> Usage | None:
     """Usage of a whole answer: v2 chat carries ``usage``, v1 chat and the embed endpoints ``meta``."""
     if not isinstance(body, dict):
         return None
-    return usage_of(body.get("usage")) if isinstance(body.get("usage"), dict) else usage_of(body.get("meta"))
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else body.get("meta")
+    return usage_of(usage, prompt_only)
 
 
 def native_usage(body: Any) -> Usage | None:
@@ -524,7 +525,9 @@ def parse_embeddings(body: Json, ctx: CallContext) -> Json:
     if not isinstance(vectors, list):
         raise ValueError("'embeddings.float' not in cohere embed response")
     # No billed count: an estimate from the input, marked as one, never a 0.
-    return embedding_list(vectors, ctx.model, body_usage(body) or estimate_usage(ctx.prompt_text, 0))
+    return embedding_list(
+        vectors, ctx.model, body_usage(body, prompt_only=True) or estimate_usage(ctx.prompt_text, 0)
+    )
 
 
 # --- errors -------------------------------------------------------------------------------------
