@@ -39,11 +39,13 @@ from addon.access import AccessControl  # noqa: E402
 from addon.conversation_view import LLMConversationContentview  # noqa: E402
 from addon.flow_masking import FlowMasking  # noqa: E402
 from addon.gateway import AIProxy  # noqa: E402
+from addon.models import ModelsEndpoint  # noqa: E402
 
 addon._script_loaded = True  # type: ignore[attr-defined]
 
 contentviews.add(LLMConversationContentview)
 gateway = AIProxy()
 # Access control first: a refused request is answered before the gateway prepares anything.
+# The models endpoint next: it answers GET <prefix>/v1/models before the gateway routes the request.
 # FlowMasking before the gateway: in `error` it must read what was attached before the gateway forgets it.
-addons = [AccessControl(gateway), FlowMasking(gateway), gateway]
+addons = [AccessControl(gateway), ModelsEndpoint(gateway), FlowMasking(gateway), gateway]
