@@ -179,9 +179,8 @@ def test_script_loads_our_packages_even_when_foreign_ones_exist(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    assert (
-        out.stdout.strip() == "AccessControl FlowMasking AIProxy"
-    )  # access control first: it answers refusals
+    # access control first (it answers refusals), then the models endpoint, before the gateway
+    assert out.stdout.strip() == "AccessControl ModelsEndpoint FlowMasking AIProxy"
 
 
 def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
@@ -194,7 +193,8 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
         old_pipeline = sys.modules["transforms.pipeline"]
         second = load_script(path)
         assert sys.modules["transforms.pipeline"] is not old_pipeline
-        assert len(second.addons) == 3 and not set(map(id, second.addons)) & set(map(id, first.addons))
+        assert len(second.addons) == 4 and not set(map(id, second.addons)) & set(map(id, first.addons))
+        assert second.addons[1].gateway is second.addons[3]
         assert sys.path.count({str(ROOT)!r}) == 1
         print("ok")
         """
