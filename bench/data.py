@@ -54,6 +54,7 @@ class Results:
     # The addon with N routes in its table: N -> description, and (N, cell) -> one result per round.
     targets_routes: dict[int, str] = field(default_factory=dict)
     route_loads: dict[tuple[int, Cell], list[LoadResult]] = field(default_factory=dict)
+    route_lookup_us: dict[int, float] = field(default_factory=dict)  # N -> µs per route lookup, in-process
 
     def add_load(self, target: str, cell: Cell, result: LoadResult, cpu_share: float | None) -> None:
         self.loads.setdefault((target, cell), []).append(result)
@@ -98,4 +99,5 @@ class Results:
             "micro": [dataclasses.asdict(r) for r in self.micro],
             "targets_routes": {str(k): v for k, v in self.targets_routes.items()},
             "route_loads": {flat(k): [dataclasses.asdict(r) for r in v] for k, v in self.route_loads.items()},
+            "route_lookup_us": {str(k): v for k, v in self.route_lookup_us.items()},
         }

@@ -270,3 +270,21 @@ def _longest_string(node: Any) -> tuple[Any, Any, str]:
         if len(found[2]) > len(best[2]):
             best = found
     return best
+
+
+def route_lookup_us(counts: list[int], quick: bool = False) -> dict[int, float]:
+    """Microseconds per route lookup (``GatewayConfig.find``) in the route-count tables of the
+    benchmark, for the path matched behind every filler route."""
+    from bench.targets import CLIENT_PATHS, routes_for
+    from transforms.config import GatewayConfig
+
+    class Upstream:  # routes_for only reads the port
+        port = 9
+
+    timer = Timer(quick)
+    out = {}
+    for count in counts:
+        config = GatewayConfig.model_validate(routes_for("openai", Upstream(), count))  # type: ignore[arg-type]
+        path = CLIENT_PATHS["json"]
+        out[count] = timer.per_call_us(lambda config=config, path=path: config.find("", path))
+    return out

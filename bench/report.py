@@ -166,18 +166,20 @@ def _route_count_table(results: Results) -> list[str]:
                     _fmt(median(r.p50_ms for r in runs)),
                     _fmt(median(r.p99_ms for r in runs)),
                     _fmt(rps / base if base else None, 2, "x"),
+                    _fmt(results.route_lookup_us.get(count), 2),
                     str(sum(r.errors for r in runs)),
                 ]
             )
     header = ["body", "mode", "c", "routes", "req/s", "req/s min-max", "p50 ms", "p99 ms"]
-    header += [f"vs {counts[0]:,} routes" if counts else "vs fewest", "errors"]
+    header += [f"vs {counts[0]:,} routes" if counts else "vs fewest", "lookup µs", "errors"]
     intro = [
         "## Route count",
         "",
         "The addon (" + "; ".join(f"{n:,}: {d}" for n, d in results.targets_routes.items()) + ") with "
         "its benchmark routes placed behind filler routes (exact paths, `/*` prefixes and host-bound "
         "routes in turn), so every request is matched after all of them: a lookup whose cost grew with "
-        "the table would show here. Interleaved rounds, medians as above.",
+        "the table would show here. Interleaved rounds, medians as above. lookup µs: one "
+        "`GatewayConfig.find` for that request, timed in the harness's own process (best of 3).",
         "",
     ]
     return [*intro, *_table(header, rows), ""]
@@ -479,7 +481,7 @@ def _big_row(results: Results, addon: str) -> list[str]:
 
 def render(results: Results) -> str:
     lines = _header(results)
-    for section in (
+    sections = (
         _targets_table,
         _load_table,
         _route_count_table,
@@ -489,7 +491,10 @@ def render(results: Results) -> str:
         _big_table,
         _headroom,
         _micro_table,
-    ):
+    )
+    if not results.loads:  # --routes-only: the other sections have nothing to show
+        sections = (_route_count_table,)
+    for section in sections:
         lines += section(results)
     if results.notes:
         lines += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]

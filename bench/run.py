@@ -489,6 +489,7 @@ def _route_counts(
             started.append((len(CLIENT_PATHS), main))
     counts = [*(n for n, _target in started), *starting]
     log(f"route count: the addon with {' and '.join(map(str, counts))} routes")
+    results.route_lookup_us.update(micro.route_lookup_us(counts, quick=settings.smoke))
     with contextlib.ExitStack() as stack:
         for count, (name, future) in starting.items():
             target = _start_one(name, future.result, results, stack, requests)

@@ -86,6 +86,7 @@ def test_smoke_report_has_the_route_count_cells(report: str) -> None:
     assert [(r["c"], r["routes"]) for r in rows] == [("16", "3"), ("16", "2,000")]
     for row in rows:
         assert number(row["req/s"]) > 0 and row["errors"] == "0", row
+        assert 0 < number(row["lookup µs"]) < 100, row  # a linear scan of 2,000 routes takes ~400 µs
     assert rows[0]["vs 3 routes"] == "1.00x"
     assert (
         f"2,000: mitmdump + ai-proxy addon translating OpenAI->{route_count_provider()}, 2000 routes"
