@@ -179,7 +179,7 @@ def _route_count_table(results: Results) -> list[str]:
         "its benchmark routes placed behind filler routes (exact paths, `/*` prefixes and host-bound "
         "routes in turn), so every request is matched after all of them: a lookup whose cost grew with "
         "the table would show here. Interleaved rounds, medians as above. lookup µs: one "
-        "`GatewayConfig.find` for that request, timed in the harness's own process (best of 3).",
+        "`GatewayConfig.find` for that request, timed in the harness's own process (best of 15 repeats).",
         "",
     ]
     return [*intro, *_table(header, rows), ""]
