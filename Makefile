@@ -2,32 +2,42 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 PORT ?= 8080
+# Two installs, each with its own stamp, so `make run` and `make test` can follow each other in any
+# order: running needs the runtime dependencies only (plus RUN_EXTRAS, the optional extras the demo
+# routes use: `aws` for bedrock, `gcp` for Vertex service accounts; none today); the test SDKs,
+# pytest and ruff come with the `test` extra, installed by test, lint and fmt.
+RUN_EXTRAS :=
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test lint fmt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(RUN_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.$(if $(RUN_EXTRAS),[$(RUN_EXTRAS)])'
+	touch $@
+
+$(TEST_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $@
 
 ## Start mitmdump as a gateway on :$(PORT) with the built-in demo routes (a local provider emulator, no keys).
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/mitmdump -s addon/ai_proxy.py --mode reverse:http://127.0.0.1:1 \
 		--listen-host 127.0.0.1 -p $(PORT) --set flow_detail=0 $(ARGS)
 
 ## Run the whole test suite.
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-fmt: $(STAMP)
+fmt: $(TEST_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
@@ -38,14 +48,14 @@ clean:
 
 ## Benchmark (issue 6): fetches nginx, wrk and the Portkey gateway into bench/.scratch (git-ignored),
 ## measures direct / mitmdump / addon / Portkey interleaved (~15 min) and writes bench/results.md.
-bench: $(STAMP)
+bench: $(RUN_STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 ## The benchmark's smoke mode (Python stand-ins, a few hundred requests); the test suite runs it too.
-bench-smoke: $(STAMP)
+bench-smoke: $(RUN_STAMP)
 	$(BIN)/python -m bench --smoke --out bench/.scratch/smoke.md $(ARGS)
 
 ## Profile mitmdump + addon under load with py-spy (installed into the venv): bench/.scratch/profile.md.
-bench-profile: $(STAMP)
+bench-profile: $(RUN_STAMP)
 	$(BIN)/pip install -q py-spy
 	$(BIN)/python -m bench.profile $(ARGS)

@@ -40,6 +40,7 @@ from addon.conversation_view import LLMConversationContentview  # noqa: E402
 from addon.flow_masking import FlowMasking  # noqa: E402
 from addon.gateway import AIProxy  # noqa: E402
 from addon.inspect import Inspector  # noqa: E402
+from addon.models import ModelsEndpoint  # noqa: E402
 from addon.summary import UsageSummary  # noqa: E402
 
 addon._script_loaded = True  # type: ignore[attr-defined]
@@ -47,11 +48,13 @@ addon._script_loaded = True  # type: ignore[attr-defined]
 contentviews.add(LLMConversationContentview)
 gateway = AIProxy()
 # Order is hook order. Access control first: a refused request is answered before the gateway
-# prepares anything. FlowMasking before the gateway: in `error` it must read what was attached before
+# prepares anything. The models endpoint next: it answers GET <prefix>/v1/models before the gateway
+# routes the request. FlowMasking before the gateway: in `error` it must read what was attached before
 # the gateway forgets it. The gateway asks the inspector (a hook point it owns) about flows no route
 # matches; the summary totals every statistics record.
 addons = [
     AccessControl(gateway),
+    ModelsEndpoint(gateway),
     FlowMasking(gateway),
     gateway,
     Inspector(gateway),

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -91,6 +92,7 @@ class AIProxy:
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(6)  # ids unique across restarts, cheap per request
         self.env: dict[str, str] = dict(os.environ)  # read once: AWS region/keys, GCP_SERVICE_ACCOUNT
+        self._noted: set[tuple[str, str]] = set()  # (route, model rule) already told in the event log
         self.gcp_tokens = GcpTokenSource()
         # Hook point: asked in order about a flow no configured route matches; the first to claim
         # it has it accounted like a native route, the flow unchanged. addon/inspect.py registers here.
@@ -177,6 +179,7 @@ class AIProxy:
             return
         self.config = config
         self._match_hosts = config.matches_hosts
+        self._noted.clear()
         names = ", ".join(r.name for r in config.routes) or "none"
         demo = f" (demo: provider emulator at {self.emulator.url})" if not path and self.emulator else ""
         logger.info(f"ai_proxy: loaded {len(config.routes)} route(s) from {source}{demo}: {names}")
@@ -234,6 +237,8 @@ class AIProxy:
             state.prep = prep
             if not prep.passthrough or prep.mask:  # the provider sees another request than the client sent
                 ai_metadata(flow)["client_request"] = client_request(inbound)
+            if prep.notes:
+                self._note(route, prep.notes)
             apply_upstream(flow.request, prep.upstream)
             self._live[flow.id] = state
         except GatewayError as e:
@@ -300,6 +305,13 @@ class AIProxy:
             self._finish_stream(flow, state)
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _note(self, route: Route, notes: Mapping[str, str]) -> None:
+        """What a model rule changed in a request, told once per route and rule (see model_rules)."""
+        for rule, text in notes.items():
+            if (route.name, rule) not in self._noted:
+                self._noted.add((route.name, rule))
+                logger.info(f"ai_proxy route={route.name}: {text} (said once per route)")
 
     def _next_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"

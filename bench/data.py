@@ -51,11 +51,18 @@ class Results:
     memory: dict[str, Memory] = field(default_factory=dict)
     big: dict[str, BigStream] = field(default_factory=dict)
     micro: list[MicroRow] = field(default_factory=list)
+    # The addon with N routes in its table: N -> description, and (N, cell) -> one result per round.
+    targets_routes: dict[int, str] = field(default_factory=dict)
+    route_loads: dict[tuple[int, Cell], list[LoadResult]] = field(default_factory=dict)
+    route_lookup_us: dict[int, float] = field(default_factory=dict)  # N -> µs per route lookup, in-process
 
     def add_load(self, target: str, cell: Cell, result: LoadResult, cpu_share: float | None) -> None:
         self.loads.setdefault((target, cell), []).append(result)
         if cpu_share is not None:
             self.cpu.setdefault((target, cell), []).append(cpu_share)
+
+    def add_route_load(self, routes: int, cell: Cell, result: LoadResult) -> None:
+        self.route_loads.setdefault((routes, cell), []).append(result)
 
     def note_rss(self, target: str, served: int, rss_mb: float) -> None:
         if target in self.memory:
@@ -90,4 +97,7 @@ class Results:
             "memory": {k: dataclasses.asdict(v) for k, v in self.memory.items()},
             "big": {k: dataclasses.asdict(v) for k, v in self.big.items()},
             "micro": [dataclasses.asdict(r) for r in self.micro],
+            "targets_routes": {str(k): v for k, v in self.targets_routes.items()},
+            "route_loads": {flat(k): [dataclasses.asdict(r) for r in v] for k, v in self.route_loads.items()},
+            "route_lookup_us": {str(k): v for k, v in self.route_lookup_us.items()},
         }

@@ -270,3 +270,23 @@ def _longest_string(node: Any) -> tuple[Any, Any, str]:
         if len(found[2]) > len(best[2]):
             best = found
     return best
+
+
+def route_lookup_us(counts: list[int], quick: bool = False) -> dict[int, float]:
+    """Microseconds per route lookup (``GatewayConfig.find``) in the route-count tables of the
+    benchmark, for the path matched behind every filler route."""
+    from bench.targets import CLIENT_PATHS, routes_for
+    from transforms.config import GatewayConfig
+
+    class Upstream:  # routes_for only reads the port
+        port = 9
+
+    out = {}
+    path = CLIENT_PATHS["json"]
+    for count in counts:
+        config = GatewayConfig.model_validate(routes_for("openai", Upstream(), count))  # type: ignore[arg-type]
+        # Best of many short repeats: a lookup takes microseconds, a shared machine's hiccups longer.
+        number, repeat = (200, 3) if quick else (2000, 15)
+        best = min(timeit.repeat(lambda config=config: config.find("", path), number=number, repeat=repeat))
+        out[count] = best / number * 1e6
+    return out

@@ -143,6 +143,48 @@ def _load_table(results: Results) -> list[str]:
     return [*intro, *_table(header, rows), ""]
 
 
+def _route_count_table(results: Results) -> list[str]:
+    if not results.route_loads:
+        return []
+    counts = sorted(results.targets_routes)
+    cells = list(dict.fromkeys(cell for _count, cell in results.route_loads))
+    rows = []
+    for cell in cells:
+        fewest = results.route_loads.get((counts[0], cell)) if counts else None
+        base = median(r.rps for r in fewest) if fewest else None
+        for count in counts:
+            runs = results.route_loads.get((count, cell))
+            if not runs:
+                continue
+            rps = median(r.rps for r in runs)
+            rows.append(
+                [
+                    *_cell_label(cell),
+                    f"{count:,}",
+                    _fmt(rps, 0),
+                    f"{min(r.rps for r in runs):.0f}-{max(r.rps for r in runs):.0f}",
+                    _fmt(median(r.p50_ms for r in runs)),
+                    _fmt(median(r.p99_ms for r in runs)),
+                    _fmt(rps / base if base else None, 2, "x"),
+                    _fmt(results.route_lookup_us.get(count), 2),
+                    str(sum(r.errors for r in runs)),
+                ]
+            )
+    header = ["body", "mode", "c", "routes", "req/s", "req/s min-max", "p50 ms", "p99 ms"]
+    header += [f"vs {counts[0]:,} routes" if counts else "vs fewest", "lookup µs", "errors"]
+    intro = [
+        "## Route count",
+        "",
+        "The addon (" + "; ".join(f"{n:,}: {d}" for n, d in results.targets_routes.items()) + ") with "
+        "its benchmark routes placed behind filler routes (exact paths, `/*` prefixes and host-bound "
+        "routes in turn), so every request is matched after all of them: a lookup whose cost grew with "
+        "the table would show here. Interleaved rounds, medians as above. lookup µs: one "
+        "`GatewayConfig.find` for that request, timed in the harness's own process (best of 15 repeats).",
+        "",
+    ]
+    return [*intro, *_table(header, rows), ""]
+
+
 def _probe_stats(results: Results, target: str, body: str, stream: bool) -> tuple[float, float] | None:
     samples = results.probes.get((target, body, stream))
     if not samples:
@@ -439,16 +481,20 @@ def _big_row(results: Results, addon: str) -> list[str]:
 
 def render(results: Results) -> str:
     lines = _header(results)
-    for section in (
+    sections = (
         _targets_table,
         _load_table,
+        _route_count_table,
         _first_chunk_table,
         _overhead_table,
         _memory_table,
         _big_table,
         _headroom,
         _micro_table,
-    ):
+    )
+    if not results.loads:  # --routes-only: the other sections have nothing to show
+        sections = (_route_count_table,)
+    for section in sections:
         lines += section(results)
     if results.notes:
         lines += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]

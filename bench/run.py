@@ -2,6 +2,7 @@
 
 python -m bench                 # the real run (make bench): nginx, wrk, Portkey, ~15 min
 python -m bench --smoke --out /tmp/r.md   # a few hundred requests with Python stand-ins
+python -m bench --routes-only             # only the route-count cells: the addon with 10 and 2,000 routes
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,18 +31,24 @@ from bench.load import LoadResult, LoadSpec, run_python, run_wrk
 from bench.payloads import BODY_SIZES, chat_request
 from bench.procs import PeakRss, Service, StartError, cpu_seconds, rss_mb
 from bench.targets import (
+    CLIENT_PATHS,
     Target,
     addon_mitmdump,
     available_providers,
     direct,
     plain_mitmdump,
     portkey,
+    route_count_provider,
     variant,
 )
 from bench.tools import ROOT, SCRATCH, find_nginx, find_portkey, find_wrk
 from bench.upstream import start_nginx, start_python_upstream
 
 DEFAULT_OUT = ROOT / "bench" / "results.md"
+ROUTES_OUT = SCRATCH / "routes.md"  # a partial run must not replace the full report
+# Route tables the addon is measured with to show that finding a route does not grow with their size.
+ROUTE_COUNTS = (10, 2000)
+ROUTE_CELLS: tuple[Cell, ...] = (("1k", False, 1), ("1k", False, 16))
 Loader = Callable[[LoadSpec], LoadResult]
 Requests = dict[tuple[str, bool], bytes]
 
@@ -59,6 +67,7 @@ class Settings:
     out: Path
     portkey: bool
     micro: bool
+    routes_only: bool  # only the route-count cells
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -69,9 +78,14 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument("--probes", type=int, help="first-chunk probes per round (default 40, smoke 3)")
     parser.add_argument("--rss-requests", type=int, help="requests before the final RSS (default 50000)")
     parser.add_argument("--big-stream-mb", type=float, help="long-stream size in MB (default 100, smoke 1)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report path")
+    parser.add_argument(
+        "--out", type=Path, help=f"Markdown report path (default {DEFAULT_OUT}; --routes-only: {ROUTES_OUT})"
+    )
     parser.add_argument("--no-portkey", action="store_true", help="skip the Portkey gateway")
     parser.add_argument("--no-micro", action="store_true", help="skip the transforms micro-benchmark")
+    parser.add_argument(
+        "--routes-only", action="store_true", help="only the addon with 10 and with 2,000 routes"
+    )
     args = parser.parse_args(argv)
     smoke = bool(args.smoke)
     return Settings(
@@ -84,9 +98,10 @@ def parse_args(argv: list[str] | None) -> Settings:
         rss_requests=args.rss_requests if args.rss_requests is not None else (200 if smoke else 50_000),
         smoke_requests=25,
         big_stream_mb=args.big_stream_mb or (1.0 if smoke else 100.0),
-        out=args.out,
-        portkey=not args.no_portkey and not smoke,
-        micro=not args.no_micro,
+        out=args.out or (ROUTES_OUT if args.routes_only else DEFAULT_OUT),
+        portkey=not args.no_portkey and not smoke and not args.routes_only,
+        micro=not args.no_micro and not args.routes_only,
+        routes_only=bool(args.routes_only),
     )
 
 
@@ -98,14 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     results = Results(settings={k: str(v) for k, v in asdict(settings).items()})
     started = time.monotonic()
-    with _run_dir(settings.smoke) as run, contextlib.ExitStack() as stack:
+    with (
+        _run_dir(settings.smoke) as run,
+        contextlib.ExitStack() as stack,
+        ThreadPoolExecutor(len(ROUTE_COUNTS)) as pool,
+    ):
         upstream = _start_upstream(settings, run, results, stack)
         loader = _loader(settings, run, results)
         requests = _requests(settings)
-        targets = _start_targets(settings, upstream, run, results, stack, requests)
-        served = _measure(settings, targets, loader, requests, results)
-        _soak(settings, targets, loader, served, results)
-        _big_streams(settings, targets, requests, results)
+        route_counts = _start_route_counts(settings, upstream, run, pool)
+        targets: list[Target] = []
+        if not settings.routes_only:
+            targets = _start_targets(settings, upstream, run, results, stack, requests)
+            served = _measure(settings, targets, loader, requests, results)
+            _soak(settings, targets, loader, served, results)
+            _big_streams(settings, targets, requests, results)
+        _route_counts(settings, route_counts, targets, loader, requests, results)
         (run / "results.json").write_bytes(orjson.dumps(results.as_json(), option=orjson.OPT_INDENT_2))
     if settings.micro:
         log("micro-benchmark of the pure transforms")
@@ -432,3 +455,57 @@ def _big_streams(settings: Settings, targets: list[Target], requests: Requests, 
             rss_before_mb=before,
             rss_peak_mb=peak.peak_mb if pid else None,
         )
+
+
+def _start_route_counts(
+    settings: Settings, upstream: Service, run: Path, pool: ThreadPoolExecutor
+) -> dict[int, tuple[str, Future[Target]]]:
+    """Start the addon with each of ROUTE_COUNTS routes (its own routes behind filler ones) in the
+    background: their start-up overlaps the other configurations' instead of adding to it. The smoke
+    run starts only the largest table and sets it beside the main addon configuration (see
+    _route_counts): one process start less keeps it short."""
+    provider = route_count_provider()
+    counts = ROUTE_COUNTS[-1:] if settings.smoke and not settings.routes_only else ROUTE_COUNTS
+    start = functools.partial(addon_mitmdump, provider, upstream, run)
+    return {count: (f"addon-{provider}-{count}-routes", pool.submit(start, count)) for count in counts}
+
+
+def _route_counts(
+    settings: Settings,
+    starting: dict[int, tuple[str, Future[Target]]],
+    main_targets: list[Target],
+    loader: Loader,
+    requests: Requests,
+    results: Results,
+) -> None:
+    """The route-count configurations, checked, then interleaved over ROUTE_CELLS; stopped afterwards
+    so they do not idle beside the others."""
+    started: list[tuple[int, Target]] = []
+    if len(starting) < len(ROUTE_COUNTS):
+        provider = route_count_provider()
+        main = next((t for t in main_targets if t.name == f"addon-{provider}"), None)
+        if main is not None:
+            results.targets_routes[len(CLIENT_PATHS)] = main.description + f", {len(CLIENT_PATHS)} routes"
+            started.append((len(CLIENT_PATHS), main))
+    counts = [*(n for n, _target in started), *starting]
+    log(f"route count: the addon with {' and '.join(map(str, counts))} routes")
+    results.route_lookup_us.update(micro.route_lookup_us(counts, quick=settings.smoke))
+    with contextlib.ExitStack() as stack:
+        # Checked on what is measured: the 1 KB JSON request.
+        measured = {key: body for key, body in requests.items() if key == ("1k", False)}
+        for count, (name, future) in starting.items():
+            target = _start_one(name, future.result, results, stack, measured)
+            if target is not None:
+                results.targets_routes[count] = target.description
+                started.append((count, target))
+        if not settings.smoke:  # the smoke run only checks that the section works: no warm-up, one cell
+            for _count, target in started:
+                _load(loader, target, _spec(settings, target, requests, ("1k", False, 16), 1.0))
+        cells = ROUTE_CELLS[-1:] if settings.smoke else ROUTE_CELLS
+        for round_no in range(settings.rounds if started else 0):
+            order = started[round_no % len(started) :] + started[: round_no % len(started)]
+            for cell in cells:
+                for count, target in order:
+                    spec = _spec(settings, target, requests, cell, settings.seconds)
+                    result, _share = _load(loader, target, spec)
+                    results.add_route_load(count, cell, result)

@@ -89,9 +89,37 @@ def plain_mitmdump(upstream: Service, run: Path) -> Target:
     return Target("mitmdump", "mitmdump reverse proxy, no addon", port, service=service)
 
 
-def routes_for(provider: str, upstream: Service) -> dict[str, object]:
-    """A chat route per request variant, from its client path to the matching upstream document."""
-    routes = []
+def filler_routes(count: int, upstream: Service) -> list[dict[str, object]]:
+    """Routes that never match the benchmark's paths, as a large gateway would have ahead of them:
+    exact paths, ``/*`` prefixes and host-bound routes in turn."""
+    routes: list[dict[str, object]] = []
+    for i in range(count):
+        kind = i % 3
+        match: dict[str, str] = {
+            0: {"path": f"/team-{i}/v1/chat/completions"},
+            1: {"path": f"/team-{i}/*"},
+            2: {"path": "/v1/chat/completions", "host": f"tenant-{i}.example.com"},
+        }[kind]
+        routes.append(
+            {
+                "name": f"filler-{i}",
+                "match": match,
+                "route_type": "llm/v1/chat",
+                "model": {
+                    "provider": "openai",
+                    "name": f"model-{i}",
+                    "options": {"upstream_url": f"http://127.0.0.1:{upstream.port}/openai/chat"},
+                },
+            }
+        )
+    return routes
+
+
+def routes_for(provider: str, upstream: Service, total: int | None = None) -> dict[str, object]:
+    """A chat route per request variant, from its client path to the matching upstream document.
+    ``total``: fill the table up to this many routes with filler routes placed first, so that every
+    request is matched behind all of them (the worst case of a scan in order)."""
+    routes = filler_routes(max(0, total - len(CLIENT_PATHS)), upstream) if total else []
     for name, client_path in CLIENT_PATHS.items():
         options: dict[str, object] = {
             "upstream_url": f"http://127.0.0.1:{upstream.port}{UPSTREAM_PATHS[provider][name]}",
@@ -114,10 +142,11 @@ def routes_for(provider: str, upstream: Service) -> dict[str, object]:
     return {"routes": routes}
 
 
-def addon_mitmdump(provider: str, upstream: Service, run: Path) -> Target:
-    name = f"addon-{provider}"
+def addon_mitmdump(provider: str, upstream: Service, run: Path, routes: int | None = None) -> Target:
+    """The addon with the benchmark's routes; ``routes``: that many routes in all (see routes_for)."""
+    name = f"addon-{provider}" + (f"-{routes}-routes" if routes else "")
     config = run / f"{name}-routes.json"
-    config.write_bytes(orjson.dumps(routes_for(provider, upstream), option=orjson.OPT_INDENT_2))
+    config.write_bytes(orjson.dumps(routes_for(provider, upstream, routes), option=orjson.OPT_INDENT_2))
     port = free_port()
     cmd = [
         *_mitmdump_cmd(upstream, port),
@@ -130,7 +159,8 @@ def addon_mitmdump(provider: str, upstream: Service, run: Path) -> Target:
     ]
     service = start_service(name, cmd, port, run)
     action = "passing OpenAI through" if provider == "openai" else f"translating OpenAI->{provider}"
-    return Target(name, f"mitmdump + ai-proxy addon {action}", port, service=service)
+    table = f", {routes} routes" if routes else ""
+    return Target(name, f"mitmdump + ai-proxy addon {action}{table}", port, service=service)
 
 
 def portkey(tool: Tool, upstream: Service, run: Path, shim: bool = False) -> Target:
@@ -154,6 +184,12 @@ def portkey(tool: Tool, upstream: Service, run: Path, shim: bool = False) -> Tar
     if shim:
         description += ", with bench/portkey_fetch_shim.mjs"
     return Target("portkey", description, port, service=service, paths=paths, headers=headers)
+
+
+def route_count_provider() -> str:
+    """The route-count cells translate to Anthropic when that provider exists, as the main cells do."""
+    providers, _error = available_providers()
+    return "anthropic" if "anthropic" in providers else "openai"
 
 
 def available_providers() -> tuple[list[str], str]:

@@ -179,8 +179,8 @@ def test_script_loads_our_packages_even_when_foreign_ones_exist(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    # access control first: it answers refusals
-    assert out.stdout.strip() == "AccessControl FlowMasking AIProxy Inspector UsageSummary"
+    # access control first (it answers refusals), then the models endpoint, before the gateway
+    assert out.stdout.strip() == "AccessControl ModelsEndpoint FlowMasking AIProxy Inspector UsageSummary"
 
 
 def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
@@ -194,8 +194,9 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
         second = load_script(path)
         assert sys.modules["transforms.pipeline"] is not old_pipeline
         names = [type(a).__name__ for a in second.addons]
-        assert names == ["AccessControl", "FlowMasking", "AIProxy", "Inspector", "UsageSummary"], names
+        assert names == ["AccessControl", "ModelsEndpoint", "FlowMasking", "AIProxy", "Inspector", "UsageSummary"], names
         assert not set(map(id, second.addons)) & set(map(id, first.addons))
+        assert second.addons[1].gateway is second.addons[3]
         assert sys.path.count({str(ROOT)!r}) == 1
         print("ok")
         """

@@ -15,7 +15,8 @@ from conftest import ROOT
 from bench import payloads
 from bench.profile import parse_raw
 from bench.pyupstream import _content_length
-from bench.targets import available_providers
+from bench.targets import CLIENT_PATHS, available_providers, route_count_provider, routes_for
+from transforms.config import GatewayConfig
 
 
 def table(markdown: str, heading: str) -> list[dict[str, str]]:
@@ -77,6 +78,34 @@ def test_smoke_report_has_first_chunk_memory_and_targets(report: str) -> None:
     assert all(r["complete"] == "yes" for r in long_stream.values()), long_stream
     targets = table(report, "Targets of issue 6")
     assert len(targets) == 7 and all(r["met"] for r in targets)
+
+
+def test_smoke_report_has_the_route_count_cells(report: str) -> None:
+    # The smoke run sets the 2,000-route table beside the main addon configuration (3 routes).
+    rows = table(report, "Route count")
+    assert [(r["c"], r["routes"]) for r in rows] == [("16", "3"), ("16", "2,000")]
+    for row in rows:
+        assert number(row["req/s"]) > 0 and row["errors"] == "0", row
+        assert 0 < number(row["lookup µs"]) < 100, row  # a linear scan of 2,000 routes takes ~400 µs
+    assert rows[0]["vs 3 routes"] == "1.00x"
+    assert (
+        f"2,000: mitmdump + ai-proxy addon translating OpenAI->{route_count_provider()}, 2000 routes"
+        in report
+    )
+
+
+def test_route_count_tables_put_the_benchmark_routes_behind_all_others() -> None:
+    class Upstream:
+        port = 9
+
+    config = GatewayConfig.model_validate(routes_for("anthropic", Upstream(), 2000))  # type: ignore[arg-type]
+    assert len(config.routes) == 2000
+    hosts = {r.match.host for r in config.routes[:-3]}
+    assert len(hosts) > 600 and {r.match.path.endswith("/*") for r in config.routes[:-3]} == {True, False}
+    for position, path in enumerate(CLIENT_PATHS.values(), start=1997):
+        for host in ("", "tenant-2.example.com"):
+            assert config.find(host, path) is config.routes[position]
+    assert config.find("tenant-2.example.com", "/v1/chat/completions").name == "filler-2"
 
 
 def test_smoke_report_has_the_micro_benchmark(report: str) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 from conftest import ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from addon.config_loader import ConfigError, load_config, parse_config
-from transforms.config import Route
+from transforms.config import GatewayConfig, Route
 
 ANTHROPIC = """
 routes:
@@ -211,3 +213,60 @@ def test_demo_routes_are_valid():
 def test_path_matching(pattern, path, matches):
     route = Route.model_validate(_route(match={"path": pattern}))
     assert route.match.matches("h", path) is matches
+
+
+# --- route lookup: the index finds what a first-match scan in order finds ------------------------
+
+_SEGMENTS = st.sampled_from(["v1", "chat", "completions", "a", "anthropic", "", "x*"])
+_PATHS = st.lists(_SEGMENTS, max_size=4).map(lambda parts: "/" + "/".join(parts))
+_PATTERNS = st.one_of(
+    st.none(),
+    _PATHS,
+    _PATHS.map(lambda p: p.rstrip("/") + "/*"),
+)
+_HOSTS = st.sampled_from([None, "api.openai.com", "Example.COM", ""])
+
+
+def _scan(config: GatewayConfig, host: str, path: str) -> Route | None:
+    return next((r for r in config.routes if r.match.matches(host, path)), None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    matches=st.lists(st.tuples(_PATTERNS, _HOSTS), max_size=12),
+    requests=st.lists(
+        st.tuples(
+            st.sampled_from(["api.openai.com", "API.OpenAI.com", "example.com", "other.org", ""]),
+            st.one_of(_PATHS, _PATHS.map(lambda p: p + "/"), st.sampled_from(["", "v1", "/v1/chat/*"])),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_route_index_finds_the_first_match_of_a_linear_scan(matches, requests):
+    routes = [
+        _route(name=f"r{i}", match={k: v for k, v in (("path", path), ("host", host)) if v is not None})
+        for i, (path, host) in enumerate(matches)
+    ]
+    config = GatewayConfig.model_validate({"routes": routes})
+    for host, path in requests:
+        assert config.find(host, path) is _scan(config, host, path), (host, path)
+
+
+def test_route_index_keeps_order_across_kinds_and_hosts():
+    config = GatewayConfig.model_validate(
+        {
+            "routes": [
+                _route(name="host-prefix", match={"path": "/v1/*", "host": "api.openai.com"}),
+                _route(name="exact", match={"path": "/v1/chat/completions"}),
+                _route(name="prefix", match={"path": "/v1/*"}),
+                _route(name="anything"),
+            ]
+        }
+    )
+    name = lambda host, path: config.find(host, path).name  # noqa: E731
+    assert name("API.OPENAI.COM", "/v1/chat/completions") == "host-prefix"
+    assert name("example.com", "/v1/chat/completions") == "exact"
+    assert name("example.com", "/v1") == "prefix"
+    assert name("example.com", "/v2") == "anything"
+    assert GatewayConfig().find("h", "/v1") is None

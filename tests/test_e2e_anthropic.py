@@ -40,6 +40,15 @@ def gw(gateway, emulator):
             options=options,
         ),
         route(
+            "claude-defaults",
+            "/defaults/v1/chat/completions",
+            "llm/v1/chat",
+            "anthropic",
+            emulator.url,
+            auth=auth,
+            options={**options, "temperature": 0.4, "top_p": 0.9},
+        ),
+        route(
             "claude-embeddings",
             "/v1/embeddings",
             "llm/v1/embeddings",
@@ -88,6 +97,23 @@ def test_chat_round_trip_and_statistics(gw, emulator):
     assert proxy["usage"]["cost"] == pytest.approx((27 * 3.0 + 13 * 15.0) / 1e6)
     assert "estimated" not in proxy["usage"]
     assert ANTHROPIC_KEY not in proxy["payload"]["request"]
+
+
+def test_newer_claude_gets_temperature_only_and_the_log_says_so_once(gw, emulator):
+    c = openai.OpenAI(base_url=f"{gw.url}/defaults/v1", api_key="sk-client", max_retries=0, timeout=10)
+    for _ in range(2):  # the route's defaults give both
+        reply = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+        assert reply.choices[0].message.content
+        sent = emulator.last.json()
+        assert (sent["temperature"], "top_p" in sent) == (0.4, False)
+    reply = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], top_p=0.5)
+    assert "top_p" not in emulator.last.json()
+    gw.wait_records(3)
+    note = (
+        f"ai_proxy route=claude-defaults: model '{MODEL}' takes temperature or top_p, not both: "
+        "sending temperature only (top_p dropped) (said once per route)"
+    )
+    assert gw.log.count(note) == 1, gw.log[-2000:]
 
 
 def test_cache_tokens_reach_client_and_statistics(gw):

@@ -424,3 +424,30 @@ def test_preserve_passes_bodies_through_and_still_accounts(compat_gw, emulator):
     (record,) = compat_gw.wait_records(1)
     assert record["ai"]["proxy"]["usage"]["prompt_tokens"] == 13
     assert record["ai"]["proxy"]["meta"]["request_model"] == "text-embedding-3-small"
+
+
+def test_reasoning_model_rules_through_the_sdk(gw, emulator):
+    c = client(gw, "/override")
+    reply = c.chat.completions.create(
+        model="o4-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=64
+    )
+    assert reply.choices[0].message.content
+    sent = emulator.last.json()
+    assert (sent["model"], sent["max_completion_tokens"], "max_tokens" in sent) == ("o4-mini", 64, False)
+    with pytest.raises(openai.BadRequestError) as err:
+        c.chat.completions.create(
+            model="gpt-5", messages=[{"role": "user", "content": "Hi"}], temperature=0.2
+        )
+    assert err.value.status_code == 400
+    assert err.value.param == "temperature"
+    assert err.value.code == "unsupported_parameter"
+    assert (
+        err.value.body["message"]
+        == "'temperature' other than 1 is not supported by the reasoning model 'gpt-5'"
+    )
+    # The route's configured temperature (0.5) is refused the same way: a 400, never a silent drop.
+    with pytest.raises(openai.BadRequestError) as err:
+        client(gw).chat.completions.create(model="o3", messages=[{"role": "user", "content": "Hi"}])
+    assert (
+        err.value.body["message"] == "'temperature' other than 1 is not supported by the reasoning model 'o3'"
+    )

@@ -44,12 +44,13 @@ def make_ctx(
     stream: bool = False,
     include_usage: bool = False,
     version: str = "2023-06-01",
+    model: str = MODEL,
 ) -> CallContext:
     return CallContext(
         route_name="claude",
         route_type=route_type,
         provider="anthropic",
-        model=MODEL,
+        model=model,
         options=ModelOptions(anthropic_version=version),
         stream=stream,
         request_id="req-123",
@@ -314,9 +315,53 @@ def test_whitespace_stop_is_refused() -> None:
     assert message == "'stop' made only of whitespace is not supported by the anthropic provider"
 
 
+OLDER = "claude-sonnet-4-20250514"  # takes temperature and top_p together
+
+
 def test_sampling_parameters() -> None:
-    body = build(chat(USER, temperature=0.0, top_p=0.5, top_k=20))
+    body = build(chat(USER, temperature=0.0, top_p=0.5, top_k=20, model=OLDER), model=OLDER)
     assert (body["temperature"], body["top_p"], body["top_k"]) == (0.0, 0.5, 20)
+
+
+@pytest.mark.parametrize("model", [MODEL, "claude-opus-4-1-20250805", "claude-haiku-4-5"])
+def test_newer_claude_gets_temperature_only_when_both_are_asked(model) -> None:
+    # 400 "`temperature` and `top_p` cannot both be specified for this model" otherwise.
+    body = build(chat(USER, temperature=0.0, top_p=0.5, top_k=20, model=model), model=model)
+    assert (body["temperature"], body["top_k"]) == (0.0, 20)
+    assert "top_p" not in body
+    assert build(chat(USER, top_p=0.5, model=model), model=model)["top_p"] == 0.5
+    req = COMPLETIONS.build_request(
+        {"prompt": "Hi", "temperature": 0.1, "top_p": 0.5}, make_ctx("llm/v1/completions", model=model)
+    )
+    assert_valid_anthropic(req.body)
+    assert (req.body["temperature"], "top_p" in req.body) == (0.1, False)
+    assert list(req.notes) == ["claude_temperature_top_p"]
+
+
+@pytest.mark.parametrize(
+    ("client", "defaults"),
+    [
+        ({"temperature": 0.2, "top_p": 0.9}, {}),  # both from the client
+        ({}, {"temperature": 0.2, "top_p": 0.9}),  # both from the route's defaults
+        ({"temperature": 0.2}, {"top_p": 0.9}),  # one each
+        ({"top_p": 0.9}, {"temperature": 0.2}),
+    ],
+)
+def test_pipeline_sends_temperature_only_to_newer_claude(client, defaults) -> None:
+    inbound = Inbound("POST", "gw", "/v1/chat/completions", [], {}, orjson.dumps(chat(USER, **client)))
+    prep = prepare(anthropic_route(**defaults), inbound, request_id="r", now=CREATED)
+    sent = orjson.loads(prep.upstream.body)
+    assert_valid_anthropic(sent)
+    assert (sent["temperature"], "top_p" in sent) == (0.2, False)
+    assert prep.notes == {
+        "claude_temperature_top_p": f"model '{MODEL}' takes temperature or top_p, not both: "
+        "sending temperature only (top_p dropped)"
+    }
+    older = orjson.dumps(chat(USER, model=OLDER, **client))
+    prep = prepare(
+        anthropic_route(**defaults), Inbound("POST", "gw", "/", [], {}, older), request_id="r", now=CREATED
+    )
+    assert (orjson.loads(prep.upstream.body)["top_p"], prep.notes) == (0.9, {})
 
 
 def test_temperature_above_one_is_refused() -> None:

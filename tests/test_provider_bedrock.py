@@ -1031,6 +1031,27 @@ def botocore_reference_auth(
     return request
 
 
+@pytest.mark.parametrize(
+    ("model", "top_p_sent"),
+    [
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", False),
+        ("anthropic.claude-opus-4-1-20250805-v1:0", False),
+        ("global.anthropic.claude-haiku-4-5-20251001-v1:0", False),
+        ("anthropic.claude-sonnet-4-20250514-v1:0", True),
+        (MODEL, True),  # Claude 3.5
+        ("amazon.nova-pro-v1:0", True),
+    ],
+)
+def test_newer_claude_on_bedrock_gets_temperature_only(model, top_p_sent) -> None:
+    route = bedrock_route(temperature=0.3)  # one from the route's defaults, one from the client
+    prep = prepare(route, inbound(chat(USER, model=model, top_p=0.8)), request_id="r", now=CREATED, env={})
+    sent = orjson.loads(prep.upstream.body)
+    assert_valid_converse(sent, model, False, prep.upstream.path)
+    expected = {"temperature": 0.3, "topP": 0.8} if top_p_sent else {"temperature": 0.3}
+    assert sent["inferenceConfig"] == expected
+    assert bool(prep.notes) is not top_p_sent
+
+
 def test_pipeline_target_signature_and_body(monkeypatch) -> None:
     prep = prepare(bedrock_route(max_tokens=64), inbound(chat(USER)), request_id="r", now=CREATED, env={})
     up = prep.upstream
@@ -1398,7 +1419,8 @@ def test_stream_that_stops_cleanly_without_metadata_is_complete() -> None:
     raw_out, translator = run_stream(raw[:-last])
     assert deltas(raw_out)[-1] == ({}, "stop")
     assert frames(raw_out)[-1] == "[DONE]"
-    assert translator.usage is None
+    # No metadata event, so no token counts: an estimate, marked as one (never zeros).
+    assert translator.usage.estimated is True and translator.usage.completion_tokens > 0
 
 
 def test_malformed_stop_reason_in_a_stream_is_an_error() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from cohere import EmbedByTypeResponse
+from cohere import EmbedByTypeResponse, NonStreamedChatResponse
 from cohere.v2.raw_client import RawV2Client
 from cohere.v2.types import V2ChatResponse, V2ChatStreamResponse
 from conftest import FIXTURES, fixture_bytes, fixture_json
@@ -35,6 +35,7 @@ from transforms.pipeline import prepare, translate_response
 from transforms.registry import SPECS
 from transforms.stream import SSEParser
 from transforms.types import CallContext, Inbound
+from transforms.usage import cost
 
 SPEC = SPECS["cohere"]
 CHAT = SPEC.routes["llm/v1/chat"]
@@ -603,7 +604,8 @@ def test_pipeline_translates_errors_and_statistics() -> None:
     }
     ok = translate_response(prep, 200, fixture_bytes("cohere/tool_results/response.json"))
     assert ok.usage is not None
-    assert (ok.usage.prompt_tokens, ok.usage.completion_tokens, ok.usage.cached_tokens) == (1661, 41, 1408)
+    # Billed units (118 + 19), not the real tokens (1661 + 41); cached tokens are real tokens: not beside them.
+    assert (ok.usage.prompt_tokens, ok.usage.completion_tokens, ok.usage.cached_tokens) == (118, 19, 0)
     assert ok.response_model == MODEL
 
 
@@ -693,16 +695,104 @@ def test_text_parts_are_joined_and_tool_plan_is_kept_out() -> None:
     assert_chat_completion(out)
 
 
-def test_usage_falls_back_to_billed_units() -> None:
+# Usage follows the bill (Kong's rule): usage.billed_units (v2; meta.billed_units on v1 and the embed
+# endpoints) when present, else usage.tokens, count by count. Each body is first read by the SDK's type.
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        (  # both: the billed units win, real cached tokens are not set beside them
+            {
+                "billed_units": {"input_tokens": 7.0, "output_tokens": 3.0},
+                "tokens": {"input_tokens": 70, "output_tokens": 4},
+                "cached_tokens": 64,
+            },
+            {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+        ),
+        (  # only real tokens: they are used, with their cached tokens
+            {"tokens": {"input_tokens": 70, "output_tokens": 4}, "cached_tokens": 64},
+            {
+                "prompt_tokens": 70,
+                "completion_tokens": 4,
+                "total_tokens": 74,
+                "prompt_tokens_details": {"cached_tokens": 64},
+            },
+        ),
+        (  # billed input only: output falls back to the real count
+            {"billed_units": {"input_tokens": 7}, "tokens": {"input_tokens": 70, "output_tokens": 4}},
+            {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11},
+        ),
+    ],
+)
+def test_v2_usage_comes_from_billed_units(usage, expected) -> None:
     body = reply([{"type": "text", "text": "x"}])
-    body["usage"] = {"billed_units": {"input_tokens": 7.0, "output_tokens": 3.0}}
-    assert CHAT.parse_response(body, make_ctx())["usage"] == {
-        "prompt_tokens": 7,
-        "completion_tokens": 3,
-        "total_tokens": 10,
+    body["usage"] = usage
+    V2ChatResponse.model_validate(body)
+    assert CHAT.parse_response(body, make_ctx())["usage"] == expected
+
+
+def test_v2_cost_is_computed_from_billed_units() -> None:
+    inbound = Inbound("POST", "gw", "/v1/chat/completions", [], {}, orjson.dumps(chat(USER)))
+    route = cohere_route(input_cost=2.5, output_cost=10.0)
+    prep = prepare(route, inbound, request_id="r", now=CREATED)
+    answer = translate_response(prep, 200, fixture_bytes("cohere/chat/response.json"))
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.estimated) == (
+        23,
+        24,
+        False,
+    )
+    assert cost(answer.usage, route.model.options) == pytest.approx((23 * 2.5 + 24 * 10.0) / 1e6)
+
+
+def test_v1_usage_comes_from_meta_billed_units() -> None:
+    v1 = {
+        "response_id": "r1",
+        "text": "Hi.",
+        "generation_id": "g1",
+        "finish_reason": "COMPLETE",
+        "meta": {
+            "api_version": {"version": "1"},
+            "billed_units": {"input_tokens": 5, "output_tokens": 2},
+            "tokens": {"input_tokens": 66, "output_tokens": 2},
+        },
     }
-    del body["usage"]
-    assert "usage" not in CHAT.parse_response(body, make_ctx())
+    NonStreamedChatResponse.model_validate(v1)
+    usage = SPEC.native_usage(v1)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (5, 2, 7)
+    v1["meta"] = {"tokens": {"input_tokens": 66, "output_tokens": 2}}
+    usage = SPEC.native_usage(v1)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (66, 2)
+
+
+def test_stream_usage_comes_from_billed_units() -> None:
+    raw = fixture_bytes("cohere/chat/stream.sse")
+    end = next(e for e in raw.split(b"\n\n") if b"message-end" in e)
+    _STREAM_EVENT.validate_python(orjson.loads(end.split(b"data: ", 1)[1]))
+    only_tokens = raw.replace(b'"billed_units":{"input_tokens":23,"output_tokens":24},', b"")
+    assert only_tokens != raw
+    _, translator = run_stream(only_tokens)
+    assert (translator.usage.prompt_tokens, translator.usage.completion_tokens) == (518, 24)
+    _, translator = run_stream(raw)
+    assert (translator.usage.prompt_tokens, translator.usage.completion_tokens) == (23, 24)
+
+
+def test_answer_without_token_counts_is_estimated_not_zero() -> None:
+    inbound = Inbound("POST", "gw", "/v1/chat/completions", [], {}, orjson.dumps(chat(USER)))
+    prep = prepare(cohere_route(), inbound, request_id="r", now=CREATED)
+    for usage in (None, {}, {"billed_units": {"search_units": 1}}, {"tokens": {}}):
+        body = reply([{"type": "text", "text": "Hello there"}])
+        if usage is None:
+            del body["usage"]
+        else:
+            body["usage"] = usage
+        answer = translate_response(prep, 200, orjson.dumps(body))
+        assert answer.usage.estimated is True, usage
+        assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (1, 3), usage
+        # The client gets the estimate too (unmarked): OpenAI clients expect a usage object.
+        assert orjson.loads(answer.body)["usage"] == {
+            "prompt_tokens": 1,
+            "completion_tokens": 3,
+            "total_tokens": 4,
+        }
 
 
 def test_completions_never_report_tool_calls() -> None:
@@ -721,10 +811,10 @@ def test_untranslatable_chat_body_raises(body) -> None:
 def test_native_usage() -> None:
     usage = SPEC.native_usage(fixture_json("cohere/tool_results/response.json"))
     assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens) == (
-        1661,
-        41,
-        1702,
-        1408,
+        118,
+        19,
+        137,
+        0,
     )
     assert SPEC.native_usage({"message": "x"}) is None
 
@@ -804,7 +894,7 @@ def test_plain_text_stream() -> None:
     assert {c["model"] for c in out[:-1]} == {MODEL}
     assert {c["created"] for c in out[:-1]} == {CREATED}
     assert not any("usage" in c for c in out[:-1])
-    assert (translator.usage.prompt_tokens, translator.usage.completion_tokens) == (518, 24)
+    assert (translator.usage.prompt_tokens, translator.usage.completion_tokens) == (23, 24)
     assert (
         translator.text
         == "Mount Logan, in Yukon's Saint Elias Mountains, is Canada's tallest peak at 5,959 metres."
@@ -820,7 +910,7 @@ def test_usage_chunk_only_when_asked() -> None:
         "created": CREATED,
         "model": MODEL,
         "choices": [],
-        "usage": {"prompt_tokens": 518, "completion_tokens": 24, "total_tokens": 542},
+        "usage": {"prompt_tokens": 23, "completion_tokens": 24, "total_tokens": 47},
     }
 
 
@@ -858,7 +948,7 @@ def test_parallel_tool_call_stream() -> None:
     assert out[-2]["choices"][0]["finish_reason"] == "tool_calls"
     assert "look up" not in raw.decode()  # the tool plan is not content
     assert translator.text == ""
-    assert translator.usage.completion_tokens == 104
+    assert translator.usage.completion_tokens == 71  # billed, not the 104 real tokens
 
 
 def test_thinking_stream() -> None:
@@ -873,12 +963,7 @@ def test_thinking_stream() -> None:
         {"content": " so it is not prime."},
         {},
     ]
-    assert out[-2]["usage"] == {
-        "prompt_tokens": 487,
-        "completion_tokens": 58,
-        "total_tokens": 545,
-        "prompt_tokens_details": {"cached_tokens": 448},
-    }
+    assert out[-2]["usage"] == {"prompt_tokens": 9, "completion_tokens": 21, "total_tokens": 30}
 
 
 def test_error_at_message_end_becomes_an_error_frame() -> None:
@@ -894,7 +979,7 @@ def test_error_at_message_end_becomes_an_error_frame() -> None:
         }
     }
     assert deltas(out)[-1] == {"content": "Mount Logan is"}
-    assert translator.usage.prompt_tokens == 518
+    assert translator.usage.prompt_tokens == 23
 
 
 def test_timeout_without_error_text() -> None:
@@ -931,7 +1016,7 @@ def test_completions_stream() -> None:
         "Granite shoulders rise\nsnow holds the old silence close\nthe river keeps time"
     )
     assert out[-3]["choices"][0]["finish_reason"] == "stop"
-    assert out[-2]["usage"] == {"prompt_tokens": 423, "completion_tokens": 17, "total_tokens": 440}
+    assert out[-2]["usage"] == {"prompt_tokens": 9, "completion_tokens": 17, "total_tokens": 26}
 
 
 def test_completions_stream_of_tool_calls_finishes_with_stop() -> None:

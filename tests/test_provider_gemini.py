@@ -1203,7 +1203,9 @@ def test_other_parts_carry_nothing() -> None:
     ("meta", "expected"),
     [
         (None, None),
-        ({}, (0, 0, 0, 0, 0)),
+        ({}, None),  # no counts at all: the caller estimates, never zeros
+        ({"candidatesTokenCount": 5}, None),
+        ({"promptTokenCount": 10}, (10, 0, 10, 0, 0)),  # Gemini leaves zero counts out
         ({"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15}, (10, 5, 15, 0, 0)),
         ({"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 7}, (10, 12, 22, 0, 7)),
         (

@@ -419,6 +419,12 @@ RESPONSES = [
         id="no-details-estimates-and-keeps-unechoed-text",
     ),
     pytest.param(
+        CHAT,
+        {"data": [{"generated_text": " Hello there"}]},
+        chat_completion("Hello there", "stop", (25, 3)),
+        id="kong-data-wrapper",
+    ),
+    pytest.param(
         COMPLETIONS,
         fixture_json("llama2_raw/completions/response.json"),
         {
@@ -447,10 +453,23 @@ def test_parse_response(route_type, upstream, expected):
     check_openai(route_type, out)
 
 
+def test_data_wrapper_holds_tgi_outputs():
+    # Kong's mocks wrap the Inference API's list of TGI outputs in {"data": [...]}.
+    details = {"finish_reason": "length", "generated_tokens": 1, "prefill": [], "tokens": []}
+    wrapped = {"data": [{"generated_text": " Hi", "details": details}]}
+    _OUTPUT.validate_python(wrapped["data"][0])
+    out = llama2_raw.parse_response(wrapped, ctx(CHAT, prompt_text=PROMPT_TEXT))
+    assert out["choices"][0]["message"]["content"] == "Hi"
+    assert out["choices"][0]["finish_reason"] == "length"
+    assert out["usage"]["completion_tokens"] == 1
+
+
 @pytest.mark.parametrize(
     ("upstream", "error"),
     [
         ([], "the llama2 endpoint returned an empty list"),
+        ({"data": []}, "the llama2 endpoint returned an empty list"),
+        ({"data": "x"}, "'generated_text' not in the llama2 response"),
         ("text", "the llama2 response is not a JSON object"),
         ({"outputs": "x"}, "'generated_text' not in the llama2 response"),
         ({"error": "Model is overloaded"}, "Model is overloaded"),

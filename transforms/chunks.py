@@ -17,7 +17,7 @@ from transforms.limits import MAX_STREAM_TOOL_CALLS, MAX_TOOL_ARGUMENTS_CHARS, S
 from transforms.stream import DONE, LineBuffer, SSEEvent, SSEParser, sse_frame
 from transforms.transcript import Transcript
 from transforms.types import CallContext, Usage
-from transforms.usage import TextTally
+from transforms.usage import TextTally, estimate_usage
 
 
 class ChunkWriter:
@@ -232,7 +232,14 @@ class StreamTranslatorBase:
             return []
         self._ended = True
         self.finish_reason = finish_reason
-        return [*self.out.finish(finish_reason), *self.out.usage(self.usage), DONE]
+        return [*self.out.finish(finish_reason), *self.final_usage(), DONE]
+
+    def final_usage(self) -> list[bytes]:
+        """The usage chunk for clients that asked. A provider that sent no token counts (or not all
+        of them) gets an estimate, marked as one in statistics: never zeros."""
+        if self.usage is None:
+            self.usage = estimate_usage(self.ctx.prompt_text, self.tally.chars)
+        return self.out.usage(self.usage)
 
     def fail(
         self, message: str, error_type: str = "api_error", code: str | None = "upstream_error"

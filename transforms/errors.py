@@ -27,16 +27,22 @@ class GatewayError(Exception):
     """A request the gateway answers itself with an OpenAI-shaped error."""
 
     def __init__(
-        self, status: int, message: str, code: str | None = None, error_type: str | None = None
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        error_type: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.error_type = error_type or error_type_for(status)
+        self.param = param  # the request field at fault, as OpenAI's errors name it
 
     def body(self) -> bytes:
-        return error_body(self.message, self.error_type, self.code)
+        return error_body(self.message, self.error_type, self.code, self.param)
 
 
 def bad_request(message: str, code: str = "invalid_request") -> GatewayError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -57,6 +57,8 @@ class Prepared:
     # Recognised traffic no route matched: accounted for, never changed (no upstream rewrite).
     inspected: bool = False
     error: str | None = None  # why the request could not be read (recorded; the call still goes out)
+    # Model rules applied to this request (rule -> text), for the event log: see ProviderRequest.notes.
+    notes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -164,6 +166,7 @@ def prepare(
         embeddings_base64=route.route_type == "llm/v1/embeddings" and body.get("encoding_format") == "base64",
         secrets=route.auth.secrets(),
         mask=attached_credentials(route.name, auth, upstream),
+        notes=preq.notes,
     )
 
 
@@ -220,10 +223,10 @@ def _apply_defaults(route_type: str, body: dict[str, Any], options: ModelOptions
         and body.get("max_completion_tokens") is None
     ):
         body["max_tokens"] = options.max_tokens
-    for field in ("temperature", "top_p", "top_k"):
-        value = getattr(options, field)
-        if value is not None and body.get(field) is None:
-            body[field] = value
+    for name in ("temperature", "top_p", "top_k"):
+        value = getattr(options, name)
+        if value is not None and body.get(name) is None:
+            body[name] = value
 
 
 def _split_origin(url: str) -> tuple[str, str, int, str, list[tuple[str, str]]]:
@@ -406,7 +409,12 @@ def translate_response(
         if prep.embeddings_base64:
             encode_embeddings(out)
         usage = usage_from_openai(out)
-        if usage is not None and usage.estimated:
+        if usage is None:  # none, or without the counts it should have: estimated, never 0
+            usage = estimate_usage(prep.prompt_text, response_text(out))
+            out["usage"] = usage.as_openai(mark_estimate=False)
+            if ctx.route_type == "llm/v1/embeddings":
+                del out["usage"]["completion_tokens"]
+        elif usage.estimated:
             out["usage"].pop(ESTIMATED_MARK)
         body = orjson.dumps(out)
     except GatewayError:
@@ -416,8 +424,6 @@ def translate_response(
         raise GatewayError(
             502, f"failed to translate the {where} response: {detail}", "bad_upstream_response"
         ) from None
-    if usage is None and ctx.route_type != "llm/v1/embeddings":
-        usage = estimate_usage(prep.prompt_text, response_text(out))
     return Answer(status, body, usage, out.get("model") or ctx.model, True)
 
 
@@ -457,6 +463,8 @@ def _passthrough_answer(prep: Prepared, status: int, raw: bytes) -> Answer:
         if isinstance(parsed, dict):
             found = parsed.get("model") or parsed.get("modelVersion")
             model = found if isinstance(found, str) else None
+            if usage is None:  # an answer without its token counts: estimated (OpenAI-shaped text only)
+                usage = estimate_usage(prep.prompt_text, response_text(parsed))
     return Answer(status, raw, usage, model or prep.request_model, False)
 
 

@@ -79,6 +79,8 @@ class ProviderRequest:
     query: list[tuple[str, str]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     method: str = "POST"
+    # What the transform changed for the model's sake, for the event log (once per route): rule -> text.
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -13,13 +13,30 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def token_count(value: Any) -> int | None:
+    """A token count as a provider sent it (some send whole floats); None when it is missing or not a
+    number: the caller then estimates the usage, and never records a missing count as 0."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def usage_from_openai(body: Any) -> Usage | None:
-    """Usage of an OpenAI-shaped response (chat, completions, embeddings, or a stream chunk)."""
+    """Usage of an OpenAI-shaped response (chat, completions, embeddings, or a stream chunk); None
+    when it has none or lacks a count it should have (embeddings have no completion count)."""
     usage = body.get("usage") if isinstance(body, dict) else None
     if not isinstance(usage, dict):
         return None
-    prompt = _int(usage.get("prompt_tokens"))
-    completion = _int(usage.get("completion_tokens"))
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
+    embeddings = body.get("object") == "list"
+    if prompt is None or (completion is None and not embeddings):
+        return None
+    completion = completion or 0
     total = _int(usage.get("total_tokens")) or prompt + completion
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}

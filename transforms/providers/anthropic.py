@@ -27,6 +27,7 @@ from transforms.common import (
     tool_arguments,
 )
 from transforms.errors import bad_request
+from transforms.model_rules import claude_sampling
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -386,12 +387,13 @@ def _base(body: Mapping[str, Any], ctx: CallContext, messages: list) -> dict[str
 
 def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _check_fields(body, _CHAT_FIELDS)
+    notes = claude_sampling(body, ctx.model)
     system, messages = convert_messages(body["messages"])
     out = _base(body, ctx, messages)
     if system is not None:
         out["system"] = system
     _tools(body, out)
-    return ProviderRequest(out, MESSAGES_PATH, headers=_headers(ctx))
+    return ProviderRequest(out, MESSAGES_PATH, headers=_headers(ctx), notes=notes)
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -404,8 +406,9 @@ def _prompt_text(prompt: Any) -> str:
 
 def build_completions(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _check_fields(body, _COMPLETIONS_FIELDS)
+    notes = claude_sampling(body, ctx.model)
     messages = [{"role": "user", "content": _prompt_text(body.get("prompt"))}]
-    return ProviderRequest(_base(body, ctx, messages), MESSAGES_PATH, headers=_headers(ctx))
+    return ProviderRequest(_base(body, ctx, messages), MESSAGES_PATH, headers=_headers(ctx), notes=notes)
 
 
 # --- response -----------------------------------------------------------------------------------
@@ -434,10 +437,11 @@ def _count(value: Any) -> int:
 class TokenCounts:
     """Anthropic usage, cumulative over a stream; prompt tokens include cache reads and writes."""
 
-    __slots__ = ("cache_read", "cache_write", "input", "output", "thinking")
+    __slots__ = ("cache_read", "cache_write", "input", "output", "seen", "thinking")
 
     def __init__(self) -> None:
         self.input = self.cache_read = self.cache_write = self.output = self.thinking = 0
+        self.seen: set[str] = set()  # the counts the answer reported
 
     def update(self, usage: Any) -> None:
         if not isinstance(usage, dict):
@@ -450,11 +454,15 @@ class TokenCounts:
         ):
             if usage.get(key) is not None:
                 setattr(self, attr, _count(usage[key]))
+                self.seen.add(attr)
         details = usage.get("output_tokens_details")
         if isinstance(details, dict) and details.get("thinking_tokens") is not None:
             self.thinking = _count(details["thinking_tokens"])
 
-    def usage(self) -> Usage:
+    def usage(self) -> Usage | None:
+        """None until both input and output counts were reported: the caller then estimates."""
+        if not {"input", "output"} <= self.seen:
+            return None
         prompt = self.input + self.cache_read + self.cache_write
         return Usage(
             prompt_tokens=prompt,

@@ -54,6 +54,7 @@ from transforms.common import (
 from transforms.config import Auth, ModelOptions
 from transforms.errors import GatewayError, bad_request
 from transforms.limits import MAX_STREAM_EVENT_BYTES, element_too_large
+from transforms.model_rules import claude_sampling
 from transforms.sigv4 import credentials_from, sign
 from transforms.types import (
     CallContext,
@@ -65,7 +66,7 @@ from transforms.types import (
     Upstream,
     Usage,
 )
-from transforms.usage import estimate_tokens
+from transforms.usage import estimate_tokens, estimate_usage, token_count
 
 PROVIDER = "bedrock"
 SIGNING_SERVICE = "bedrock"
@@ -479,6 +480,7 @@ def _converse_body(
 
 def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _check_fields(body, _CHAT_FIELDS)
+    notes = claude_sampling(body, ctx.model)
     system, messages = convert_messages(body["messages"])
     out = _converse_body(body, ctx, messages, system)
     tool_config = _tool_config(body, messages)
@@ -487,7 +489,7 @@ def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     output_config = _output_config(body.get("response_format"))
     if output_config is not None:
         out["outputConfig"] = output_config
-    return ProviderRequest(out, _converse_path(ctx))
+    return ProviderRequest(out, _converse_path(ctx), notes=notes)
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -500,11 +502,12 @@ def _prompt_text(prompt: Any) -> str:
 
 def build_completions(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _check_fields(body, _COMPLETIONS_FIELDS)
+    notes = claude_sampling(body, ctx.model)
     text = _prompt_text(body.get("prompt"))
     messages = [{"role": "user", "content": [{"text": text}]}] if text else []
     if not messages:
         raise bad_request("'prompt' must not be empty")
-    return ProviderRequest(_converse_body(body, ctx, messages, []), _converse_path(ctx))
+    return ProviderRequest(_converse_body(body, ctx, messages, []), _converse_path(ctx), notes=notes)
 
 
 # --- request: embeddings ------------------------------------------------------------------------
@@ -587,7 +590,9 @@ def _count(value: Any) -> int:
 
 def usage_from_tokens(usage: Any) -> Usage | None:
     """Converse ``usage``; prompt tokens include cache reads and writes, cached are the reads."""
-    if not isinstance(usage, dict):
+    if not isinstance(usage, dict) or token_count(usage.get("inputTokens")) is None:
+        return None
+    if token_count(usage.get("outputTokens")) is None:
         return None
     cache_read = _count(usage.get("cacheReadInputTokens"))
     prompt = _count(usage.get("inputTokens")) + cache_read + _count(usage.get("cacheWriteInputTokens"))
@@ -695,7 +700,11 @@ def parse_embeddings(body: Json, ctx: CallContext) -> Json:
     if _embedding_kind(ctx.model) == "titan":
         if "embedding" not in body:
             raise ValueError("'embedding' not in bedrock titan response")
-        tokens = _count(body.get("inputTextTokenCount"))
+        tokens = token_count(body.get("inputTextTokenCount"))
+        if tokens is None:  # estimated, never 0
+            return embedding_list(
+                _vectors([body["embedding"]]), ctx.model, estimate_usage(ctx.prompt_text, 0)
+            )
         return embedding_list(_vectors([body["embedding"]]), ctx.model, Usage(tokens, 0, tokens))
     embeddings = body.get("embeddings")
     if isinstance(embeddings, dict):  # response_type embeddings_by_type

@@ -39,6 +39,7 @@ from transforms.types import (
     RouteTransform,
     Usage,
 )
+from transforms.usage import estimate_usage
 
 PROVIDER = "cohere"
 BASE_URL = "https://api.cohere.com"
@@ -388,23 +389,45 @@ def _count(value: Any) -> int:
     return int(value)
 
 
-def usage_of(usage: Any) -> Usage | None:
-    """Cohere's ``usage``: real token counts (``tokens``), else the billed units."""
+def usage_of(usage: Any, prompt_only: bool = False) -> Usage | None:
+    """Counts from Cohere's usage object (v2 ``usage``, or v1 and v2-embed ``meta``): what Cohere bills
+    (``billed_units``), as Kong and the invoice count, and the real ``tokens`` for any count it does
+    not bill. ``cached_tokens`` counts real tokens, so it is reported only beside a real prompt count
+    (a billed count is in other units: cached could exceed it). None when a count is missing from
+    both (``prompt_only``: embeddings, which have no output count): the caller estimates."""
     if not isinstance(usage, dict):
         return None
-    counts = usage.get("tokens")
-    if not isinstance(counts, dict) or not counts:
-        counts = usage.get("billed_units")
-    if not isinstance(counts, dict):
+    billed = usage.get("billed_units") if isinstance(usage.get("billed_units"), dict) else {}
+    tokens = usage.get("tokens") if isinstance(usage.get("tokens"), dict) else {}
+    prompt, prompt_billed = _first_count(billed, tokens, "input_tokens")
+    completion, _ = _first_count(billed, tokens, "output_tokens")
+    if prompt is None or (completion is None and not prompt_only):
         return None
-    prompt = _count(counts.get("input_tokens"))
-    completion = _count(counts.get("output_tokens"))
-    return Usage(prompt, completion, prompt + completion, cached_tokens=_count(usage.get("cached_tokens")))
+    completion = completion or 0
+    cached = 0 if prompt_billed else min(_count(usage.get("cached_tokens")), prompt)
+    return Usage(prompt, completion, prompt + completion, cached_tokens=cached)
+
+
+def _first_count(billed: dict[str, Any], tokens: dict[str, Any], key: str) -> tuple[int | None, bool]:
+    """(count, whether it is billed units) from the billed units, else the real tokens."""
+    for counts, is_billed in ((billed, True), (tokens, False)):
+        value = counts.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value), is_billed
+    return None, False
+
+
+def body_usage(body: Any, prompt_only: bool = False) -> Usage | None:
+    """Usage of a whole answer: v2 chat carries ``usage``, v1 chat and the embed endpoints ``meta``."""
+    if not isinstance(body, dict):
+        return None
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else body.get("meta")
+    return usage_of(usage, prompt_only)
 
 
 def native_usage(body: Any) -> Usage | None:
-    """Usage of a native v2 chat answer (untranslated llm_format traffic)."""
-    return usage_of(body.get("usage")) if isinstance(body, dict) else None
+    """Usage of a native answer (untranslated llm_format traffic), v2 or v1."""
+    return body_usage(body)
 
 
 def _chat_response(body: Json) -> dict[str, Any]:
@@ -453,7 +476,7 @@ def _envelope(body: dict[str, Any], ctx: CallContext, obj: str, choice: dict[str
         "model": ctx.model,  # Cohere's answer names no model
         "choices": [choice],
     }
-    usage = usage_of(body.get("usage"))
+    usage = body_usage(body)
     if usage is not None:
         out["usage"] = usage.as_openai()
     return out
@@ -501,10 +524,10 @@ def parse_embeddings(body: Json, ctx: CallContext) -> Json:
     vectors = body["embeddings"].get("float")
     if not isinstance(vectors, list):
         raise ValueError("'embeddings.float' not in cohere embed response")
-    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
-    billed = meta.get("billed_units") if isinstance(meta.get("billed_units"), dict) else {}
-    tokens = _count(billed.get("input_tokens"))
-    return embedding_list(vectors, ctx.model, Usage(tokens, 0, tokens))
+    # No billed count: an estimate from the input, marked as one, never a 0.
+    return embedding_list(
+        vectors, ctx.model, body_usage(body, prompt_only=True) or estimate_usage(ctx.prompt_text, 0)
+    )
 
 
 # --- errors -------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from transforms.types import (
     RouteTransform,
     Usage,
 )
-from transforms.usage import estimate_tokens
+from transforms.usage import estimate_tokens, token_count
 
 PROVIDER = "gemini"
 AI_STUDIO_BASE = "https://generativelanguage.googleapis.com"
@@ -762,7 +762,9 @@ def _count(value: Any) -> int:
 def usage_of(meta: Any) -> Usage | None:
     """``usageMetadata`` as OpenAI usage: thoughts count as completion (and reasoning) tokens,
     tool-use prompt tokens as prompt tokens; cached tokens are part of the prompt count."""
-    if not isinstance(meta, dict):
+    # Gemini leaves zero counts out (proto3 JSON): a missing candidatesTokenCount is 0, but an answer
+    # always has a prompt, so usage without promptTokenCount is no usage (estimated by the caller).
+    if not isinstance(meta, dict) or token_count(meta.get("promptTokenCount")) is None:
         return None
     prompt = _count(meta.get("promptTokenCount")) + _count(meta.get("toolUsePromptTokenCount"))
     thoughts = _count(meta.get("thoughtsTokenCount"))
@@ -897,19 +899,22 @@ def parse_completions(body: Json, ctx: CallContext) -> Json:
 def _vectors(body: dict[str, Any]) -> tuple[list[Any], int | None]:
     """(vectors, prompt tokens when the answer tells them) of any of the three embedding answers."""
     meta = body.get("usageMetadata")
-    tokens = _count(meta.get("promptTokenCount")) if isinstance(meta, dict) else None
+    tokens = token_count(meta.get("promptTokenCount")) if isinstance(meta, dict) else None
     if isinstance(body.get("embedding"), dict):  # embedContent
         return [body["embedding"]["values"]], tokens
     if isinstance(body.get("embeddings"), list):  # batchEmbedContents
         return [e["values"] for e in body["embeddings"]], tokens
     if isinstance(body.get("predictions"), list):  # Vertex predict
-        vectors, total = [], 0
+        vectors, counts = [], []
         for prediction in body["predictions"]:
             embeddings = prediction["embeddings"]
             vectors.append(embeddings["values"])
             statistics = embeddings.get("statistics")
-            total += _count(statistics.get("token_count")) if isinstance(statistics, dict) else 0
-        return vectors, total
+            counts.append(
+                token_count(statistics.get("token_count")) if isinstance(statistics, dict) else None
+            )
+        # Vertex numbers are protobuf Values (whole floats); one missing count makes the whole an estimate.
+        return vectors, None if None in counts else sum(c for c in counts if c is not None)
     raise ValueError("no embeddings in the gemini response")
 
 

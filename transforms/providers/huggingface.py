@@ -395,7 +395,7 @@ class HuggingFaceStream(StreamTranslatorBase):
         # Chat chunks already carried the finish reason: only the usage chunk and the end remain.
         self._ended = True
         self.finish_reason = self._finish
-        return [*self.out.usage(self.usage), DONE]
+        return [*self.final_usage(), DONE]
 
 
 # --- spec ---------------------------------------------------------------------------------------

@@ -216,7 +216,10 @@ def strip_echo(text: str) -> str:
 
 
 def _generation(body: Json) -> dict[str, Any]:
-    """TGI answers an object; the Hugging Face Inference API a list holding one."""
+    """TGI answers an object; the Hugging Face Inference API a list holding one; Kong's mocks and
+    some self-hosted wrappers put that list under ``data``."""
+    if isinstance(body, dict) and isinstance(body.get("data"), list) and "generated_text" not in body:
+        body = body["data"]
     if isinstance(body, list):
         if not body:
             raise ValueError("the llama2 endpoint returned an empty list")

@@ -30,6 +30,7 @@ from transforms.types import (
     RouteTransform,
     Usage,
 )
+from transforms.usage import estimate_usage, token_count
 
 CHAT_PATH = "/api/chat"
 GENERATE_PATH = "/api/generate"
@@ -275,8 +276,11 @@ def _count(body: dict[str, Any], key: str) -> int:
 
 
 def usage_of(body: Any) -> Usage | None:
-    """Token counts of a final Ollama object; None when it reports neither count."""
-    if not isinstance(body, dict) or ("prompt_eval_count" not in body and "eval_count" not in body):
+    """Token counts of a final Ollama object; None (estimated by the caller) unless it reports both:
+    Ollama leaves ``prompt_eval_count`` out when the prompt came from its cache."""
+    if not isinstance(body, dict) or token_count(body.get("prompt_eval_count")) is None:
+        return None
+    if token_count(body.get("eval_count")) is None:
         return None
     prompt = _count(body, "prompt_eval_count")
     completion = _count(body, "eval_count")
@@ -380,12 +384,13 @@ def parse_embed(body: Json, ctx: CallContext) -> Json:
         {"object": "embedding", "index": i, "embedding": vector}
         for i, vector in enumerate(body["embeddings"])
     ]
-    prompt = _count(body, "prompt_eval_count")
+    prompt = token_count(body.get("prompt_eval_count"))
+    usage = Usage(prompt, 0, prompt) if prompt is not None else estimate_usage(ctx.prompt_text, 0)
     return {
         "object": "list",
         "data": data,
         "model": body.get("model") or ctx.model,
-        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+        "usage": {k: v for k, v in usage.as_openai().items() if k != "completion_tokens"},
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from transforms.common import fixed_base_url, requires_upstream_url
 from transforms.config import ModelOptions
+from transforms.model_rules import openai_reasoning_request
 from transforms.stream import OpenAIStream
 from transforms.types import CallContext, ErrorInfo, Json, ProviderRequest, ProviderSpec, RouteTransform
 
@@ -22,10 +23,15 @@ PATHS = {
 RESULT_KEYS = {"llm/v1/chat": "choices", "llm/v1/completions": "choices", "llm/v1/embeddings": "data"}
 
 
-def _request(path: str, drop: tuple[str, ...] = (), ask_usage: bool = False):
+def _request(path: str, drop: tuple[str, ...] = (), ask_usage: bool = False, reasoning: bool = False):
+    """``reasoning``: OpenAI's own chat models (OpenAI, Azure), where the reasoning-model rules apply."""
+
     def build(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
         out = {k: v for k, v in body.items() if k not in drop}
         out["model"] = ctx.model
+        if reasoning:
+            # Azure names deployments freely: the model, else the deployment may tell.
+            openai_reasoning_request(out, ctx.model, ctx.options.azure_deployment_id)
         if ctx.stream:
             out["stream"] = True
             if ask_usage and not ctx.include_usage:
@@ -74,11 +80,11 @@ def parse_error(status: int, body: Json) -> ErrorInfo | None:
 
 
 def _routes(
-    drop: tuple[str, ...], paths: dict[str, str], ask_usage: bool = False
+    drop: tuple[str, ...], paths: dict[str, str], ask_usage: bool = False, reasoning: bool = False
 ) -> dict[str, RouteTransform]:
     return {
         route_type: RouteTransform(
-            _request(path, drop, ask_usage),
+            _request(path, drop, ask_usage, reasoning and route_type == "llm/v1/chat"),
             _response(route_type),
             _stream(ask_usage) if route_type != "llm/v1/embeddings" else None,
         )
@@ -93,7 +99,7 @@ def _azure_base(options: ModelOptions, model: str, env: Mapping[str, str]) -> st
 def _azure_routes() -> dict[str, RouteTransform]:
     routes = {}
     for route_type, path in PATHS.items():
-        inner = _request(path.removeprefix("/v1"), ("top_k",))
+        inner = _request(path.removeprefix("/v1"), ("top_k",), reasoning=route_type == "llm/v1/chat")
 
         def build(body: dict[str, Any], ctx: CallContext, inner=inner) -> ProviderRequest:
             req = inner(body, ctx)
@@ -115,7 +121,7 @@ SPECS = (
     ProviderSpec(
         "openai",
         fixed_base_url("https://api.openai.com"),
-        _routes(("top_k",), PATHS, ask_usage=True),
+        _routes(("top_k",), PATHS, ask_usage=True, reasoning=True),
         parse_error,
     ),
     ProviderSpec("azure", _azure_base, _azure_routes(), parse_error),
