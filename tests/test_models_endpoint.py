@@ -137,6 +137,10 @@ def test_answers():
     # A passthrough route that matches the path: its provider answers, not the gateway.
     assert models_answer(ROUTES, "GET", "", "/openai/v1/models", CREATED) is None
     assert models_answer(ROUTES, "POST", "", "/v1/models", CREATED) is None
+    # No route of ours under this base URL: the request is not the gateway's to answer (a program's
+    # own api.openai.com/v1/models call through the proxy must reach OpenAI).
+    assert models_answer(ROUTES, "GET", "", "/elsewhere/v1/models", CREATED) is None
+    assert models_answer(GatewayConfig(), "GET", "api.openai.com", "/v1/models", CREATED) is None
 
 
 # --- end to end: the openai SDK against mitmdump -----------------------------------------------------
@@ -195,7 +199,9 @@ def test_sdk_lists_and_retrieves_models(gw, emulator):
         sdk(gw, "/anthropic").models.retrieve("gpt-4o")
     assert err.value.body["message"] == "The model 'gpt-4o' does not exist"
     assert err.value.code == "model_not_found"
-    assert sdk(gw, "/nothing-here").models.list().data == []
+    with pytest.raises(openai.NotFoundError) as err:  # no route under that base URL: the usual 404
+        sdk(gw, "/nothing-here").models.list()
+    assert err.value.code == "unknown_route"
     assert emulator.requests == []  # answered by the gateway
     assert gw.records() == []  # not LLM calls: no statistics
 

@@ -104,7 +104,8 @@ def test_cohere_v1_chat_embed_and_rerank():
         },
     }
     cohere.NonStreamedChatResponse.model_validate(chat_v1)
-    assert read_usage("cohere", "chat_v1", chat_v1, {}) == Usage(70, 1, 71)
+    # Billed units when present (what the bill and Kong count), not the raw tokens.
+    assert read_usage("cohere", "chat_v1", chat_v1, {}) == Usage(3, 1, 4)
     embed = {"id": "e", "embeddings": [[0.1]], "texts": ["a"], "meta": {"billed_units": {"input_tokens": 2}}}
     assert read_usage("cohere", "embed", embed, {}) == Usage(2, 0, 2)
     rerank = {

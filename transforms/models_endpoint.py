@@ -10,8 +10,10 @@ base URL's ``/models``. The gateway answers from its routes, in OpenAI's list sh
   ``owned_by`` = its provider (``anthropic``, ``bedrock``...). A route without ``model.name``
   accepts whatever model the client names, so it contributes nothing: there is no honest id to list.
 - ``created`` is when the routes were loaded (the gateway does not know the models' own dates).
-- Not answered here: other methods, and paths whose first matching route passes traffic to a
-  provider untouched (``preserve`` or a native ``llm_format``): that provider's own list answers.
+- Not answered here: other methods, base URLs no OpenAI-format route lies under (a program's own
+  ``api.openai.com/v1/models`` call through the proxy reaches OpenAI), and paths whose first matching
+  route passes traffic to a provider untouched (``preserve`` or a native ``llm_format``): that
+  provider's own list answers.
 """
 
 from __future__ import annotations
@@ -62,17 +64,22 @@ def _reachable(route: Route, host: str, base: str) -> bool:
     return pattern.startswith(base)
 
 
-def _listed(route: Route) -> bool:
-    return route.route_type != "preserve" and route.llm_format == "openai" and bool(route.model.name)
+def _serving(config: GatewayConfig, host: str, prefix: str) -> list[Route]:
+    """The OpenAI-format routes a client with base URL ``<prefix>/v1`` can reach, in route order."""
+    base = prefix + "/v1/"
+    return [
+        route
+        for route in config.routes
+        if route.route_type != "preserve" and route.llm_format == "openai" and _reachable(route, host, base)
+    ]
 
 
 def list_models(config: GatewayConfig, host: str, prefix: str, created: int) -> list[dict[str, Any]]:
     """The models a client with base URL ``<prefix>/v1`` can call, in route order."""
-    base = prefix + "/v1/"
     seen: dict[str, dict[str, Any]] = {}
-    for route in config.routes:
+    for route in _serving(config, host, prefix):
         name = route.model.name
-        if name and name not in seen and _listed(route) and _reachable(route, host, base):
+        if name and name not in seen:
             seen[name] = {"id": name, "object": "model", "created": created, "owned_by": route.provider}
     return list(seen.values())
 
@@ -88,6 +95,8 @@ def models_answer(
     route = config.find(host, path)
     if route is not None and (route.route_type == "preserve" or route.llm_format != "openai"):
         return None  # the provider behind a passthrough route answers for itself
+    if not _serving(config, host, query.prefix):
+        return None  # no route of ours under this base URL: not the gateway's question (inspected traffic)
     models = list_models(config, host, query.prefix, created)
     if query.model_id is None:
         return 200, orjson.dumps({"object": "list", "data": models})

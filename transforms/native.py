@@ -130,14 +130,12 @@ def _bedrock_converse(body: Any, headers: Headers) -> Usage | None:
 
 
 def _cohere_chat(body: Any, headers: Headers) -> Usage | None:
-    return cohere.native_usage(body)
+    # v2 carries ``usage``, v1 ``meta``: billed units first, as Kong and the invoice count.
+    return cohere.body_usage(body)
 
 
-def _cohere_meta(body: Any, headers: Headers) -> Usage | None:
-    # v1 answers (chat, embed, rerank) carry ``meta``; v2 embed and rerank carry it too.
-    if not isinstance(body, dict):
-        return None
-    return cohere.usage_of(body.get("meta")) or cohere.usage_of(body.get("usage"))
+def _cohere_embed(body: Any, headers: Headers) -> Usage | None:
+    return cohere.body_usage(body, prompt_only=True)
 
 
 def _cohere_rerank(body: Any, headers: Headers) -> Usage | None:
@@ -160,6 +158,12 @@ def _tgi_generate(body: Any, headers: Headers) -> Usage | None:
 
 def _ollama(body: Any, headers: Headers) -> Usage | None:
     return ollama.usage_of(body)
+
+
+def _ollama_embed(body: Any, headers: Headers) -> Usage | None:
+    # /api/embed reports only the prompt: there is no eval_count to wait for.
+    prompt = body.get("prompt_eval_count") if isinstance(body, dict) else None
+    return _usage(prompt, 0) if isinstance(prompt, int) and not isinstance(prompt, bool) else None
 
 
 def _unmetered(body: Any, headers: Headers) -> Usage | None:
@@ -189,12 +193,12 @@ READERS: Mapping[tuple[str, str], Reader] = {
     ("bedrock", "invoke"): _bedrock_invoke,
     ("bedrock", "invoke-with-response-stream"): _bedrock_invoke,
     ("cohere", "chat"): _cohere_chat,
-    ("cohere", "chat_v1"): _cohere_meta,
-    ("cohere", "embed"): _cohere_meta,
+    ("cohere", "chat_v1"): _cohere_chat,
+    ("cohere", "embed"): _cohere_embed,
     ("cohere", "rerank"): _cohere_rerank,
     ("ollama", "chat"): _ollama,
     ("ollama", "generate"): _ollama,
-    ("ollama", "embed"): _ollama,
+    ("ollama", "embed"): _ollama_embed,
 }
 
 
@@ -289,7 +293,7 @@ def _on_invoke_chunk(reader: UsageReader, event: Any) -> None:
 def _on_cohere_v1_event(reader: UsageReader, event: Any) -> None:
     if isinstance(event, dict) and event.get("event_type") == "stream-end":
         response = event.get("response")
-        usage = _cohere_meta(response, {})
+        usage = cohere.body_usage(response)
         if usage is not None:
             reader.usage = usage
 
