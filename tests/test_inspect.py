@@ -376,6 +376,28 @@ def test_tally_per_provider_and_model_with_percentiles():
     assert lines[3].split() == ["total", "101", "1", "1005", "201", "50.000000"]
 
 
+def test_tally_totals_per_consumer():
+    tally = UsageTally()
+    for consumer, prompt in (("team-a", 10), ("team-b", 4), ("team-a", 6), (None, 100)):
+        rec = record("openai", "gpt-4o", prompt, 1, 5, cost=0.25)
+        if consumer is not None:
+            rec["ai"]["proxy"]["meta"]["consumer"] = consumer
+        tally.add(rec)
+    consumers = tally.as_json()["consumers"]
+    assert [
+        (c["consumer"], c["calls"], c["prompt_tokens"], c["completion_tokens"], c["cost"]) for c in consumers
+    ] == [
+        ("team-a", 2, 16, 2, 0.5),
+        ("team-b", 1, 4, 1, 0.25),
+    ]
+    assert tally.as_json()["total"]["calls"] == 4  # calls without a key still count in the groups
+    lines = tally.table().splitlines()
+    assert lines[-2].split() == ["consumer", "team-a", "2", "0", "16", "2", "0.500000", "5", "5"]
+    assert lines[-1].split() == ["consumer", "team-b", "1", "0", "4", "1", "0.250000", "5", "5"]
+    tally.reset()
+    assert tally.as_json()["consumers"] == []
+
+
 def test_latencies_stay_bounded():
     tally = UsageTally()
     for latency in range(LATENCY_SAMPLES * 3):

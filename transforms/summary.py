@@ -1,8 +1,8 @@
 """The usage summary: statistics records totalled per provider and model, with bounded memory.
 
 Pure state (no I/O, no mitmproxy): ``addon/summary.py`` feeds it records and shows the result.
-Groups are keyed by a tuple of record dimensions, so another dimension (a consumer) is one more
-entry in ``GROUP_BY``.
+Groups are keyed by a tuple of record dimensions (``GROUP_BY``); calls made with a gateway key are
+also totalled per consumer (``meta.consumer``, the key's name).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def dimensions(record: dict[str, Any]) -> dict[str, str]:
 class UsageTally:
     def __init__(self) -> None:
         self.groups: dict[tuple[str, ...], Totals] = {}
+        self.consumers: dict[str, Totals] = {}
 
     def add(self, record: dict[str, Any]) -> None:
         proxy = record["ai"]["proxy"]
@@ -78,10 +79,15 @@ class UsageTally:
         if totals is None:
             totals = self.groups[key] = Totals()
         prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
-        totals.add(meta["status"], prompt, completion, usage["cost"], meta["llm_latency"])
+        facts = (meta["status"], prompt, completion, usage["cost"], meta["llm_latency"])
+        totals.add(*facts)
+        consumer = meta.get("consumer")
+        if consumer is not None:
+            self.consumers.setdefault(consumer, Totals()).add(*facts)
 
     def reset(self) -> None:
         self.groups.clear()
+        self.consumers.clear()
 
     def as_json(self) -> dict[str, Any]:
         rows = [
@@ -93,41 +99,19 @@ class UsageTally:
             for name in ("calls", "errors", "prompt_tokens", "completion_tokens")
         }
         total["cost"] = round(sum(row["cost"] for row in rows), 9)
-        return {"group_by": list(GROUP_BY), "groups": rows, "total": total}
+        consumers = [
+            {"consumer": name, **totals.as_json()} for name, totals in sorted(self.consumers.items())
+        ]
+        return {"group_by": list(GROUP_BY), "groups": rows, "total": total, "consumers": consumers}
 
     def table(self) -> str:
         data = self.as_json()
-        header = HEADER
-        lines = [header]
-        for row in data["groups"]:
-            lines.append(
-                (
-                    row["provider"],
-                    row["model"],
-                    str(row["calls"]),
-                    str(row["errors"]),
-                    str(row["prompt_tokens"]),
-                    str(row["completion_tokens"]),
-                    f"{row['cost']:.6f}",
-                    _ms(row["latency_p50_ms"]),
-                    _ms(row["latency_p95_ms"]),
-                )
-            )
-        total = data["total"]
-        lines.append(
-            (
-                "total",
-                "",
-                str(total["calls"]),
-                str(total["errors"]),
-                str(total["prompt_tokens"]),
-                str(total["completion_tokens"]),
-                f"{total['cost']:.6f}",
-                "",
-                "",
-            )
-        )
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        lines = [HEADER]
+        lines.extend(_line(row["provider"], row["model"], row) for row in data["groups"])
+        lines.append(_line("total", "", {**data["total"], "latency_p50_ms": "", "latency_p95_ms": ""}))
+        # Calls made with a gateway key, per key name.
+        lines.extend(_line("consumer", row["consumer"], row) for row in data["consumers"])
+        widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
         # Names left-aligned, numbers right-aligned.
         text = [
             "  ".join(
@@ -139,5 +123,19 @@ class UsageTally:
         return "\n".join(t.rstrip() for t in text)
 
 
-def _ms(value: int | None) -> str:
+def _line(first: str, second: str, row: dict[str, Any]) -> tuple[str, ...]:
+    return (
+        first,
+        second,
+        str(row["calls"]),
+        str(row["errors"]),
+        str(row["prompt_tokens"]),
+        str(row["completion_tokens"]),
+        f"{row['cost']:.6f}",
+        _ms(row["latency_p50_ms"]),
+        _ms(row["latency_p95_ms"]),
+    )
+
+
+def _ms(value: int | str | None) -> str:
     return "-" if value is None else str(value)
