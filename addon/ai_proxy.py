@@ -36,6 +36,7 @@ from mitmproxy import contentviews  # noqa: E402
 
 import addon  # noqa: E402
 from addon.access import AccessControl  # noqa: E402
+from addon.cassettes import Cassettes  # noqa: E402
 from addon.conversation_view import LLMConversationContentview  # noqa: E402
 from addon.flow_masking import FlowMasking  # noqa: E402
 from addon.gateway import AIProxy  # noqa: E402
@@ -51,12 +52,14 @@ gateway = AIProxy()
 # prepares anything. The models endpoint next: it answers GET <prefix>/v1/models before the gateway
 # routes the request. FlowMasking before the gateway: in `error` it must read what was attached before
 # the gateway forgets it. The gateway asks the inspector (a hook point it owns) about flows no route
-# matches; the summary totals every statistics record.
+# matches. Cassettes after both: they record and replay flows the gateway (or the inspector) has
+# prepared. The summary totals every statistics record.
 addons = [
     AccessControl(gateway),
     ModelsEndpoint(gateway),
     FlowMasking(gateway),
     gateway,
     Inspector(gateway),
+    Cassettes(gateway),
     UsageSummary(gateway.stats),
 ]

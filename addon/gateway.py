@@ -24,7 +24,6 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from addon.config_loader import ConfigError, load_config
-from addon.emulator import Emulator
 from addon.gcp_auth import GcpTokenSource
 from addon.stats import CONSUMER_METADATA, MAX_PAYLOAD, CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
@@ -41,7 +40,6 @@ from transforms.usage import estimate_usage
 
 logger = logging.getLogger("ai_proxy")
 
-DEMO_ROUTES = Path(__file__).resolve().parent / "demo_routes.yaml"
 UNMATCHED_CHOICES = ("auto", "pass", "reject")
 CONFIG_POLL_SECONDS = 1.0
 OVERHEAD_HEADER = "x-ai-proxy-overhead-ms"
@@ -77,6 +75,12 @@ class FlowState:
     first_token_at: float | None = None
     broken: bool = False  # a hook failed after the request went out: answer 500 when the body is in
     error: str | None = None  # inspected traffic whose answer could not be read (recorded, never failed)
+    # The provider's own answer before translation, for addons that keep it (cassettes): headers as
+    # mitmproxy's immutable field tuple, body only for answers read whole.
+    upstream_status: int = 0
+    upstream_headers: tuple[tuple[bytes, bytes], ...] = ()
+    upstream_body: bytes | None = None
+    replayed: bool = False  # answered from a cassette: the statistics record says so
 
 
 class AIProxy:
@@ -84,7 +88,6 @@ class AIProxy:
         self.config = GatewayConfig()
         self._match_hosts = False
         self.stats = StatsSink()
-        self.emulator: Emulator | None = None
         self._live: dict[str, FlowState] = {}
         self._config_path: str | None = None
         self._config_mtime: float | None = None
@@ -105,7 +108,7 @@ class AIProxy:
             "ai_proxy_config",
             str | None,
             None,
-            "Routes file (YAML or JSON). Unset: built-in demo routes to a local provider emulator.",
+            "Routes file (YAML or JSON). Unset: no routes (traffic is only inspected).",
         )
         loader.add_option(
             "ai_proxy_stats_file",
@@ -153,36 +156,31 @@ class AIProxy:
             self._watcher = None
         self.stats.close()
         self.gcp_tokens.clear()
-        if self.emulator is not None:
-            self.emulator.stop()
-            self.emulator = None
 
     # --- routes ----------------------------------------------------------------------------------
 
     def _load_routes(self) -> None:
         path = ctx.options.ai_proxy_config
-        environ: dict[str, str] = dict(os.environ)
-        if not path:
-            if self.emulator is None:
-                self.emulator = Emulator().start()
-            environ["AI_PROXY_EMULATOR_URL"] = self.emulator.url
-            source = str(DEMO_ROUTES)
-        else:
-            source = path
         self._config_path = path or None
+        if not path:
+            # No routes file, no routes: nothing is answered locally or rerouted (the offline demo
+            # is asked for explicitly: `make run` names addon/demo_routes.yaml).
+            self.config = GatewayConfig()
+            self._match_hosts = False
+            logger.info("ai_proxy: no routes (ai_proxy_config is not set)")
+            return
         try:
-            self._config_mtime = Path(source).stat().st_mtime
-            config = load_config(source, environ)
+            self._config_mtime = Path(path).stat().st_mtime
+            config = load_config(path, dict(os.environ))
         except (ConfigError, OSError) as e:
             kept = f"keeping the previous {len(self.config.routes)} route(s)"
-            logger.warning(f"ai_proxy: cannot load {source}, {kept}:\n{e}")
+            logger.warning(f"ai_proxy: cannot load {path}, {kept}:\n{e}")
             return
         self.config = config
         self._match_hosts = config.matches_hosts
         self._noted.clear()
         names = ", ".join(r.name for r in config.routes) or "none"
-        demo = f" (demo: provider emulator at {self.emulator.url})" if not path and self.emulator else ""
-        logger.info(f"ai_proxy: loaded {len(config.routes)} route(s) from {source}{demo}: {names}")
+        logger.info(f"ai_proxy: loaded {len(config.routes)} route(s) from {path}: {names}")
 
     async def _watch_config(self) -> None:
         while True:
@@ -256,6 +254,8 @@ class AIProxy:
             if flow.response is not None and not flow.response.stream and _is_stream(flow.response):
                 flow.response.stream = True  # never buffer someone's event stream, even unmatched
             return
+        state.upstream_status = flow.response.status_code
+        state.upstream_headers = flow.response.headers.fields
         if state.prep.inspected:
             self._observe_inspected(flow, state)
             return
@@ -385,6 +385,7 @@ class AIProxy:
             else:
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 raw = resp.get_content(strict=False) or b""
+                state.upstream_body = raw
                 answer = translate_response(prep, resp.status_code, raw, headers)
                 usage, model = answer.usage, answer.response_model
                 state.error = state.error or answer.error
@@ -404,6 +405,7 @@ class AIProxy:
         prep = state.prep
         assert prep is not None and flow.response is not None
         raw = flow.response.get_content(strict=False) or b""
+        state.upstream_body = raw
         if not prep.passthrough:  # the client gets a translation: keep what the provider said
             ai_metadata(flow)["provider_response"] = {
                 "status": flow.response.status_code,
@@ -509,10 +511,23 @@ class AIProxy:
             secrets=prep.secrets,
             consumer=flow.metadata.get(CONSUMER_METADATA),
             error="; ".join(e for e in (prep.error, state.error, error) if e) or None,
+            replayed=state.replayed,
         )
         record = build_record(facts)
         ai_metadata(flow).update(record)
         self.stats.emit(record)
+
+    # --- hook points for other addons (cassettes) --------------------------------------------------
+
+    def flow_state(self, flow: http.HTTPFlow) -> FlowState | None:
+        """The gateway's state of a flow it prepared, between its request and response hooks."""
+        return self._live.get(flow.id)
+
+    def answer_locally(self, flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes) -> None:
+        """Answer a prepared flow without going upstream and without translating the answer (it is
+        already in the client's format); no statistics record, as for a request the gateway refuses."""
+        self._live.pop(flow.id, None)
+        flow.response = http.Response.make(status, body, headers)
 
     def _fail_closed(self, flow: http.HTTPFlow, route: Route, hook: str) -> None:
         if hook != "responseheaders":  # that one was logged when it happened

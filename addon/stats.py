@@ -39,6 +39,7 @@ class CallFacts:
     secrets: tuple[str, ...] = ()
     consumer: str | None = None  # the gateway key's name, never the key
     error: str | None = None  # why the call could not be served or accounted for fully
+    replayed: bool = False  # answered from a cassette
 
 
 def build_record(facts: CallFacts) -> dict[str, Any]:
@@ -57,6 +58,8 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
         meta["consumer"] = facts.consumer
     if facts.error:
         meta["error"] = redact_text(facts.error, facts.secrets)[:MAX_RECORDED_ERROR_CHARS]
+    if facts.replayed:
+        meta["replayed"] = True
     opts = route.model.options
     if route.provider == "azure":
         meta["azure_instance_id"] = opts.azure_instance

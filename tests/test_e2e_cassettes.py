@@ -1,0 +1,342 @@
+"""Record and replay (issue 10), end to end: record every provider through the gateway against the
+emulator, then replay with the upstream unreachable and `ai_proxy_record_mode=none`.
+
+The recording gateway's routes point at the emulator; the replaying gateway's identical routes point
+at a closed loopback port, so an answer can only come from a cassette.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import boto3
+import httpx
+import openai
+import orjson
+import pytest
+from botocore.config import Config
+from conftest import Gateway, route
+from google import genai
+from google.genai import types as genai_types
+
+ANTHROPIC_KEY = "sk-ant-cassette-secret-0001"
+OPENAI_KEY = "sk-openai-cassette-secret-0002"
+GEMINI_KEY = "AIza-cassette-secret-0003"
+COHERE_KEY = "cohere-cassette-secret-0004"
+HF_KEY = "hf_cassette_secret_0005"
+AZURE_KEY = "azure-cassette-secret-0006"
+MISTRAL_KEY = "mistral-cassette-secret-0007"
+AWS_ACCESS_KEY = "AKIACASSETTEEXAMPLE8"
+AWS_SECRET_KEY = "cassette/Secret/Access/Key/EXAMPLE0009"
+SECRETS = (
+    ANTHROPIC_KEY,
+    OPENAI_KEY,
+    GEMINI_KEY,
+    COHERE_KEY,
+    HF_KEY,
+    AZURE_KEY,
+    MISTRAL_KEY,
+    AWS_ACCESS_KEY,
+    AWS_SECRET_KEY,
+)
+BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+QUESTION = [{"role": "user", "content": "What is 1 + 1?"}]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"header_name": "Authorization", "header_value": f"Bearer {key}"}
+
+
+def routes(upstream: str) -> list[dict[str, Any]]:
+    """One OpenAI-format chat route per provider, and native routes for three providers' SDKs."""
+    aws = {"aws_access_key_id": AWS_ACCESS_KEY, "aws_secret_access_key": AWS_SECRET_KEY}
+    anthropic_options = {"anthropic_version": "2023-06-01", "max_tokens": 256}
+    return [
+        route(
+            "openai",
+            "/openai/v1/chat/completions",
+            "llm/v1/chat",
+            "openai",
+            upstream,
+            auth=bearer(OPENAI_KEY),
+        ),
+        route(
+            "azure",
+            "/azure/v1/chat/completions",
+            "llm/v1/chat",
+            "azure",
+            upstream,
+            model="gpt-4o",
+            auth={"header_name": "api-key", "header_value": AZURE_KEY},
+            options={
+                "azure_instance": "demo",
+                "azure_deployment_id": "gpt-4o",
+                "azure_api_version": "2024-10-21",
+            },
+        ),
+        route(
+            "anthropic",
+            "/anthropic/v1/chat/completions",
+            "llm/v1/chat",
+            "anthropic",
+            upstream,
+            model="claude-sonnet-4-5",
+            auth={"header_name": "x-api-key", "header_value": ANTHROPIC_KEY},
+            options=anthropic_options,
+        ),
+        route(
+            "cohere",
+            "/cohere/v1/chat/completions",
+            "llm/v1/chat",
+            "cohere",
+            upstream,
+            model="command-a-03-2025",
+            auth=bearer(COHERE_KEY),
+        ),
+        route(
+            "mistral",
+            "/mistral/v1/chat/completions",
+            "llm/v1/chat",
+            "mistral",
+            upstream,
+            model="mistral-large-latest",
+            auth=bearer(MISTRAL_KEY),
+            options={"mistral_format": "openai"},
+        ),
+        route(
+            "llama2",
+            "/llama2/v1/chat/completions",
+            "llm/v1/chat",
+            "llama2",
+            upstream,
+            model="llama2",
+            options={"llama2_format": "ollama"},
+        ),
+        route(
+            "gemini",
+            "/gemini/v1/chat/completions",
+            "llm/v1/chat",
+            "gemini",
+            upstream,
+            model="gemini-2.5-flash",
+            auth={"param_name": "key", "param_value": GEMINI_KEY, "param_location": "query"},
+        ),
+        route(
+            "bedrock",
+            "/bedrock/v1/chat/completions",
+            "llm/v1/chat",
+            "bedrock",
+            upstream,
+            model=BEDROCK_MODEL,
+            auth=aws,
+            options={"bedrock": {"aws_region": "us-east-1"}},
+        ),
+        route(
+            "huggingface",
+            "/huggingface/v1/chat/completions",
+            "llm/v1/chat",
+            "huggingface",
+            upstream,
+            model="meta-llama/Llama-3.1-8B-Instruct",
+            auth=bearer(HF_KEY),
+        ),
+        route("ollama", "/ollama/v1/chat/completions", "llm/v1/chat", "ollama", upstream, model="llama3.2"),
+        {
+            **route(
+                "anthropic-native",
+                "/anthropic-native/*",
+                "llm/v1/chat",
+                "anthropic",
+                upstream,
+                auth={"header_name": "x-api-key", "header_value": ANTHROPIC_KEY},
+                options=anthropic_options,
+            ),
+            "llm_format": "anthropic",
+        },
+        {
+            **route(
+                "gemini-native",
+                "/gemini-native/*",
+                "llm/v1/chat",
+                "gemini",
+                upstream,
+                auth={"header_name": "x-goog-api-key", "header_value": GEMINI_KEY},
+            ),
+            "llm_format": "gemini",
+        },
+        {
+            **route(
+                "bedrock-native",
+                "/bedrock-native/*",
+                "llm/v1/chat",
+                "bedrock",
+                upstream,
+                auth=aws,
+                options={"bedrock": {"aws_region": "us-east-1"}},
+            ),
+            "llm_format": "bedrock",
+        },
+    ]
+
+
+PROVIDERS = [
+    "openai",
+    "azure",
+    "anthropic",
+    "cohere",
+    "mistral",
+    "llama2",
+    "gemini",
+    "bedrock",
+    "huggingface",
+    "ollama",
+]
+# The emulator has no Azure stream fixture: it is told which one to send.
+EXTRA_HEADERS = {("azure", True): {"x-emulator-fixture": "openai/chat/stream.sse"}}
+
+
+def openai_client(gw: Gateway, provider: str, retries: int = 0, **kwargs: Any) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{gw.url}/{provider}/v1", api_key="client-key", max_retries=retries, timeout=10, **kwargs
+    )
+
+
+def ask(gw: Gateway, provider: str, stream: bool) -> tuple[str, httpx.Headers]:
+    """The answer's text (streams joined from their deltas) and the response headers."""
+    client = openai_client(gw, provider)
+    headers = EXTRA_HEADERS.get((provider, stream), {})
+    model = "gpt-4o-mini" if provider == "openai" else None
+    kwargs: dict[str, Any] = {"messages": QUESTION, "extra_headers": headers}
+    if model:
+        kwargs["model"] = model
+    else:
+        kwargs["model"] = "unused"
+        kwargs["extra_body"] = {"model": None}
+    if not stream:
+        raw = client.chat.completions.with_raw_response.create(**kwargs)
+        return raw.parse().choices[0].message.content, raw.headers
+    with client.chat.completions.with_streaming_response.create(stream=True, **kwargs) as response:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in response.parse() if chunk.choices)
+        return text, response.headers
+
+
+def ask_anthropic(gw: Gateway, stream: bool) -> str:
+    client = anthropic.Anthropic(base_url=f"{gw.url}/anthropic-native", api_key="client-key", max_retries=0)
+    if stream:
+        with client.messages.stream(model="claude-sonnet-4-5", max_tokens=256, messages=QUESTION) as s:
+            return "".join(s.text_stream)
+    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=256, messages=QUESTION)
+    return message.content[0].text
+
+
+def ask_gemini(gw: Gateway, stream: bool) -> str:
+    client = genai.Client(
+        api_key="client-key",
+        http_options=genai_types.HttpOptions(base_url=f"{gw.url}/gemini-native", api_version="v1beta"),
+    )
+    if stream:
+        return "".join(
+            c.text or ""
+            for c in client.models.generate_content_stream(
+                model="gemini-2.5-flash", contents="What is 1 + 1?"
+            )
+        )
+    return client.models.generate_content(model="gemini-2.5-flash", contents="What is 1 + 1?").text
+
+
+def ask_bedrock(gw: Gateway, stream: bool) -> str:
+    client = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=f"{gw.url}/bedrock-native",
+        aws_access_key_id="client-id",
+        aws_secret_access_key="client-secret",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    messages = [{"role": "user", "content": [{"text": "What is 1 + 1?"}]}]
+    if stream:
+        out = client.converse_stream(modelId=BEDROCK_MODEL, messages=messages)
+        return "".join(
+            e["contentBlockDelta"]["delta"].get("text", "") for e in out["stream"] if "contentBlockDelta" in e
+        )
+    out = client.converse(modelId=BEDROCK_MODEL, messages=messages)
+    return out["output"]["message"]["content"][0]["text"]
+
+
+NATIVE = {"anthropic-native": ask_anthropic, "gemini-native": ask_gemini, "bedrock-native": ask_bedrock}
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(folder: Path, upstream: str, mode: str, name: str) -> Gateway:
+    config = folder / f"{name}.json"
+    config.write_bytes(orjson.dumps({"routes": routes(upstream)}))
+    extra = ["--set", f"ai_proxy_cassettes={folder / 'cassettes'}", "--set", f"ai_proxy_record_mode={mode}"]
+    return Gateway(config, folder / f"{name}.jsonl", {}, extra)
+
+
+@pytest.fixture(scope="module")
+def tape(tmp_path_factory: pytest.TempPathFactory, emulator) -> Iterator[dict[str, Any]]:
+    """Records every case once against the emulator, then serves replays from an unreachable upstream."""
+    folder = tmp_path_factory.mktemp("cassettes")
+    answers: dict[tuple[str, bool], str] = {}
+    with start(folder, emulator.url, "new_episodes", "record") as recorder:
+        for provider in PROVIDERS:
+            for stream in (False, True):
+                answers[provider, stream] = ask(recorder, provider, stream)[0]
+        for name, call in NATIVE.items():
+            for stream in (False, True):
+                answers[name, stream] = call(recorder, stream)
+        recorder.wait_records(len(answers))
+        recorded_log = recorder.log
+    upstream_calls = len(emulator.requests)
+    replayer = start(folder, f"http://127.0.0.1:{closed_port()}", "none", "replay")
+    yield {
+        "gw": replayer,
+        "answers": answers,
+        "dir": folder / "cassettes",
+        "upstream_calls": upstream_calls,
+        "recorded_log": recorded_log,
+    }
+    replayer.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_every_provider_replays_with_the_upstream_unreachable(tape, emulator, provider, stream):
+    gw = tape["gw"]
+    gw.clear_records()
+    text, headers = ask(gw, provider, stream)
+    assert text == tape["answers"][provider, stream]
+    assert text  # the recorded answer, not an empty one
+    cassette = headers["x-ai-proxy-cassette"]
+    assert cassette.startswith(f"{provider}/") and cassette.endswith(".json")
+    assert (tape["dir"] / cassette).is_file()
+    (record,) = gw.wait_records(1)
+    meta = record["ai"]["proxy"]["meta"]
+    assert meta["replayed"] is True
+    assert meta["route"] == provider
+    assert meta["request_mode"] == ("stream" if stream else "oneshot")
+    assert record["ai"]["proxy"]["usage"]["total_tokens"] > 0
+    assert emulator.requests == []  # nothing reached the upstream
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("name", list(NATIVE))
+def test_native_sdks_replay(tape, emulator, name, stream):
+    gw = tape["gw"]
+    gw.clear_records()
+    assert NATIVE[name](gw, stream) == tape["answers"][name, stream]
+    (record,) = gw.wait_records(1)
+    assert record["ai"]["proxy"]["meta"]["replayed"] is True
+    assert record["ai"]["proxy"]["meta"]["route"] == name
+    assert emulator.requests == []
