@@ -24,10 +24,13 @@ $(TEST_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-## Start mitmdump as a gateway on :$(PORT) with the built-in demo routes (a local provider emulator, no keys).
+## Start mitmdump as a gateway on :$(PORT) with the demo routes, replaying the bundled cassettes
+## (no keys, no network: ai_proxy_record_mode=none never contacts a provider).
 run: $(RUN_STAMP)
 	$(BIN)/mitmdump -s addon/ai_proxy.py --mode reverse:http://127.0.0.1:1 \
-		--listen-host 127.0.0.1 -p $(PORT) --set flow_detail=0 $(ARGS)
+		--listen-host 127.0.0.1 -p $(PORT) --set flow_detail=0 \
+		--set ai_proxy_config=addon/demo_routes.yaml --set ai_proxy_cassettes=fixtures/demo_cassettes \
+		--set ai_proxy_record_mode=none $(ARGS)
 
 ## Run the whole test suite.
 test: $(TEST_STAMP)

@@ -1,6 +1,7 @@
 """A local emulation of the provider APIs that serves the project's fixtures.
 
-It is the upstream of the offline demo (``make run``) and of the end-to-end tests. Each provider's
+It is the upstream of the end-to-end tests, and of the recording of the offline demo's cassettes
+(``tests/record_demo.py``; ``make run`` itself replays those and contacts nothing). Each provider's
 fixture folder has an ``emulator.json`` listing the requests it answers::
 
     [{"method": "POST", "path": "^/v1/messages$", "dir": "anthropic/chat"}]
@@ -36,6 +37,7 @@ CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".txt": "text/plain",
 }
+STREAM_SUFFIXES = {CONTENT_TYPES[s]: s for s in (".sse", ".ndjson", ".eventstream")}
 
 
 @dataclass(slots=True)
@@ -175,12 +177,16 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             scripted = emulator._record(Recorded(self.command, self.path, headers, body))
-            if scripted is not None:
-                return self._send(scripted.status, scripted.body, scripted.content_type, scripted.headers)
             fixture = headers.get("x-emulator-fixture")
             status = int(headers.get("x-emulator-status") or 200)
             delay = int(headers.get("x-emulator-delay-ms") or 0) / 1000
             cut_after = int(headers["x-emulator-cut-after"]) if "x-emulator-cut-after" in headers else None
+            if scripted is not None:
+                suffix = STREAM_SUFFIXES.get(scripted.content_type)
+                if suffix and scripted.status == 200:  # a scripted stream goes out event by event too
+                    events = split_stream(scripted.body, suffix)
+                    return self._stream(events, scripted.content_type, delay, cut_after)
+                return self._send(scripted.status, scripted.body, scripted.content_type, scripted.headers)
             if fixture is None:
                 folder = emulator.resolve(self.command, self.path.split("?", 1)[0])
                 if folder is None:

@@ -46,7 +46,7 @@ class Gateway:
 
     def __init__(
         self,
-        config: Path,
+        config: Path | None,
         stats: Path,
         env: dict[str, str],
         extra: list[str],
@@ -67,8 +67,7 @@ class Gateway:
             "127.0.0.1",
             "-p",
             "0",
-            "--set",
-            f"ai_proxy_config={config}",
+            *(("--set", f"ai_proxy_config={config}") if config else ()),
             "--set",
             f"ai_proxy_stats_file={stats}",
             *detail,

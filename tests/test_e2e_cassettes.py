@@ -8,7 +8,6 @@ at a closed loopback port, so an answer can only come from a cassette.
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
