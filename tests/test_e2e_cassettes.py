@@ -7,6 +7,7 @@ at a closed loopback port, so an answer can only come from a cassette.
 
 from __future__ import annotations
 
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,15 +297,25 @@ def tape(tmp_path_factory: pytest.TempPathFactory, emulator) -> Iterator[dict[st
             for stream in (False, True):
                 answers[name, stream] = call(recorder, stream)
         recorder.wait_records(len(answers))
+        # new_episodes replays a call recorded earlier in the same run: the upstream sees it once.
+        before = len(emulator.requests)
+        again, again_headers = ask(recorder, "openai", False)
+        repeat = {
+            "text": again,
+            "cassette": again_headers.get("x-ai-proxy-cassette"),
+            "upstream": len(emulator.requests) - before,
+        }
         recorded_log = recorder.log
-    upstream_calls = len(emulator.requests)
+    files = {p: p.stat().st_mtime_ns for p in (folder / "cassettes").rglob("*")}
     replayer = start(folder, f"http://127.0.0.1:{closed_port()}", "none", "replay")
     yield {
         "gw": replayer,
         "answers": answers,
         "dir": folder / "cassettes",
-        "upstream_calls": upstream_calls,
         "recorded_log": recorded_log,
+        "repeat": repeat,
+        "files": files,
+        "folder": folder,
     }
     replayer.stop()
 
@@ -339,3 +350,117 @@ def test_native_sdks_replay(tape, emulator, name, stream):
     assert record["ai"]["proxy"]["meta"]["replayed"] is True
     assert record["ai"]["proxy"]["meta"]["route"] == name
     assert emulator.requests == []
+
+
+def test_new_episodes_replays_a_call_recorded_earlier_in_the_same_run(tape):
+    repeat = tape["repeat"]
+    assert repeat["upstream"] == 0
+    assert repeat["text"] == tape["answers"]["openai", False]
+    assert repeat["cassette"].startswith("openai/gpt-4o-mini-")
+
+
+def test_one_anthropic_cassette_serves_an_openai_client_and_a_native_anthropic_client(tape, emulator):
+    """The OpenAI-format route and the native route send Anthropic the same request (same body, same
+    anthropic-version), so the cassette recorded through one replays through the other. The native
+    client must send the route's anthropic-version: the version header is part of the key."""
+    gw = tape["gw"]
+    text, headers = ask(gw, "anthropic", False)
+    native = anthropic.Anthropic(
+        base_url=f"{gw.url}/anthropic-native",
+        api_key="client-key",
+        max_retries=0,
+        default_headers={"anthropic-version": "2023-06-01"},
+    )
+    raw = native.messages.with_raw_response.create(
+        model="claude-sonnet-4-5", max_tokens=256, messages=QUESTION
+    )
+    assert raw.headers["x-ai-proxy-cassette"] == headers["x-ai-proxy-cassette"]
+    assert raw.parse().content[0].text == text  # the same recorded answer, in Anthropic's own shape
+    assert raw.parse().model == "claude-sonnet-4-5-20250929"
+    assert emulator.requests == []
+
+
+def test_a_miss_in_none_mode_is_a_400_the_openai_sdk_does_not_retry(tape, emulator):
+    gw = tape["gw"]
+    attempts: list[httpx.Request] = []
+    client = openai_client(
+        gw, "anthropic", retries=3, http_client=httpx.Client(event_hooks={"request": [attempts.append]})
+    )
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model="claude-sonnet-4-5", messages=[{"role": "user", "content": "What is 2 + 2?"}]
+        )
+    assert e.value.status_code == 400
+    assert e.value.code == "cassette_miss"
+    message = e.value.body["message"]
+    assert message.startswith("cassette_miss: no cassette in ")
+    assert (
+        "closest is anthropic/claude-sonnet-4-5-" in message
+        and "differs in body.messages[0].content" in message
+    )
+    assert len(attempts) == 1  # not retried
+    assert emulator.requests == []  # nothing went upstream
+    assert "route=anthropic: cassette_miss:" in gw.log
+
+
+def test_a_miss_reaches_native_sdks_in_their_own_error_shape(tape, emulator):
+    gw = tape["gw"]
+    client = anthropic.Anthropic(base_url=f"{gw.url}/anthropic-native", api_key="k", max_retries=3)
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=256, messages=[{"role": "user", "content": "Hi?"}]
+        )
+    assert e.value.body["error"]["message"].startswith("cassette_miss: ")
+    gemini = genai.Client(
+        api_key="k",
+        http_options=genai_types.HttpOptions(base_url=f"{gw.url}/gemini-native", api_version="v1beta"),
+    )
+    with pytest.raises(genai.errors.ClientError) as g:
+        gemini.models.generate_content(model="gemini-2.5-flash", contents="Hi?")
+    assert g.value.code == 400 and g.value.message.startswith("cassette_miss: ")
+    bedrock = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=f"{gw.url}/bedrock-native",
+        aws_access_key_id="id",
+        aws_secret_access_key="secret",
+    )
+    with pytest.raises(bedrock.exceptions.ValidationException) as b:
+        bedrock.converse(modelId=BEDROCK_MODEL, messages=[{"role": "user", "content": [{"text": "Hi?"}]}])
+    assert b.value.response["Error"]["Message"].startswith("cassette_miss: ")
+    assert b.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert emulator.requests == []
+
+
+def test_no_configured_secret_reaches_the_cassettes(tape):
+    files = list(tape["dir"].rglob("*.json"))
+    # Native Gemini and Bedrock calls asked what the translated routes asked: they share cassettes.
+    assert len(files) == 22
+    assert {p.parent.name for p in files} == set(PROVIDERS)
+    for path in files:
+        data = path.read_bytes()
+        for secret in SECRETS:
+            assert secret.encode() not in data, (secret, path)
+    # The Gemini route's key went upstream as ?key=; the cassette keeps the URL without it.
+    gemini = next(
+        p for p in files if p.parent.name == "gemini" and "stream" not in p.name and "native" not in p.name
+    )
+    assert "key=" not in orjson.loads(gemini.read_bytes())["request"]["url"]
+
+
+def test_a_broken_cassette_is_skipped_with_a_warning_and_the_rest_replay(tape, tmp_path):
+    shutil.copytree(tape["dir"], tmp_path / "cassettes")
+    (tmp_path / "cassettes" / "openai" / "hand-edited.json").write_text('{"ai_proxy_cassette": 1, "match": {')
+    with start(tmp_path, f"http://127.0.0.1:{closed_port()}", "none", "broken") as gw:
+        text, _ = ask(gw, "openai", False)
+        assert text == tape["answers"]["openai", False]
+        assert gw.proc.poll() is None
+        log = gw.log
+    assert "skipping cassette openai/hand-edited.json: not JSON" in log
+    assert "ai_proxy: 22 cassette(s) in" in log
+
+
+def test_none_mode_never_writes_the_directory(tape):
+    """Runs after the replays and misses above: the directory is exactly as the recording left it."""
+    now = {p: p.stat().st_mtime_ns for p in tape["dir"].rglob("*")}
+    assert now == tape["files"]
