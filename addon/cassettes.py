@@ -103,6 +103,7 @@ class Cassettes:
         if not folder:
             self.directory = None
             self._set_index([])
+            self.done()  # no replay server while off
             return
         directory = Path(folder).expanduser().resolve()
         if mode == "none" and not directory.is_dir():
@@ -319,6 +320,9 @@ def _replay_handler(owner: Cassettes) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            self.send_response_only(code, message)  # no Server/Date headers of its own: the recorded ones
 
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)

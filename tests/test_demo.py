@@ -6,12 +6,21 @@ import re
 import shlex
 import subprocess
 import threading
+import time
 
 import httpx
 import openai
 import pytest
 from conftest import ROOT
 from record_demo import ANSWER, OTHER_CALLS, chat_body, chat_routes, record
+
+
+def eventually(log: list[str], text: str, timeout: float = 5.0) -> bool:
+    """mitmdump's output is read by a thread: wait for a line to arrive."""
+    deadline = time.monotonic() + timeout
+    while not any(text in line for line in log) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return any(text in line for line in log)
 
 
 def make_run_command() -> list[str]:
@@ -86,7 +95,7 @@ def test_every_demo_chat_route_answers_the_readme_question_offline(demo, route, 
         assert pieces == ANSWER  # event by event, as recorded
     assert headers["x-ai-proxy-cassette"].startswith(f"{route.provider}/")
     assert headers["x-ai-proxy-model"].startswith(route.provider + "/")
-    assert any(f"route={route.name} provider={route.provider}" in line for line in log)
+    assert eventually(log, f"route={route.name} provider={route.provider}")
 
 
 @pytest.mark.parametrize(("path", "body"), OTHER_CALLS, ids=["completions", "embeddings"])
@@ -108,7 +117,7 @@ def test_a_question_the_demo_has_no_cassette_for_says_so(demo):
     assert error["code"] == "cassette_miss"
     assert "closest is anthropic/claude-sonnet-4-5-" in error["message"]
     assert "messages[0].content" in error["message"]
-    assert any("route=anthropic-chat: cassette_miss:" in line for line in log)
+    assert eventually(log, "route=anthropic-chat: cassette_miss:")
 
 
 def test_the_bundled_cassettes_are_what_the_recorder_makes(tmp_path):

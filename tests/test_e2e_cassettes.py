@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,14 @@ def ask_bedrock(gw: Gateway, stream: bool) -> str:
 NATIVE = {"anthropic-native": ask_anthropic, "gemini-native": ask_gemini, "bedrock-native": ask_bedrock}
 
 
+def logged(gw: Gateway, text: str, timeout: float = 5.0) -> bool:
+    """mitmdump's output is read by a thread: wait for a line to arrive."""
+    deadline = time.monotonic() + timeout
+    while text not in gw.log and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return text in gw.log
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -400,7 +409,7 @@ def test_a_miss_in_none_mode_is_a_400_the_openai_sdk_does_not_retry(tape, emulat
     )
     assert len(attempts) == 1  # not retried
     assert emulator.requests == []  # nothing went upstream
-    assert "route=anthropic: cassette_miss:" in gw.log
+    assert logged(gw, "route=anthropic: cassette_miss:")
 
 
 def test_a_miss_reaches_native_sdks_in_their_own_error_shape(tape, emulator):

@@ -457,7 +457,8 @@ def closest(match: Mapping[str, Any], candidates: Iterable[Cassette]) -> tuple[C
 
 
 def miss_message(match: Mapping[str, Any], candidates: Iterable[Cassette], directory: str) -> str:
-    what = f"{match['operation']} ({match['provider']}, model {match['model']}, stream={match['stream']})"
+    stream = "true" if match["stream"] else "false"
+    what = f"{match['operation']} ({match['provider']}, model {match['model']}, stream={stream})"
     found = closest(match, candidates)
     if found is None:
         return f"{MISS_CODE}: no cassette in {directory} matches {what}; the directory has none"
