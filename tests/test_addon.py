@@ -194,9 +194,10 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
         second = load_script(path)
         assert sys.modules["transforms.pipeline"] is not old_pipeline
         names = [type(a).__name__ for a in second.addons]
-        assert names == ["AccessControl", "ModelsEndpoint", "FlowMasking", "AIProxy", "Inspector", "UsageSummary"], names
+        assert names == ["AccessControl", "ModelsEndpoint", "FlowMasking", "AIProxy", "Inspector", "Cassettes", "UsageSummary"], names
         assert not set(map(id, second.addons)) & set(map(id, first.addons))
         assert second.addons[1].gateway is second.addons[3]
+        assert second.addons[5].gateway is second.addons[3]
         assert sys.path.count({str(ROOT)!r}) == 1
         print("ok")
         """
