@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anthropic
 import boto3
@@ -24,6 +24,8 @@ from botocore.config import Config
 from conftest import Gateway, route
 from google import genai
 from google.genai import types as genai_types
+
+from transforms.config import Provider
 
 ANTHROPIC_KEY = "sk-ant-cassette-secret-0001"
 OPENAI_KEY = "sk-openai-cassette-secret-0002"
@@ -185,18 +187,7 @@ def routes(upstream: str) -> list[dict[str, Any]]:
     ]
 
 
-PROVIDERS = [
-    "openai",
-    "azure",
-    "anthropic",
-    "cohere",
-    "mistral",
-    "llama2",
-    "gemini",
-    "bedrock",
-    "huggingface",
-    "ollama",
-]
+PROVIDERS = list(get_args(Provider))  # every provider, each with a chat route above
 # The emulator has no Azure stream fixture: it is told which one to send.
 EXTRA_HEADERS = {("azure", True): {"x-emulator-fixture": "openai/chat/stream.sse"}}
 
