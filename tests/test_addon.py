@@ -179,8 +179,9 @@ def test_script_loads_our_packages_even_when_foreign_ones_exist(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    # access control first (it answers refusals), then the models endpoint, before the gateway
-    assert out.stdout.strip() == "AccessControl ModelsEndpoint FlowMasking AIProxy Inspector UsageSummary"
+    assert out.stdout.strip() == (
+        "AccessControl ModelsEndpoint FlowMasking AIProxy Inspector Cassettes UsageSummary"
+    )
 
 
 def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
