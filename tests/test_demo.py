@@ -85,14 +85,17 @@ def test_every_demo_chat_route_answers_the_readme_question_offline(demo, route, 
         assert answer.usage.total_tokens == 22
         headers = raw.headers
     else:
+        arrivals: list[float] = []
+        pieces: list[str] = []
         with client.chat.completions.with_streaming_response.create(**body) as response:
-            pieces = [
-                c.choices[0].delta.content
-                for c in response.parse()
-                if c.choices and c.choices[0].delta.content
-            ]
+            for chunk in response.parse():
+                if chunk.choices and chunk.choices[0].delta.content:
+                    pieces.append(chunk.choices[0].delta.content)
+                    arrivals.append(time.monotonic())
             headers = response.headers
         assert pieces == ANSWER  # event by event, as recorded
+        # Recorded 40 ms apart, replayed at most 20 ms apart: a stream, paced, not one buffered body.
+        assert arrivals[-1] - arrivals[0] >= 0.02
     assert headers["x-ai-proxy-cassette"].startswith(f"{route.provider}/")
     assert headers["x-ai-proxy-model"].startswith(route.provider + "/")
     assert eventually(log, f"route={route.name} provider={route.provider}")

@@ -460,6 +460,23 @@ def test_a_broken_cassette_is_skipped_with_a_warning_and_the_rest_replay(tape, t
     assert "ai_proxy: 22 cassette(s) in" in log
 
 
+def test_all_mode_goes_upstream_and_re_records_the_matching_cassette(tape, emulator, tmp_path):
+    shutil.copytree(tape["dir"], tmp_path / "cassettes")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "cassettes").rglob("*.json")}
+    with start(tmp_path, emulator.url, "all", "all") as gw:
+        text, headers = ask(gw, "openai", False)
+        assert text == tape["answers"]["openai", False]
+        assert "x-ai-proxy-cassette" not in headers  # a live answer
+        assert len(emulator.requests) == 1
+        assert logged(gw, "ai_proxy: recorded openai/gpt-4o-mini-")
+        (record,) = gw.wait_records(1)
+        assert "replayed" not in record["ai"]["proxy"]["meta"]
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "cassettes").rglob("*.json")}
+    assert after.keys() == before.keys()  # the same file, replaced, nothing added
+    changed = [name for name in before if before[name] != after[name]]
+    assert len(changed) <= 1 and all(name.parts[1] == "openai" for name in changed)
+
+
 def test_none_mode_never_writes_the_directory(tape):
     """Runs after the replays and misses above: the directory is exactly as the recording left it."""
     now = {p: p.stat().st_mtime_ns for p in tape["dir"].rglob("*")}
