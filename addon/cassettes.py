@@ -40,6 +40,7 @@ from transforms.cassette import (
     miss_message,
     replay_of,
 )
+from transforms.errors import error_body
 from transforms.pipeline import Prepared
 from transforms.redact import redact_bytes
 
@@ -138,7 +139,23 @@ class Cassettes:
         state = self.gateway.flow_state(flow)
         if state is None or state.prep is None:
             return
+        try:
+            self._replay_or_record(flow, state)
+        except Exception:
+            # Fail closed in `none` (nothing may reach the upstream); otherwise the call goes live.
+            logger.exception(
+                f"ai_proxy route={state.route.name}: internal error in the cassettes request hook"
+            )
+            self._recording.pop(flow.id, None)
+            if self.mode == "none":
+                body = error_body(
+                    "internal error in the AI gateway (cassettes)", "api_error", "gateway_error"
+                )
+                self.gateway.answer_locally(flow, 500, {"content-type": "application/json"}, body)
+
+    def _replay_or_record(self, flow: http.HTTPFlow, state: FlowState) -> None:
         prep = state.prep
+        assert prep is not None
         secrets = configured_secrets(prep, self.gateway.env)
         request = exchange_request(flow, prep, self.gateway.env, secrets)
         match = match_of(request)
@@ -201,6 +218,9 @@ class Cassettes:
             cassette = load_cassette(rec.name, raw)
         except CassetteError as e:
             logger.warning(f"ai_proxy: not recording {rec.name}: {e}")
+            return
+        except Exception:  # the client has its answer; only the recording is lost
+            logger.exception(f"ai_proxy: not recording {rec.name}: internal error")
             return
         # Indexed now, so the same call later in this run replays; written off the event loop.
         stale = self.by_key.get(cassette.key)

@@ -117,3 +117,24 @@ def test_without_a_routes_file_there_are_no_routes_and_nothing_is_answered(caplo
         assert gateway.config.routes == []
         gateway.done()
     assert "ai_proxy: no routes (ai_proxy_config is not set)" in caplog.text
+
+
+async def test_an_internal_error_in_none_mode_fails_closed(tmp_path, routes_file, monkeypatch):
+    from addon import cassettes as cassettes_module
+
+    def broken(_request):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(cassettes_module, "match_of", broken)
+    gateway = AIProxy()
+    cassettes = Cassettes(gateway)
+    with taddons.context(gateway, cassettes) as tctx:
+        tctx.configure(gateway, ai_proxy_config=str(routes_file))
+        tctx.configure(cassettes, ai_proxy_cassettes=str(tmp_path), ai_proxy_record_mode="none")
+        flow = chat_flow()
+        await gateway.request(flow)
+        cassettes.request(flow)
+        assert flow.response.status_code == 500  # answered here: nothing reaches the upstream
+        assert orjson.loads(flow.response.content)["error"]["code"] == "gateway_error"
+        cassettes.done()
+        gateway.done()
