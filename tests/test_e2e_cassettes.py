@@ -477,6 +477,43 @@ def test_all_mode_goes_upstream_and_re_records_the_matching_cassette(tape, emula
     assert len(changed) <= 1 and all(name.parts[1] == "openai" for name in changed)
 
 
+def test_a_program_keeping_its_provider_url_replays_through_the_explicit_proxy(tape, emulator, tmp_path):
+    """HTTPS_PROXY use in CI: the Anthropic SDK calls https://api.anthropic.com through the proxy (trusting
+    mitmproxy's CA); a route matching that host, without upstream_url, replays the cassette recorded
+    on the native route of the recording run (the same provider request)."""
+    native = {
+        **route(
+            "anthropic-intercepted",
+            "/v1/messages",
+            "llm/v1/chat",
+            "anthropic",
+            None,
+            auth={"header_name": "x-api-key", "header_value": ANTHROPIC_KEY},
+            options={"anthropic_version": "2023-06-01"},
+        ),
+        "match": {"host": "api.anthropic.com", "path": "/v1/messages"},
+        "llm_format": "anthropic",
+    }
+    config = tmp_path / "routes.json"
+    config.write_bytes(orjson.dumps({"routes": [native]}))
+    extra = [
+        *("--set", f"confdir={tmp_path}", "--set", f"ai_proxy_cassettes={tape['dir']}"),
+        *("--set", "ai_proxy_record_mode=none"),
+    ]
+    with Gateway(config, tmp_path / "stats.jsonl", {}, extra, mode="regular") as gw:
+        ca = str(tmp_path / "mitmproxy-ca-cert.pem")
+        http_client = anthropic.DefaultHttpxClient(proxy=gw.url, verify=ca)
+        client = anthropic.Anthropic(api_key="none", http_client=http_client, max_retries=0)  # the real URL
+        raw = client.messages.with_raw_response.create(
+            model="claude-sonnet-4-5", max_tokens=256, messages=QUESTION
+        )
+        assert raw.parse().content[0].text == tape["answers"]["anthropic-native", False]
+        assert raw.headers["x-ai-proxy-cassette"].startswith("anthropic/claude-sonnet-4-5-")
+        (record,) = gw.wait_records(1)
+        assert record["ai"]["proxy"]["meta"]["replayed"] is True
+    assert emulator.requests == []
+
+
 def test_none_mode_never_writes_the_directory(tape):
     """Runs after the replays and misses above: the directory is exactly as the recording left it."""
     now = {p: p.stat().st_mtime_ns for p in tape["dir"].rglob("*")}
