@@ -57,6 +57,7 @@ class Scripted:
     body: bytes
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    events: bool = False  # a stream sent event by event (x-emulator-delay-ms apart), not as one body
 
 
 def load_routes(root: Path) -> list[tuple[str, re.Pattern[str], str]]:
@@ -129,11 +130,13 @@ class Emulator:
         body: bytes | dict | list,
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
+        events: bool = False,
     ) -> None:
-        """The next request gets this answer (with these extra headers) instead of a fixture."""
+        """The next request gets this answer (with these extra headers) instead of a fixture; ``events``
+        sends a stream body (SSE, NDJSON or AWS event stream) one event at a time, as stream fixtures are."""
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
         with self._lock:
-            self.scripted.append(Scripted(status, raw, content_type, headers or {}))
+            self.scripted.append(Scripted(status, raw, content_type, headers or {}, events=events))
 
     def reset(self) -> None:
         with self._lock:
@@ -183,7 +186,7 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             cut_after = int(headers["x-emulator-cut-after"]) if "x-emulator-cut-after" in headers else None
             if scripted is not None:
                 suffix = STREAM_SUFFIXES.get(scripted.content_type)
-                if suffix and scripted.status == 200:  # a scripted stream goes out event by event too
+                if suffix and scripted.events and scripted.status == 200:
                     events = split_stream(scripted.body, suffix)
                     return self._stream(events, scripted.content_type, delay, cut_after)
                 return self._send(scripted.status, scripted.body, scripted.content_type, scripted.headers)

@@ -243,7 +243,7 @@ def record(target: Path = DEMO_CASSETTES) -> list[str]:
                 model, answer = ANSWERS[route.provider]
                 for stream in (False, True):
                     body, content_type = answer(model, stream)
-                    emulator.script(200, body, content_type)
+                    emulator.script(200, body, content_type, events=stream)
                     r = httpx.post(
                         gw.url + (route.match.path or ""),
                         json=chat_body(route.name, stream),
