@@ -27,7 +27,7 @@ def eventually(log: list[str], text: str, timeout: float = 5.0) -> bool:
 def make_run_command() -> list[str]:
     """The mitmdump command `make run` would start, on a free port."""
     out = subprocess.run(
-        ["make", "-s", "-n", "run", "PORT=0", "STAMP=Makefile"],
+        ["make", "-s", "-n", "run", "PORT=0", "RUN_STAMP=Makefile"],
         cwd=ROOT,
         capture_output=True,
         text=True,
