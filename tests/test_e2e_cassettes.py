@@ -514,6 +514,33 @@ def test_a_program_keeping_its_provider_url_replays_through_the_explicit_proxy(t
     assert emulator.requests == []
 
 
+def test_traffic_recognised_without_a_route_replays_too(tape, emulator, tmp_path):
+    """No routes file at all: the Anthropic SDK's own call to https://api.anthropic.com, recognised by
+    the inspector, replays the cassette recorded on the native route (the same provider request)."""
+    extra = [
+        *("--set", f"confdir={tmp_path}", "--set", f"ai_proxy_cassettes={tape['dir']}"),
+        *("--set", "ai_proxy_record_mode=none"),
+    ]
+    with Gateway(None, tmp_path / "stats.jsonl", {}, extra, mode="regular") as gw:
+        ca = str(tmp_path / "mitmproxy-ca-cert.pem")
+        http_client = anthropic.DefaultHttpxClient(proxy=gw.url, verify=ca)
+        client = anthropic.Anthropic(api_key="sk-ant-client-own", http_client=http_client, max_retries=0)
+        raw = client.messages.with_raw_response.create(
+            model="claude-sonnet-4-5", max_tokens=256, messages=QUESTION
+        )
+        assert raw.parse().content[0].text == tape["answers"]["anthropic-native", False]
+        assert raw.headers["x-ai-proxy-cassette"].startswith("anthropic/claude-sonnet-4-5-")
+        (record,) = gw.wait_records(1)
+        assert record["ai"]["proxy"]["meta"]["route"] == "inspect"
+        assert record["ai"]["proxy"]["meta"]["replayed"] is True
+        with pytest.raises(anthropic.BadRequestError) as e:  # a miss: the provider's own error shape
+            client.messages.create(
+                model="claude-sonnet-4-5", max_tokens=256, messages=[{"role": "user", "content": "?"}]
+            )
+        assert e.value.body["error"]["message"].startswith("cassette_miss: ")
+    assert emulator.requests == []
+
+
 def test_none_mode_never_writes_the_directory(tape):
     """Runs after the replays and misses above: the directory is exactly as the recording left it."""
     now = {p: p.stat().st_mtime_ns for p in tape["dir"].rglob("*")}
