@@ -48,8 +48,9 @@ SECRETS = {
 @pytest.fixture(scope="module")
 def proxy(emulator, tmp_path_factory):
     folder = tmp_path_factory.mktemp("inspect")
-    config = folder / "routes.json"
-    config.write_bytes(b'{"routes": []}')
+    # No routes file at all: `mitmdump -s addon/ai_proxy.py` with no ai_proxy options is a pure
+    # inspector (no demo routes, nothing answered locally).
+    config = None
     extra = [
         "-s",
         REMAP,
@@ -116,6 +117,8 @@ def test_openai_sdk_call_is_untouched_and_accounted(gw, ca, emulator):
     assert record["meta"]["request_model"] == "gpt-4o-mini"
     assert record["meta"]["response_model"] == "gpt-4o-mini-2024-07-18"
     assert tokens(record) == (25, 12)
+    # The proxy was started without a routes file: no demo, no emulator, only inspection.
+    assert "ai_proxy: no routes (ai_proxy_config is not set)" in gw.log
 
 
 def test_openai_stream_is_not_buffered(gw, ca):
