@@ -31,6 +31,7 @@ from transforms.access import (
 )
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError
+from transforms.ingress import client_error
 
 logger = logging.getLogger("ai_proxy")
 
@@ -122,7 +123,9 @@ class AccessControl:
             error = decision.error
             logger.info(f"ai_proxy route={route.name} refused the request ({error.status}): {error.message}")
             headers = {"content-type": "application/json", **decision.headers}
-            flow.response = http.Response.make(error.status, error.body(), headers)
+            flow.response = http.Response.make(
+                error.status, client_error(route, error.status, error.body()), headers
+            )
 
     def _count_usage(self, record: dict[str, Any]) -> None:
         """Tokens and cost of a finished call (streams included), from its statistics record."""

@@ -28,6 +28,7 @@ from addon.gcp_auth import GcpTokenSource
 from addon.stats import CONSUMER_METADATA, MAX_PAYLOAD, CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
+from transforms.ingress import IngressStream, client_error
 from transforms.limits import header_value
 from transforms.masking import CLIENT_REQUEST_BODY_LIMIT, client_request
 from transforms.native import decoded, usage_reader
@@ -241,7 +242,7 @@ class AIProxy:
             self._live[flow.id] = state
         except GatewayError as e:
             logger.info(f"ai_proxy route={route.name} rejected the request ({e.status}): {e.message}")
-            _answer_error(flow, e)
+            _answer_error(flow, e, route)
         except Exception:
             self._fail_closed(flow, route, "request")
         finally:
@@ -417,7 +418,7 @@ class AIProxy:
             answer = translate_response(prep, flow.response.status_code, raw)
         except GatewayError as e:
             logger.warning(f"ai_proxy route={state.route.name}: {e.message}")
-            answer = Answer(e.status, e.body(), None, None, False)
+            answer = Answer(e.status, client_error(state.route, e.status, e.body()), None, None, False)
         resp = flow.response
         if not prep.passthrough:
             resp.status_code = answer.status
@@ -536,7 +537,7 @@ class AIProxy:
         message = f"internal error in the AI gateway ({hook}); the request was not forwarded"
         if hook != "request":
             message = f"internal error in the AI gateway ({hook})"
-        _answer_error(flow, GatewayError(500, message, "gateway_error"))
+        _answer_error(flow, GatewayError(500, message, "gateway_error"), route)
 
 
 def ai_metadata(flow: http.HTTPFlow) -> dict[str, Any]:
@@ -555,6 +556,8 @@ def stream_translator(prep: Prepared) -> StreamTranslator:
     chat = prep.spec.routes.get("llm/v1/chat" if prep.passthrough else prep.route.route_type)
     reader = chat.new_stream(prep.ctx) if chat and chat.new_stream and prep.ctx else None
     if not prep.passthrough and reader is not None:
+        if prep.ingress is not None and prep.ctx is not None:  # chat chunks -> the client's events
+            return IngressStream(reader, prep.ingress.new_events(prep.ctx), prep.prompt_text)
         return reader
     if reader is None or prep.spec.name in OPENAI_FORMATS:
         return OpenAIStream()
@@ -602,8 +605,10 @@ def _is_stream(response: http.Response) -> bool:
     return response.headers.get("content-type", "").startswith(STREAM_TYPES)
 
 
-def _answer_error(flow: http.HTTPFlow, error: GatewayError) -> None:
-    flow.response = http.Response.make(error.status, error.body(), {"content-type": "application/json"})
+def _answer_error(flow: http.HTTPFlow, error: GatewayError, route: Route | None = None) -> None:
+    """The gateway's own error, in the format of the route's clients."""
+    body = client_error(route, error.status, error.body())
+    flow.response = http.Response.make(error.status, body, {"content-type": "application/json"})
 
 
 def _stream_error_frame(message: str) -> bytes:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from transforms.config import ModelOptions
-from transforms.errors import bad_request
+from transforms.errors import GatewayError, bad_request
 from transforms.types import Usage
 
 
@@ -148,4 +148,6 @@ def merge_turns(
 
 def refuse(provider: str, field: str, why: str = "is not supported") -> Exception:
     """A 400 naming the field and the provider, for what a provider cannot express."""
-    return bad_request(f"'{field}' {why} by the {provider} provider", "unsupported_parameter")
+    return GatewayError(
+        400, f"'{field}' {why} by the {provider} provider", "unsupported_parameter", param=field
+    )

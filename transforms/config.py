@@ -27,6 +27,8 @@ Provider = Literal[
 ]
 RouteType = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings", "preserve"]
 LlmFormat = Literal["openai", "anthropic", "gemini", "bedrock", "cohere", "huggingface"]
+# llm_format values any provider serves, translated to and from the chat form (transforms/ingress).
+CLIENT_FORMATS = frozenset({"anthropic"})
 
 
 class _Strict(BaseModel):
@@ -220,7 +222,8 @@ class Route(_Strict):
                 raise ValueError(
                     "native provider options in llm_format can only be used with the 'llm/v1/chat' route_type"
                 )
-            if self.llm_format != provider:
+            # Client formats with an ingress adapter (transforms/ingress) serve any provider.
+            if self.llm_format != provider and self.llm_format not in CLIENT_FORMATS:
                 raise ValueError(
                     f"native llm_format '{self.llm_format}' can only be used with the "
                     f"'{self.llm_format}' model.provider"

@@ -17,12 +17,22 @@ import orjson
 from transforms.auth import apply_auth
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
+from transforms.ingress import Ingress, ingress_for
 from transforms.masking import NO_MASK, CredentialMask, attached_credentials
 from transforms.native import read_usage, response_model
 from transforms.recognize import UNMETERED, Recognized, inspect_route, operation_of
 from transforms.redact import client_secrets, redact_text
 from transforms.registry import spec_for
-from transforms.types import ESTIMATED_MARK, CallContext, ErrorInfo, Inbound, ProviderSpec, Upstream, Usage
+from transforms.types import (
+    ESTIMATED_MARK,
+    CallContext,
+    ErrorInfo,
+    Inbound,
+    ProviderRequest,
+    ProviderSpec,
+    Upstream,
+    Usage,
+)
 from transforms.usage import estimate_usage, request_text, response_text, usage_from_openai
 from transforms.validation import check_prompt_shape, parse_json_object, validate
 
@@ -33,6 +43,8 @@ _RESPONSE_OBJECTS = {
 }
 # Hop-by-hop or length headers that must not survive a body rewrite.
 _BODY_HEADERS = ("content-length", "content-encoding", "transfer-encoding")
+# Headers of a client format that mean nothing to the provider its request is translated for.
+_CLIENT_FORMAT_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 @dataclass(slots=True)
@@ -59,6 +71,8 @@ class Prepared:
     error: str | None = None  # why the request could not be read (recorded; the call still goes out)
     # Model rules applied to this request (rule -> text), for the event log: see ProviderRequest.notes.
     notes: Mapping[str, str] = field(default_factory=dict)
+    # The client's format when it is not OpenAI chat (transforms/ingress): its answers are written back.
+    ingress: Ingress | None = None
 
 
 @dataclass(slots=True)
@@ -106,10 +120,13 @@ def prepare(
     spec = spec_for(route)
     if spec is None:
         raise bad_request(f"no transformer for {route.provider}://{route.route_type}", "unsupported_provider")
-    if route.route_type == "preserve" or route.llm_format != "openai":
+    ingress = ingress_for(route)
+    if route.route_type == "preserve" or (route.llm_format != "openai" and ingress is None):
         return _prepare_passthrough(route, spec, inbound, env, credentials, now)
 
     body = parse_json_object(inbound.body)
+    if ingress is not None:
+        body = _client_to_chat(ingress, inbound, body)
     check_prompt_shape(route.route_type, body)
     validate(route.route_type, body)
     model = _resolve_model(route, body)
@@ -136,7 +153,7 @@ def prepare(
     )
     auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body, credentials)
     try:
-        preq = transform.build_request(body, ctx)
+        preq = _build_request(transform.build_request, body, ctx, ingress)
     except orjson.JSONEncodeError as e:  # a client value a provider wants as JSON text
         raise _too_deep(e) from None
     if auth.body_params:
@@ -150,9 +167,8 @@ def prepare(
     if stream:
         headers["accept-encoding"] = "identity"  # chunks must arrive as the provider wrote them
     payload = preq.body if isinstance(preq.body, bytes) else _encode(preq.body)
-    upstream = Upstream(
-        preq.method, scheme, host, port, path, query, headers, (*auth.remove_headers, *_BODY_HEADERS), payload
-    )
+    remove = (*auth.remove_headers, *_BODY_HEADERS, *(_CLIENT_FORMAT_HEADERS if ingress else ()))
+    upstream = Upstream(preq.method, scheme, host, port, path, query, headers, remove, payload)
     _sign(spec, route, upstream, env, now)
     return Prepared(
         route=route,
@@ -167,7 +183,40 @@ def prepare(
         secrets=route.auth.secrets(),
         mask=attached_credentials(route.name, auth, upstream),
         notes=preq.notes,
+        ingress=ingress,
     )
+
+
+def _client_to_chat(ingress: Ingress, inbound: Inbound, body: dict[str, Any]) -> dict[str, Any]:
+    """The client's request in the chat form, on the one path its format creates answers at."""
+    operation = ingress.operation(inbound.path)
+    if inbound.method != "POST" or operation != "messages":
+        raise GatewayError(
+            404,
+            f"{inbound.method} {inbound.path} is not served: {ingress.name} clients POST to .../v1/messages",
+        )
+    return ingress.to_chat(body)
+
+
+def _build_request(
+    build: Any, body: dict[str, Any], ctx: CallContext, ingress: Ingress | None
+) -> ProviderRequest:
+    """The provider's request. A field the ingress adapter set only to narrow or tune the answer
+    (parallel_tool_calls, top_k...) that the provider cannot express is left out, and noted."""
+    dropped: list[str] = []
+    while True:
+        try:
+            preq = build(body, ctx)
+            break
+        except GatewayError as e:
+            if ingress is None or e.param not in ingress.optional_fields or e.param not in body:
+                raise
+            dropped.append(e.param)
+            body = {k: v for k, v in body.items() if k != e.param}
+    if dropped:
+        text = f"{ingress.name} clients' {', '.join(dropped)} left out: {ctx.provider} cannot express it"  # type: ignore[union-attr]
+        preq.notes = {**preq.notes, f"ingress-dropped-{'-'.join(dropped)}": text}
+    return preq
 
 
 def _encode(body: Any) -> bytes:
@@ -398,7 +447,10 @@ def translate_response(
             return _native_answer(prep, status, raw, headers or {})
         return _passthrough_answer(prep, status, raw)
     if not 200 <= status < 300:
-        return Answer(status, translate_error(prep, status, raw), None, None, False)
+        body = translate_error(prep, status, raw)
+        if prep.ingress is not None:
+            body = prep.ingress.error_body(status, orjson.loads(body)["error"]["message"])
+        return Answer(status, body, None, None, False)
     ctx = prep.ctx
     assert ctx is not None
     transform = prep.spec.routes[ctx.route_type]
@@ -416,7 +468,7 @@ def translate_response(
                 del out["usage"]["completion_tokens"]
         elif usage.estimated:
             out["usage"].pop(ESTIMATED_MARK)
-        body = orjson.dumps(out)
+        body = orjson.dumps(prep.ingress.from_chat(out, usage, ctx) if prep.ingress else out)
     except GatewayError:
         raise
     except Exception as e:  # an upstream body we cannot read is the upstream's fault: 502

@@ -1,0 +1,394 @@
+"""End to end: the real anthropic SDK -> mitmdump + addon (llm_format: anthropic on other providers)
+-> the local emulator speaking openai, gemini, bedrock and ollama."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import anthropic
+import httpx
+import orjson
+import pytest
+from anthropic.types import Message
+from conftest import route
+
+MODELS = {
+    "openai": "gpt-4o-mini",
+    "gemini": "gemini-2.5-flash",
+    "bedrock": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+    "ollama": "llama3.2",
+}
+AUTH = {
+    "openai": {"header_name": "Authorization", "header_value": "Bearer sk-openai-configured-0123456789"},
+    "gemini": {"header_name": "x-goog-api-key", "header_value": "AIzaSyHeaderKey-0123456789abcdefghijklm"},
+    "bedrock": {
+        "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+        "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG",
+    },
+    "ollama": None,
+}
+OPTIONS = {"bedrock": {"bedrock": {"aws_region": "us-east-1"}}}
+# The emulator's fixtures: (text, input tokens, output tokens) of each provider's plain answer.
+ANSWERS = {
+    "openai": ("1 + 1 = 2.", 25, 12),
+    "gemini": ("1 + 1 = 2.", 14, 7),
+    "bedrock": ("The capital of Australia is Canberra.", 27, 10),
+    "ollama": ("1 + 1 = 2.", 38, 9),
+}
+HI = [{"role": "user", "content": "Hi"}]
+CLIENT_KEY = "sk-ant-client-key-not-for-upstream"
+
+
+@pytest.fixture
+def gw(gateway, emulator):
+    routes = [
+        route(
+            f"claude-on-{provider}",
+            f"/{provider}/*",
+            "llm/v1/chat",
+            provider,
+            emulator.url,
+            model=model,
+            auth=AUTH[provider],
+            options=OPTIONS.get(provider),
+            llm_format="anthropic",
+            logging={"log_statistics": True, "log_payloads": False},
+        )
+        for provider, model in MODELS.items()
+    ]
+    return gateway(routes)
+
+
+def client(gw, provider: str, **headers: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=f"{gw.url}/{provider}", api_key=CLIENT_KEY, default_headers=headers, max_retries=0
+    )
+
+
+@pytest.mark.parametrize("provider", list(MODELS))
+def test_messages_create(gw, emulator, provider):
+    text, input_tokens, output_tokens = ANSWERS[provider]
+    message = client(gw, provider).messages.create(
+        model=MODELS[provider],
+        max_tokens=100,
+        system="Be brief.",
+        messages=HI,
+        extra_body={"temperature": 0.2},
+    )
+    assert isinstance(message, Message)
+    assert [(b.type, b.text) for b in message.content] == [("text", text)]  # type: ignore[union-attr]
+    assert (message.role, message.stop_reason, message.stop_sequence) == ("assistant", "end_turn", None)
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (input_tokens, output_tokens)
+    assert message.id.startswith("msg_")
+    sent = emulator.last
+    if AUTH[provider] is not None:  # the route's credential replaced the client's
+        assert CLIENT_KEY not in orjson.dumps(sent.headers).decode()
+    assert "anthropic-version" not in sent.headers
+    [record] = gw.wait_records(1)
+    meta = record["ai"]["proxy"]["meta"]
+    assert (meta["route"], meta["provider_name"], meta["request_model"]) == (
+        f"claude-on-{provider}",
+        provider,
+        MODELS[provider],
+    )
+    usage = record["ai"]["proxy"]["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (input_tokens, output_tokens)
+
+
+@pytest.mark.parametrize("provider", list(MODELS))
+def test_messages_stream(gw, provider):
+    with client(gw, provider).messages.stream(model=MODELS[provider], max_tokens=100, messages=HI) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start"
+    assert kinds[-2:] == ["message_delta", "message_stop"]
+    assert "content_block_start" in kinds and "content_block_stop" in kinds
+    assert final.stop_reason == "end_turn"
+    assert final.content[0].type == "text" and final.content[0].text  # type: ignore[union-attr]
+    assert final.usage.output_tokens > 0
+    [record] = gw.wait_records(1)
+    assert record["ai"]["proxy"]["meta"]["request_model"] == MODELS[provider]
+    assert record["ai"]["proxy"]["usage"]["completion_tokens"] == final.usage.output_tokens
+
+
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
+OPENAI_TOOL_ANSWER = {
+    "id": "chatcmpl-tools",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            },
+            "finish_reason": "tool_calls",
+        }
+    ],
+    "usage": {"prompt_tokens": 50, "completion_tokens": 8, "total_tokens": 58},
+}
+
+
+def test_tools_round_trip_on_openai(gw, emulator):
+    c = client(gw, "openai")
+    emulator.script(200, OPENAI_TOOL_ANSWER)
+    first = c.messages.create(
+        model=MODELS["openai"],
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=TOOLS,
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+    )
+    assert first.stop_reason == "tool_use"
+    [call] = first.content
+    assert (call.type, call.id, call.name, call.input) == (
+        "tool_use",
+        "call_1",
+        "get_weather",
+        {"city": "Paris"},
+    )  # type: ignore[union-attr]
+    sent = emulator.last.json()
+    assert sent["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather in a city",
+                "parameters": TOOLS[0]["input_schema"],
+            },
+        }
+    ]
+    assert (sent["tool_choice"], sent["parallel_tool_calls"]) == ("required", False)
+    second = c.messages.create(
+        model=MODELS["openai"],
+        max_tokens=100,
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "call_1", "content": "no data", "is_error": True},
+                    {"type": "text", "text": "Then guess."},
+                ],
+            },
+        ],
+        tools=TOOLS,
+    )
+    assert second.content[0].text == "1 + 1 = 2."  # type: ignore[union-attr]
+    assert emulator.last.json()["messages"] == [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "[tool error] no data"},
+        {"role": "user", "content": "Then guess."},
+    ]
+    gw.wait_records(2)
+
+
+@pytest.mark.parametrize(
+    ("provider", "fixture", "calls"),
+    [
+        (
+            "gemini",
+            "gemini/tools/response.json",
+            [("get_weather", {"city": "Paris", "unit": "celsius", "days": 1})],
+        ),
+        (
+            "bedrock",
+            "bedrock/tools/response.json",
+            [("get_weather", {"location": "Paris, France", "unit": "celsius"})],
+        ),
+        (
+            "ollama",
+            "ollama/chat_tools/response.json",
+            [("get_weather", {"city": "Tokyo", "unit": "celsius"})],
+        ),
+    ],
+)
+def test_tool_use_from_other_providers(gw, provider, fixture, calls):
+    message = client(gw, provider, **{"x-emulator-fixture": fixture}).messages.create(
+        model=MODELS[provider], max_tokens=100, messages=HI, tools=TOOLS
+    )
+    uses = [(b.name, b.input) for b in message.content if b.type == "tool_use"]
+    assert uses[: len(calls)] == calls
+    assert message.stop_reason == "tool_use"
+    gw.wait_records(1)
+
+
+@pytest.mark.parametrize(
+    ("provider", "fixture", "stream_fixture"),
+    [
+        ("gemini", "gemini/tools/response.json", "gemini/stream_tools/stream.sse"),
+        ("bedrock", "bedrock/tools/response.json", "bedrock/stream_tools/stream.eventstream"),
+    ],
+)
+def test_streamed_tool_use(gw, provider, fixture, stream_fixture):
+    whole = client(gw, provider, **{"x-emulator-fixture": fixture}).messages.create(
+        model=MODELS[provider], max_tokens=100, messages=HI, tools=TOOLS
+    )
+    c = client(gw, provider, **{"x-emulator-fixture": stream_fixture})
+    with c.messages.stream(model=MODELS[provider], max_tokens=100, messages=HI, tools=TOOLS) as stream:
+        deltas = [e.delta.type for e in stream if e.type == "content_block_delta"]
+        final = stream.get_final_message()
+    assert "input_json_delta" in deltas
+    assert final.stop_reason == "tool_use"
+    streamed = [(b.name, b.input) for b in final.content if b.type == "tool_use"]
+    # The stream fixture's model also calls get_time (no arguments) after the whole answer's calls.
+    assert streamed == [*((b.name, b.input) for b in whole.content if b.type == "tool_use"), ("get_time", {})]
+    gw.wait_records(2)
+
+
+@pytest.mark.parametrize(
+    ("provider", "fixture", "status", "exc", "kind"),
+    [
+        ("openai", None, 401, anthropic.AuthenticationError, "authentication_error"),
+        ("gemini", "gemini/errors/429.json", 429, anthropic.RateLimitError, "rate_limit_error"),
+        ("bedrock", "bedrock/errors/400.json", 400, anthropic.BadRequestError, "invalid_request_error"),
+        ("gemini", "gemini/errors/503.json", 503, anthropic.InternalServerError, "api_error"),
+    ],
+)
+def test_upstream_errors_are_anthropic_shaped(gw, emulator, provider, fixture, status, exc, kind):
+    if fixture is None:
+        emulator.script(
+            status, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+        )
+        c = client(gw, provider)
+    else:
+        c = client(gw, provider, **{"x-emulator-fixture": fixture, "x-emulator-status": str(status)})
+    with pytest.raises(exc) as err:
+        c.messages.create(model=MODELS[provider], max_tokens=10, messages=HI)
+    assert err.value.status_code == status
+    body = err.value.body
+    assert body["type"] == "error" and body["error"]["type"] == kind
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if fixture is None:
+        assert body["error"]["message"] == "Incorrect API key provided"
+
+
+def test_gateway_refusals_are_anthropic_shaped(gw, emulator):
+    with pytest.raises(anthropic.BadRequestError) as err:
+        client(gw, "openai").messages.create(model="another-model", max_tokens=10, messages=HI)
+    assert err.value.body == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "cannot use own model - must be: gpt-4o-mini"},
+    }
+    answer = httpx.post(f"{gw.url}/openai/v1/complete", json={"model": "gpt-4o-mini", "prompt": "hi"})
+    assert answer.status_code == 404
+    assert answer.json() == {
+        "type": "error",
+        "error": {
+            "type": "not_found_error",
+            "message": "POST /openai/v1/complete is not served: anthropic clients POST to .../v1/messages",
+        },
+    }
+    assert emulator.requests == []
+
+
+def test_claude_code_extras_do_not_fail_the_call(gw, emulator):
+    """What Claude Code 2.x sends beside the basics: ?beta=true, system turns, cache_control,
+    context_management, output_config, thinking, defer_loading tools, metadata.user_id."""
+    body = {
+        "model": MODELS["openai"],
+        "max_tokens": 1000,
+        "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}],
+            },
+            {"role": "system", "content": "<reminder>be nice</reminder>"},
+        ],
+        "tools": [{**TOOLS[0], "defer_loading": True}, {"type": "web_search_20250305", "name": "web_search"}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "context_management": {"edits": []},
+        "output_config": {"effort": "high"},
+        "metadata": {"user_id": "user_abc"},
+        "stream": False,
+    }
+    answer = httpx.post(
+        f"{gw.url}/openai/v1/messages?beta=true",
+        json=body,
+        headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01", "anthropic-beta": "x"},
+    )
+    assert answer.status_code == 200, answer.text
+    Message.model_validate(answer.json())
+    sent = emulator.last.json()
+    assert sent["messages"] == [
+        {"role": "system", "content": "You are Claude Code."},
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "<reminder>be nice</reminder>"},
+    ]
+    assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
+    assert sent["user"] == "user_abc" and sent["max_tokens"] == 1000
+    assert "thinking" not in sent and "context_management" not in sent
+    gw.wait_records(1)
+
+
+# --- Claude Code itself ---------------------------------------------------------------------------
+
+CLAUDE = (
+    os.environ.get("AI_PROXY_CLAUDE_BIN")
+    or shutil.which("claude")
+    or "/tmp/ingress-cc/node_modules/.bin/claude"
+)
+
+
+@pytest.mark.skipif(
+    not Path(CLAUDE).exists(), reason="the Claude Code CLI (npm @anthropic-ai/claude-code) is not installed"
+)
+def test_claude_code_runs_on_an_openai_route(gw, emulator, tmp_path):
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "ANTHROPIC_BASE_URL": f"{gw.url}/openai",
+        "ANTHROPIC_API_KEY": CLIENT_KEY,
+        "ANTHROPIC_MODEL": MODELS["openai"],
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": MODELS["openai"],
+        "ANTHROPIC_DEFAULT_SONNET_MODEL": MODELS["openai"],
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": MODELS["openai"],
+        "ANTHROPIC_SMALL_FAST_MODEL": MODELS["openai"],
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+    done = subprocess.run(
+        [CLAUDE, "-p", "What is 1 + 1?", "--output-format", "json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    result = orjson.loads(done.stdout)
+    assert result["result"] == "1 + 1 = 2."
+    records = gw.records()
+    assert records and all(r["ai"]["proxy"]["meta"]["route"] == "claude-on-openai" for r in records)

@@ -1,0 +1,166 @@
+"""Ingress adapters: client formats other than OpenAI chat, served on every provider.
+
+An adapter turns its client's request into a chat request, and the chat answer (whole, streamed,
+or an error) back into its client's format. The pipeline runs the route's provider transform and
+stream translator between the two, unchanged, so every provider serves every client format with
+no per-provider code. A route asks for one with ``llm_format`` (``anthropic`` on a provider other
+than anthropic); the Responses API (issue 11) is one more entry in ``ADAPTERS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from transforms.config import Route
+from transforms.ingress import anthropic
+from transforms.stream import SSEParser
+from transforms.types import CallContext, StreamTranslator, Usage
+from transforms.usage import estimate_usage
+
+
+class ClientEvents(Protocol):
+    """Writes one answer's events in the client's format from chat completion chunks."""
+
+    def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]: ...
+
+    def end(self, usage: Usage | None) -> list[bytes]: ...
+
+    def error(self, status: int, message: str) -> list[bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ingress:
+    """The pure functions of one client format."""
+
+    name: str
+    # The client paths (after the route's prefix) this format answers: path suffix -> operation.
+    operations: Mapping[str, str]
+    to_chat: Callable[[Mapping[str, Any]], dict[str, Any]]
+    from_chat: Callable[[Mapping[str, Any], Usage | None, CallContext], dict[str, Any]]
+    new_events: Callable[[CallContext], ClientEvents]
+    error_body: Callable[[int, str], bytes]
+    # Chat fields the adapter sets that a provider may lack: dropped (and noted), never refused.
+    optional_fields: frozenset[str] = frozenset()
+
+    def operation(self, path: str) -> str | None:
+        for suffix, operation in self.operations.items():
+            if path.endswith(suffix):
+                return operation
+        return None
+
+
+ADAPTERS: Mapping[str, Ingress] = {
+    "anthropic": Ingress(
+        name="anthropic",
+        operations={"/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens"},
+        to_chat=anthropic.to_chat,
+        from_chat=anthropic.from_chat,
+        new_events=anthropic.MessagesEvents,
+        error_body=anthropic.error_body,
+        optional_fields=anthropic.OPTIONAL_CHAT_FIELDS,
+    ),
+}
+
+
+def ingress_for(route: Route) -> Ingress | None:
+    """The adapter a route's clients need: a client format other than OpenAI's on a provider that
+    does not speak it natively (provider anthropic with llm_format anthropic is a passthrough)."""
+    if route.llm_format == "openai" or route.llm_format == route.provider:
+        return None
+    return ADAPTERS.get(route.llm_format)
+
+
+def client_error(route: Route | None, status: int, openai_body: bytes) -> bytes:
+    """An OpenAI-shaped error body (the gateway's own or a translated upstream one) in the format
+    of the route's clients; unchanged for OpenAI clients."""
+    ingress = ingress_for(route) if route is not None else None
+    if ingress is None:
+        return openai_body
+    try:
+        parsed = orjson.loads(openai_body)
+        message = parsed["error"]["message"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = f"upstream returned HTTP {status}"
+    return ingress.error_body(status, str(message))
+
+
+class IngressStream:
+    """Chained after the provider's stream translator: its OpenAI chunks become the client's
+    events as they come out of it, one network chunk at a time."""
+
+    def __init__(self, inner: StreamTranslator, events: ClientEvents, prompt_text: str) -> None:
+        self._inner = inner
+        self._events = events
+        self._prompt_text = prompt_text
+        self._sse = SSEParser()
+        self._ended = False
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._inner.usage
+
+    @property
+    def response_model(self) -> str | None:
+        return self._inner.response_model
+
+    @property
+    def error(self) -> str | None:
+        return self._inner.error
+
+    @property
+    def text_chars(self) -> int:
+        return self._inner.text_chars
+
+    def assembled(self, usage: Usage | None = None) -> dict[str, Any] | None:
+        method = getattr(self._inner, "assembled", None)
+        return method(usage) if callable(method) else None
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if self._ended:
+            return []
+        return self._translate(self._sse.feed(b"".join(self._inner.feed(chunk))))
+
+    def finish(self) -> list[bytes]:
+        if self._ended:
+            return []
+        out = self._translate(self._sse.feed(b"".join(self._inner.finish())))
+        if not self._ended:
+            out += self._translate(self._sse.finish())
+        if not self._ended:  # the provider's translator said nothing more: end the answer cleanly
+            out += self._end()
+        return out
+
+    def _end(self) -> list[bytes]:
+        self._ended = True
+        usage = self._inner.usage or estimate_usage(self._prompt_text, self._inner.text_chars)
+        return self._events.end(usage)
+
+    def _translate(self, events: list[Any]) -> list[bytes]:
+        out: list[bytes] = []
+        for event in events:
+            if self._ended:
+                break
+            if event.data == "[DONE]":
+                out += self._end()
+                continue
+            try:
+                data = orjson.loads(event.data) if event.data else None
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(data, dict):
+                continue
+            error = data.get("error")
+            if error is not None:
+                message = error.get("message") if isinstance(error, dict) else str(error)
+                self._ended = True
+                out += self._events.error(500, str(message or "the upstream stream failed"))
+                continue
+            out += self._events.chunk(data)
+        return out
+
+
+__all__ = ["ADAPTERS", "Ingress", "IngressStream", "client_error", "ingress_for"]

@@ -1,0 +1,494 @@
+"""Anthropic's Messages API as a client format, to and from the chat form every provider serves.
+
+Pure codecs, field names from the ``anthropic`` SDK's types (``MessageCreateParams``, ``Message``,
+``RawMessageStreamEvent``, ``ErrorResponse``):
+
+- ``to_chat``: a Messages request -> an OpenAI chat request;
+- ``from_chat``: a chat completion -> a ``Message``;
+- ``MessagesEvents``: chat completion chunks -> Messages server-sent events, one chunk at a time;
+- ``error_body``: any error -> ``{"type": "error", "error": {"type", "message"}}``.
+
+What has no chat counterpart is ignored (listed in ``IGNORED_FIELDS``); request-side ``thinking``
+is accepted and ignored until the chat form carries a reasoning setting (issue 18).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from transforms.common import dumps_arguments, tool_arguments
+from transforms.errors import bad_request
+from transforms.types import CallContext, Usage
+
+# Fields of a Messages request with no counterpart in the chat form: accepted, ignored. Claude Code
+# sends several of them (context_management, output_config, betas through the query string).
+IGNORED_FIELDS = frozenset(
+    {
+        "thinking",  # reasoning settings: issue 18 maps them
+        "context_management",
+        "output_config",
+        "service_tier",
+        "container",
+        "mcp_servers",
+        "betas",
+        "inference_geo",
+    }
+)
+# Chat fields the adapter sets that only narrow or tune the answer: a provider that cannot express
+# one is asked without it (the pipeline retries), rather than the Anthropic client failing.
+OPTIONAL_CHAT_FIELDS = frozenset({"parallel_tool_calls", "top_k", "user", "stop"})
+
+# --- request ------------------------------------------------------------------------------------
+
+
+def _text_of(content: Any, where: str) -> str:
+    """System prompts and tool results: a string or text blocks, joined."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise bad_request(f"{where}: expected a string or a list of content blocks")
+    texts = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+    return "\n\n".join(texts)
+
+
+def _image_part(block: Mapping[str, Any], where: str) -> dict[str, Any]:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise bad_request(f"{where}.source: required")
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        url = f"data:{source.get('media_type') or 'image/png'};base64,{source['data']}"
+    elif source.get("type") == "url" and isinstance(source.get("url"), str):
+        url = source["url"]
+    else:
+        raise bad_request(f"{where}.source: only base64 and url image sources are supported")
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _document_part(block: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A base64 PDF becomes a chat ``file`` part (providers that take PDFs read it); plain-text
+    documents become text."""
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise bad_request(f"{where}.source: required")
+    kind = source.get("type")
+    if kind == "text" and isinstance(source.get("data"), str):
+        return {"type": "text", "text": source["data"]}
+    if kind == "base64" and isinstance(source.get("data"), str):
+        media_type = source.get("media_type") or "application/pdf"
+        name = block.get("title") if isinstance(block.get("title"), str) else "document.pdf"
+        file = {"filename": name, "file_data": f"data:{media_type};base64,{source['data']}"}
+        return {"type": "file", "file": file}
+    raise bad_request(f"{where}.source: only base64 and text document sources are supported")
+
+
+def _tool_message(block: Mapping[str, Any], where: str) -> dict[str, Any]:
+    call_id = block.get("tool_use_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise bad_request(f"{where}.tool_use_id: required")
+    text = _text_of(block.get("content"), f"{where}.content")
+    if block.get("is_error") is True:
+        # The chat form has no error flag on a tool result: the model reads the mark instead.
+        text = f"[tool error] {text}"
+    return {"role": "tool", "tool_call_id": call_id, "content": text}
+
+
+def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
+    """One Anthropic user turn: its tool results become ``tool`` messages (first, as the chat form
+    wants them right after the assistant's calls), the rest one user message."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    if not isinstance(content, list):
+        raise bad_request(f"{where}.content: expected a string or a list of content blocks")
+    tools: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for i, block in enumerate(content):
+        at = f"{where}.content[{i}]"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            if block.get("text"):
+                parts.append({"type": "text", "text": block["text"]})
+        elif kind == "image":
+            parts.append(_image_part(block, at))
+        elif kind == "document":
+            parts.append(_document_part(block, at))
+        elif kind == "tool_result":
+            tools.append(_tool_message(block, at))
+        elif kind in ("thinking", "redacted_thinking"):
+            continue
+        else:
+            raise bad_request(f"{at}.type: '{kind}' is not supported in a user turn")
+    out = list(tools)
+    if parts:
+        plain = all(p["type"] == "text" for p in parts)
+        text = "\n\n".join(p["text"] for p in parts) if plain else None
+        out.append({"role": "user", "content": text if plain else parts})
+    return out
+
+
+def _assistant_message(content: Any, where: str) -> dict[str, Any] | None:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    if not isinstance(content, list):
+        raise bad_request(f"{where}.content: expected a string or a list of content blocks")
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for i, block in enumerate(content):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            at = f"{where}.content[{i}]"
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise bad_request(f"{at}: tool_use blocks need an id and a name")
+            arguments = dumps_arguments(tool_arguments(block.get("input"), at))
+            calls.append(
+                {
+                    "id": block["id"],
+                    "type": "function",
+                    "function": {"name": block["name"], "arguments": arguments},
+                }
+            )
+        # thinking / redacted_thinking: the chat form has no place for them in a request (issue 18).
+    text = "".join(texts)
+    if not text and not calls:
+        return None
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    """Client tools (custom, or no type); server tools (web search, bash...) run at Anthropic only
+    and are left out of the offer."""
+    if not isinstance(tools, list):
+        raise bad_request("tools: expected a list")
+    out = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise bad_request(f"tools[{i}]: expected an object")
+        if tool.get("type") not in (None, "custom"):
+            continue
+        if not isinstance(tool.get("name"), str):
+            raise bad_request(f"tools[{i}].name: required")
+        function: dict[str, Any] = {"name": tool["name"]}
+        if isinstance(tool.get("description"), str):
+            function["description"] = tool["description"]
+        schema = tool.get("input_schema")
+        function["parameters"] = schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
+    if not isinstance(choice, dict):
+        raise bad_request("tool_choice: expected an object")
+    kind = choice.get("type")
+    if kind == "auto":
+        out["tool_choice"] = "auto"
+    elif kind == "any":
+        out["tool_choice"] = "required"
+    elif kind == "none":
+        out["tool_choice"] = "none"
+    elif kind == "tool" and isinstance(choice.get("name"), str):
+        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    else:
+        raise bad_request(f"tool_choice.type: '{kind}' is not one of auto, any, tool, none")
+    if choice.get("disable_parallel_tool_use") is True and kind != "none":
+        out["parallel_tool_calls"] = False
+
+
+def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A Messages request as a chat request. Unknown fields are ignored, as Anthropic's own
+    betas would be by a provider that has none of them."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise bad_request("messages: Field required")
+    out: dict[str, Any] = {}
+    if isinstance(body.get("model"), str):
+        out["model"] = body["model"]
+    chat: list[dict[str, Any]] = []
+    system = _text_of(body.get("system"), "system")
+    if system:
+        chat.append({"role": "system", "content": system})
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise bad_request(f"{where}: expected an object")
+        role = message.get("role")
+        content = message.get("content")
+        if role == "user":
+            chat.extend(_user_messages(content, where))
+        elif role == "assistant":
+            turn = _assistant_message(content, where)
+            if turn is not None:
+                chat.append(turn)
+        elif role == "system":  # Claude Code puts reminders here
+            text = _text_of(content, f"{where}.content")
+            if text:
+                chat.append({"role": "system", "content": text})
+        else:
+            raise bad_request(f"{where}.role: '{role}' is not one of user, assistant")
+    out["messages"] = chat
+    if body.get("max_tokens") is not None:
+        out["max_tokens"] = body["max_tokens"]
+    if body.get("stop_sequences"):
+        out["stop"] = body["stop_sequences"]
+    for name in ("temperature", "top_p", "top_k"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
+        out["user"] = metadata["user_id"]
+    if body.get("tools"):
+        tools = _tools(body["tools"])
+        if tools:
+            out["tools"] = tools
+    if body.get("tool_choice") is not None and "tools" in out:
+        _tool_choice(body["tool_choice"], out)
+    if body.get("stream") is True:
+        out["stream"] = True
+    return out
+
+
+# --- answer -------------------------------------------------------------------------------------
+
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def stop_reason(finish_reason: Any) -> str:
+    return _STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
+
+
+def message_usage(usage: Usage | None) -> dict[str, int]:
+    """Anthropic counts cache reads apart from the input tokens; OpenAI's prompt tokens hold them."""
+    if usage is None:
+        return {"input_tokens": 0, "output_tokens": 0}
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    return {
+        "input_tokens": usage.prompt_tokens - cached,
+        "output_tokens": usage.completion_tokens,
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def message_id(chat_id: Any, ctx: CallContext) -> str:
+    return f"msg_{ctx.request_id}" if not isinstance(chat_id, str) or not chat_id else f"msg_{chat_id}"
+
+
+def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) -> dict[str, Any]:
+    """A chat completion (already normalised by the pipeline) as a ``Message``."""
+    choices = chat.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    content: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    text = message.get("content")
+    if isinstance(text, str) and text:
+        content.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        try:
+            arguments = tool_arguments(function.get("arguments"))
+        except Exception:  # a model's malformed arguments: kept as text rather than lost
+            arguments = {"arguments": function.get("arguments")}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or "",
+                "name": function.get("name") or "",
+                "input": arguments,
+            }
+        )
+    reason = stop_reason(choice.get("finish_reason"))
+    if reason == "tool_use" and not any(b["type"] == "tool_use" for b in content):
+        reason = "end_turn"
+    return {
+        "id": message_id(chat.get("id"), ctx),
+        "type": "message",
+        "role": "assistant",
+        "model": chat.get("model") or ctx.model,
+        "content": content,
+        "stop_reason": reason,
+        "stop_sequence": None,
+        "usage": message_usage(usage),
+    }
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def error_type(status: int) -> str:
+    if status in _ERROR_TYPES:
+        return _ERROR_TYPES[status]
+    return "api_error" if status >= 500 else "invalid_request_error"
+
+
+def error_body(status: int, message: str) -> bytes:
+    return orjson.dumps({"type": "error", "error": {"type": error_type(status), "message": message}})
+
+
+# --- stream -------------------------------------------------------------------------------------
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class MessagesEvents:
+    """Chat completion chunks (parsed) -> Messages events. One content block is open at a time:
+    reasoning opens a thinking block, text a text block, each tool call a tool_use block; a
+    change of kind closes the open block first, as Anthropic's own streams do."""
+
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self._started = False
+        self._open: tuple[str, Any] | None = None  # (kind, tool index) of the open block
+        self._index = -1  # the open block's index
+        self._tool_blocks: dict[Any, int] = {}  # chat tool-call index -> block index
+        self._finish: str | None = None
+        self._ended = False
+
+    def start(self, chunk: Mapping[str, Any] | None) -> list[bytes]:
+        if self._started:
+            return []
+        self._started = True
+        chunk = chunk or {}
+        message = {
+            "id": message_id(chunk.get("id"), self.ctx),
+            "type": "message",
+            "role": "assistant",
+            "model": chunk.get("model") or self.ctx.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return [_event("message_start", {"type": "message_start", "message": message})]
+
+    def _close(self) -> list[bytes]:
+        if self._open is None:
+            return []
+        self._open = None
+        return [_event("content_block_stop", {"type": "content_block_stop", "index": self._index})]
+
+    def _open_block(self, kind: str, key: Any, block: dict[str, Any]) -> list[bytes]:
+        out = self._close()
+        self._index += 1
+        self._open = (kind, key)
+        start = {"type": "content_block_start", "index": self._index, "content_block": block}
+        return [*out, _event("content_block_start", start)]
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
+        return _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+    def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
+        out = self.start(chunk)
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            reasoning = delta.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                if self._open != ("thinking", None):
+                    out += self._open_block(
+                        "thinking", None, {"type": "thinking", "thinking": "", "signature": ""}
+                    )
+                out.append(self._delta(self._index, {"type": "thinking_delta", "thinking": reasoning}))
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                if self._open != ("text", None):
+                    out += self._open_block("text", None, {"type": "text", "text": ""})
+                out.append(self._delta(self._index, {"type": "text_delta", "text": text}))
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    out += self._tool_call(call)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+        return out
+
+    def _tool_call(self, call: Mapping[str, Any]) -> list[bytes]:
+        out: list[bytes] = []
+        key = call.get("index", 0)
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        if key not in self._tool_blocks:
+            block = {
+                "type": "tool_use",
+                "id": call.get("id") or "",
+                "name": function.get("name") or "",
+                "input": {},
+            }
+            out += self._open_block("tool", key, block)
+            self._tool_blocks[key] = self._index
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            delta = {"type": "input_json_delta", "partial_json": arguments}
+            out.append(self._delta(self._tool_blocks[key], delta))
+        return out
+
+    def end(self, usage: Usage | None) -> list[bytes]:
+        """After the provider's last chunk: the open block closes, then ``message_delta`` with the
+        stop reason and the usage as the provider reported it, then ``message_stop``."""
+        if self._ended:
+            return []
+        self._ended = True
+        reason = stop_reason(self._finish)
+        if reason == "tool_use" and not self._tool_blocks:
+            reason = "end_turn"
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": reason, "stop_sequence": None},
+            "usage": message_usage(usage),
+        }
+        return [
+            *self.start(None),
+            *self._close(),
+            _event("message_delta", delta),
+            _event("message_stop", {"type": "message_stop"}),
+        ]
+
+    def error(self, status: int, message: str) -> list[bytes]:
+        """A stream that failed after it began: Anthropic's ``error`` event ends it."""
+        if self._ended:
+            return []
+        self._ended = True
+        return [_event("error", orjson.loads(error_body(status, message)))]
+
+    @staticmethod
+    def ping() -> bytes:
+        return _event("ping", {"type": "ping"})
+
+
+__all__ = ["IGNORED_FIELDS", "OPTIONAL_CHAT_FIELDS", "MessagesEvents", "error_body", "from_chat", "to_chat"]
