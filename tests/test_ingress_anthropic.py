@@ -1,0 +1,568 @@
+"""The Anthropic Messages ingress adapter, pure: requests, answers, stream events and errors, checked
+against the anthropic SDK's own types (and the openai SDK's for the chat side)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from anthropic.types import ErrorResponse, Message, MessageCreateParams, RawMessageStreamEvent
+from conftest import fixture_bytes
+from openai.types.chat import ChatCompletion
+from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
+from pydantic import TypeAdapter
+from streams import drive, splits
+
+from transforms.config import ModelOptions, Route
+from transforms.errors import GatewayError
+from transforms.ingress import IngressStream, client_error, ingress_for
+from transforms.ingress.anthropic import MessagesEvents, error_body, from_chat, to_chat
+from transforms.pipeline import prepare, translate_response
+from transforms.providers.gemini import SPECS as GEMINI_SPECS
+from transforms.stream import OpenAIStream, SSEParser
+from transforms.types import CallContext, Inbound, Usage
+
+EVENT = TypeAdapter(RawMessageStreamEvent)
+CTX = CallContext("r", "llm/v1/chat", "openai", "gpt-4o-mini", ModelOptions(), True, "abc", 1700000000)
+PDF = "JVBERi0xLjQK"
+PNG = "iVBORw0KGgo="
+
+REQUEST: dict[str, Any] = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 512,
+    "system": [
+        {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "Be kind."},
+    ],
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Look:"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}},
+                {
+                    "type": "document",
+                    "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+                },
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Here:"},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "21C"}],
+                },
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": "no clock", "is_error": True},
+            ],
+        },
+    ],
+    "tools": [
+        {
+            "name": "get_weather",
+            "description": "Weather",
+            "input_schema": {"type": "object", "properties": {}},
+        },
+        {"name": "get_time", "input_schema": {"type": "object"}, "defer_loading": True},
+        {"type": "web_search_20250305", "name": "web_search"},
+    ],
+    "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
+    "stop_sequences": ["END"],
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "top_k": 40,
+    "metadata": {"user_id": "user-7"},
+    "thinking": {"type": "enabled", "budget_tokens": 2048},
+    "stream": True,
+}
+
+CHAT: dict[str, Any] = {
+    "model": "claude-sonnet-4-5",
+    "messages": [
+        {"role": "system", "content": "Be brief.\n\nBe kind."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Look:"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}},
+                {
+                    "type": "file",
+                    "file": {"filename": "document.pdf", "file_data": f"data:application/pdf;base64,{PDF}"},
+                },
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                },
+                {"id": "toolu_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "21C"},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "[tool error] no clock"},
+        {"role": "user", "content": "Here:"},
+    ],
+    "max_tokens": 512,
+    "stop": ["END"],
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "top_k": 40,
+    "user": "user-7",
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather",
+                "parameters": {"type": "object", "properties": {}},
+            },
+        },
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+    ],
+    "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+    "parallel_tool_calls": False,
+    "stream": True,
+}
+
+
+def test_request_to_chat():
+    TypeAdapter(MessageCreateParams).validate_python(REQUEST)  # the input is a real Messages request
+    out = to_chat(REQUEST)
+    assert out == CHAT
+    TypeAdapter(CompletionCreateParamsNonStreaming).validate_python({**out, "stream": False})
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ({"type": "auto"}, {"tool_choice": "auto"}),
+        ({"type": "any"}, {"tool_choice": "required"}),
+        ({"type": "none"}, {"tool_choice": "none"}),
+        (
+            {"type": "auto", "disable_parallel_tool_use": True},
+            {"tool_choice": "auto", "parallel_tool_calls": False},
+        ),
+    ],
+)
+def test_tool_choice(choice, expected):
+    out = to_chat({"messages": [], "tools": REQUEST["tools"][:1], "tool_choice": choice})
+    assert {k: out[k] for k in ("tool_choice", "parallel_tool_calls") if k in out} == expected
+
+
+def test_plain_requests_and_system_turns():
+    out = to_chat(
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "system": "sys",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": [{"type": "text", "text": "reminder"}]},
+                {"role": "assistant", "content": "hello"},
+            ],
+        }
+    )
+    assert out == {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": "reminder"},
+            {"role": "assistant", "content": "hello"},
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "messages: Field required"),
+        (
+            {"messages": [{"role": "bot", "content": "x"}]},
+            "messages[0].role: 'bot' is not one of user, assistant",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "video"}]}]},
+            "messages[0].content[0].type: 'video' is not supported in a user turn",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]},
+            "messages[0].content[0].tool_use_id: required",
+        ),
+        (
+            {"messages": [], "tools": [{"name": "t"}], "tool_choice": {"type": "maybe"}},
+            "tool_choice.type: 'maybe' is not one of auto, any, tool, none",
+        ),
+    ],
+)
+def test_bad_requests_are_400s(body, message):
+    with pytest.raises(GatewayError) as err:
+        to_chat(body)
+    assert (err.value.status, err.value.message) == (400, message)
+
+
+# --- answers --------------------------------------------------------------------------------------
+
+
+def chat_answer(message: dict[str, Any], finish: str) -> dict[str, Any]:
+    out = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", **message},
+                "finish_reason": finish,
+                "logprobs": None,
+            }
+        ],
+    }
+    ChatCompletion.model_validate(out)
+    return out
+
+
+def test_answer_with_thinking_text_and_tools():
+    chat = chat_answer(
+        {
+            "content": "Let me look.",
+            "reasoning_content": "The user wants weather.",
+            "tool_calls": [
+                {
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
+        },
+        "tool_calls",
+    )
+    usage = Usage(prompt_tokens=100, completion_tokens=20, total_tokens=120, cached_tokens=60)
+    out = from_chat(chat, usage, CTX)
+    assert out == {
+        "id": "msg_chatcmpl-1",
+        "type": "message",
+        "role": "assistant",
+        "model": "gpt-4o-mini-2024-07-18",
+        "content": [
+            {"type": "thinking", "thinking": "The user wants weather.", "signature": ""},
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "call_9", "name": "get_weather", "input": {"city": "Oslo"}},
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 40,
+            "output_tokens": 20,
+            "cache_read_input_tokens": 60,
+            "cache_creation_input_tokens": 0,
+        },
+    }
+    assert Message.model_validate(out).model_dump(exclude_unset=True) == out  # nothing lost
+
+
+@pytest.mark.parametrize(
+    ("finish", "reason"),
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("content_filter", "refusal"),
+        ("tool_calls", "end_turn"),
+    ],
+)
+def test_stop_reasons(finish, reason):
+    out = from_chat(chat_answer({"content": "x"}, finish), None, CTX)
+    assert out["stop_reason"] == reason  # tool_calls without a call is no tool_use
+    Message.model_validate(out)
+
+
+# --- streams --------------------------------------------------------------------------------------
+
+
+def events(raw: bytes) -> list[dict[str, Any]]:
+    """Our Anthropic SSE output as parsed events; each is ``event: <type>`` + one data line and
+    parses as the SDK's RawMessageStreamEvent (error events as ErrorResponse)."""
+    out = []
+    parser = SSEParser()
+    for event in [*parser.feed(raw), *parser.finish()]:
+        data = orjson.loads(event.data)
+        assert event.event == data["type"]
+        if data["type"] == "error":
+            ErrorResponse.model_validate(data)
+        elif data["type"] == "ping":  # not among the SDK's event types: its stream skips pings
+            assert data == {"type": "ping"}
+        else:
+            assert EVENT.validate_python(data).model_dump(exclude_unset=True) == data
+        out.append(data)
+    return out
+
+
+def chunk_frames(deltas: list[tuple[dict[str, Any], str | None]], usage: dict[str, int] | None) -> bytes:
+    frames = []
+    for delta, finish in deltas:
+        chunk = {
+            "id": "chatcmpl-s",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-x",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        frames.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    if usage is not None:
+        chunk = {
+            "id": "chatcmpl-s",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-x",
+            "choices": [],
+            "usage": usage,
+        }
+        frames.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    return b"".join(frames) + b"data: [DONE]\n\n"
+
+
+MIXED = chunk_frames(
+    [
+        ({"role": "assistant", "content": ""}, None),
+        ({"reasoning_content": "Think"}, None),
+        ({"reasoning_content": "ing."}, None),
+        ({"content": "Hello"}, None),
+        ({"content": " there"}, None),
+        (
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": ""},
+                    }
+                ]
+            },
+            None,
+        ),
+        ({"tool_calls": [{"index": 0, "function": {"arguments": '{"x":'}}]}, None),
+        ({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}, None),
+        (
+            {
+                "tool_calls": [
+                    {
+                        "index": 1,
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "g", "arguments": "{}"},
+                    }
+                ]
+            },
+            None,
+        ),
+        ({}, "tool_calls"),
+    ],
+    {
+        "prompt_tokens": 30,
+        "completion_tokens": 12,
+        "total_tokens": 42,
+        "prompt_tokens_details": {"cached_tokens": 10},
+    },
+)
+
+
+def ingress_stream() -> IngressStream:
+    return IngressStream(OpenAIStream(), MessagesEvents(CTX), "prompt")
+
+
+def test_stream_every_event_type():
+    out = events(drive(ingress_stream(), [MIXED]))
+    assert [
+        (e["type"], e.get("index"), (e.get("delta") or e.get("content_block") or {}).get("type")) for e in out
+    ] == [
+        ("message_start", None, None),
+        ("content_block_start", 0, "thinking"),
+        ("content_block_delta", 0, "thinking_delta"),
+        ("content_block_delta", 0, "thinking_delta"),
+        ("content_block_stop", 0, None),
+        ("content_block_start", 1, "text"),
+        ("content_block_delta", 1, "text_delta"),
+        ("content_block_delta", 1, "text_delta"),
+        ("content_block_stop", 1, None),
+        ("content_block_start", 2, "tool_use"),
+        ("content_block_delta", 2, "input_json_delta"),
+        ("content_block_delta", 2, "input_json_delta"),
+        ("content_block_stop", 2, None),
+        ("content_block_start", 3, "tool_use"),
+        ("content_block_delta", 3, "input_json_delta"),
+        ("content_block_stop", 3, None),
+        ("message_delta", None, None),
+        ("message_stop", None, None),
+    ]
+    assert out[0]["message"]["id"] == "msg_chatcmpl-s" and out[0]["message"]["model"] == "gpt-x"
+    assert out[9]["content_block"] == {"type": "tool_use", "id": "call_a", "name": "f", "input": {}}
+    assert [e["delta"]["partial_json"] for e in out[10:12]] == ['{"x":', " 1}"]
+    assert out[-2]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+    assert out[-2]["usage"] == {
+        "input_tokens": 20,
+        "output_tokens": 12,
+        "cache_read_input_tokens": 10,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def test_stream_at_every_byte_split():
+    whole = drive(ingress_stream(), [MIXED])
+    for cut in range(1, len(MIXED)):
+        assert drive(ingress_stream(), splits(MIXED, [cut])) == whole, cut
+
+
+def test_a_provider_stream_chained_at_every_split():
+    """Gemini's own translator first, then the ingress: the usage arrives in message_delta."""
+    raw = fixture_bytes("gemini/stream_tools/stream.sse")
+    ctx = CallContext("r", "llm/v1/chat", "gemini", "gemini-2.5-flash", ModelOptions(), True, "g1", 1)
+    spec = GEMINI_SPECS[0].routes["llm/v1/chat"]
+
+    def run(pieces: list[bytes]) -> bytes:
+        return drive(IngressStream(spec.new_stream(ctx), MessagesEvents(ctx), ""), pieces)
+
+    whole = run([raw])
+    out = events(whole)
+    blocks = [e["content_block"] for e in out if e["type"] == "content_block_start"]
+    assert [b.get("name", b["type"]) for b in blocks] == ["text", "get_weather", "get_weather", "get_time"]
+    assert out[-2]["delta"]["stop_reason"] == "tool_use" and out[-1]["type"] == "message_stop"
+    assert out[-2]["usage"]["output_tokens"] > 0
+    for cut in range(1, len(raw), 7):
+        assert run(splits(raw, [cut])) == whole, cut
+
+
+def test_stream_cut_short_and_error_frames():
+    cut = chunk_frames([({"content": "Hi"}, None)], None).removesuffix(b"data: [DONE]\n\n")
+    out = events(drive(ingress_stream(), [cut]))
+    assert [e["type"] for e in out] == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "error",
+    ]
+    assert out[-1]["error"]["type"] == "api_error"
+    failing = cut + b'data: {"error": {"message": "overloaded", "type": "api_error"}}\n\n'
+    out = events(drive(ingress_stream(), [failing]))
+    assert out[-1] == {"type": "error", "error": {"type": "api_error", "message": "overloaded"}}
+
+
+def test_ping_event():
+    assert events(MessagesEvents.ping()) == [{"type": "ping"}]
+
+
+# --- errors and routes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (529, "overloaded_error"),
+    ],
+)
+def test_error_bodies(status, kind):
+    body = orjson.loads(error_body(status, "no"))
+    assert body == {"type": "error", "error": {"type": kind, "message": "no"}}
+    ErrorResponse.model_validate(body)
+
+
+def test_413_is_request_too_large():
+    assert orjson.loads(error_body(413, "big")) == {
+        "type": "error",
+        "error": {"type": "request_too_large", "message": "big"},
+    }
+
+
+def _route(provider: str, **extra: Any) -> Route:
+    options = {"upstream_url": "http://127.0.0.1:9"} | (
+        {"anthropic_version": "2023-06-01"} if provider == "anthropic" else {}
+    )
+    return Route.model_validate(
+        {
+            "name": "r",
+            "route_type": "llm/v1/chat",
+            "model": {"provider": provider, "options": options},
+            **extra,
+        }
+    )
+
+
+def test_which_routes_translate():
+    assert ingress_for(_route("openai", llm_format="anthropic")) is not None
+    assert ingress_for(_route("anthropic", llm_format="anthropic")) is None  # native passthrough
+    assert ingress_for(_route("openai")) is None
+    openai_error = GatewayError(400, "bad").body()
+    assert client_error(_route("openai"), 400, openai_error) == openai_error
+    assert orjson.loads(client_error(_route("gemini", llm_format="anthropic"), 400, openai_error)) == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "bad"},
+    }
+
+
+def test_pipeline_leaves_out_what_the_provider_cannot_narrow():
+    """Gemini refuses parallel_tool_calls=false from OpenAI clients; from Anthropic clients it is
+    left out (it only narrows what the model may do) and noted once."""
+    route = _route(
+        "gemini", llm_format="anthropic", auth={"header_name": "x-goog-api-key", "header_value": "k"}
+    )
+    body = {
+        "model": "gemini-2.5-flash",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": REQUEST["tools"][:1],
+        "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
+    }
+    inbound = Inbound(
+        "POST",
+        "",
+        "/x/v1/messages",
+        [("beta", "true")],
+        {"anthropic-version": "2023-06-01"},
+        orjson.dumps(body),
+    )
+    prep = prepare(route, inbound, request_id="1", now=1)
+    assert prep.ingress is not None and not prep.passthrough
+    assert list(prep.notes.values()) == [
+        "anthropic clients' parallel_tool_calls left out: gemini cannot express it"
+    ]
+    sent = orjson.loads(prep.upstream.body)
+    assert sent["toolConfig"] == {"functionCallingConfig": {"mode": "AUTO"}}
+    assert "anthropic-version" in prep.upstream.remove_headers
+    answer = translate_response(prep, 200, fixture_bytes("gemini/chat/response.json"))
+    message = Message.model_validate_json(answer.body)
+    assert (message.content[0].text, message.usage.input_tokens, message.usage.output_tokens) == (
+        "1 + 1 = 2.",
+        14,
+        7,
+    )  # type: ignore[union-attr]
+    assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (14, 7)  # type: ignore[union-attr]
+    failed = translate_response(prep, 429, fixture_bytes("gemini/errors/429.json"))
+    assert orjson.loads(failed.body)["error"]["type"] == "rate_limit_error"
