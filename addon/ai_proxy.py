@@ -40,6 +40,7 @@ from addon.cassettes import Cassettes  # noqa: E402
 from addon.conversation_view import LLMConversationContentview  # noqa: E402
 from addon.flow_masking import FlowMasking  # noqa: E402
 from addon.gateway import AIProxy  # noqa: E402
+from addon.ingress_endpoints import IngressEndpoints  # noqa: E402
 from addon.inspect import Inspector  # noqa: E402
 from addon.models import ModelsEndpoint  # noqa: E402
 from addon.summary import UsageSummary  # noqa: E402
@@ -57,6 +58,7 @@ gateway = AIProxy()
 addons = [
     AccessControl(gateway),
     ModelsEndpoint(gateway),
+    IngressEndpoints(gateway),
     FlowMasking(gateway),
     gateway,
     Inspector(gateway),

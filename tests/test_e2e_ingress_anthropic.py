@@ -392,3 +392,26 @@ def test_claude_code_runs_on_an_openai_route(gw, emulator, tmp_path):
     assert result["result"] == "1 + 1 = 2."
     records = gw.records()
     assert records and all(r["ai"]["proxy"]["meta"]["route"] == "claude-on-openai" for r in records)
+
+
+def test_count_tokens_and_models(gw, emulator):
+    c = client(gw, "gemini")
+    raw = c.messages.with_raw_response.count_tokens(
+        model=MODELS["gemini"], messages=[{"role": "user", "content": "a" * 400}], system="b" * 40
+    )
+    counted = raw.parse()
+    assert counted.input_tokens == 111  # 441 characters (two texts and a newline), four per token
+    assert raw.headers["x-ai-proxy-estimated"] == "true"
+    page = c.models.list()
+    assert [(m.id, m.type, m.display_name) for m in page.data] == [
+        (MODELS["gemini"],) * 1 + ("model", MODELS["gemini"])
+    ]
+    assert c.models.retrieve(MODELS["gemini"]).id == MODELS["gemini"]
+    with pytest.raises(anthropic.NotFoundError) as err:
+        c.models.retrieve("claude-opus-4")
+    assert err.value.body == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "model: claude-opus-4"},
+    }
+    assert emulator.requests == []
+    assert gw.records() == []  # no LLM call: nothing accounted

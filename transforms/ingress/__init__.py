@@ -16,10 +16,16 @@ from typing import Any, Protocol
 import orjson
 
 from transforms.config import Route
+from transforms.errors import GatewayError
 from transforms.ingress import anthropic
+from transforms.models_endpoint import parse_models_path
 from transforms.stream import SSEParser
 from transforms.types import CallContext, StreamTranslator, Usage
 from transforms.usage import estimate_usage
+
+LocalAnswer = Callable[
+    [str, str | None, str | None, bytes, list[str], int], tuple[int, bytes, dict[str, str]]
+]
 
 
 class ClientEvents(Protocol):
@@ -45,6 +51,9 @@ class Ingress:
     error_body: Callable[[int, str], bytes]
     # Chat fields the adapter sets that a provider may lack: dropped (and noted), never refused.
     optional_fields: frozenset[str] = frozenset()
+    # What the gateway answers itself (token counts, the models list): (method, operation, model
+    # id of a models request, body, the route's model names, created) -> (status, body, headers).
+    local_answer: LocalAnswer | None = None
 
     def operation(self, path: str) -> str | None:
         for suffix, operation in self.operations.items():
@@ -62,6 +71,7 @@ ADAPTERS: Mapping[str, Ingress] = {
         new_events=anthropic.MessagesEvents,
         error_body=anthropic.error_body,
         optional_fields=anthropic.OPTIONAL_CHAT_FIELDS,
+        local_answer=anthropic.local_answer,
     ),
 }
 
@@ -86,6 +96,31 @@ def client_error(route: Route | None, status: int, openai_body: bytes) -> bytes:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         message = f"upstream returned HTTP {status}"
     return ingress.error_body(status, str(message))
+
+
+def local_answer(
+    route: Route, method: str, path: str, body: bytes, created: int
+) -> tuple[int, bytes, dict[str, str]] | None:
+    """The answer the gateway gives itself to a client-format request that needs no provider
+    call (Anthropic's count_tokens and models list), or None: the request goes to the pipeline."""
+    ingress = ingress_for(route)
+    if ingress is None or ingress.local_answer is None:
+        return None
+    operation = ingress.operation(path)
+    models = parse_models_path(method, path)
+    if operation == "messages" or (operation is None and models is None):
+        return None
+    limit = route.max_request_body_size
+    if limit and len(body) > limit:
+        message = f"request body of {len(body)} bytes exceeds max_request_body_size ({limit})"
+        return 413, ingress.error_body(413, message), {"content-type": "application/json"}
+    names = [route.model.name] if route.model.name else []
+    try:
+        return ingress.local_answer(
+            method, operation, models.model_id if models else None, body, names, created
+        )
+    except GatewayError as e:
+        return e.status, ingress.error_body(e.status, e.message), {"content-type": "application/json"}
 
 
 class IngressStream:
@@ -163,4 +198,4 @@ class IngressStream:
         return out
 
 
-__all__ = ["ADAPTERS", "Ingress", "IngressStream", "client_error", "ingress_for"]
+__all__ = ["ADAPTERS", "Ingress", "IngressStream", "client_error", "ingress_for", "local_answer"]

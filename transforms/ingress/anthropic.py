@@ -15,6 +15,7 @@ is accepted and ignored until the chat form carries a reasoning setting (issue 1
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ import orjson
 from transforms.common import dumps_arguments, tool_arguments
 from transforms.errors import bad_request
 from transforms.types import CallContext, Usage
+from transforms.usage import estimate_tokens, request_text
 
 # Fields of a Messages request with no counterpart in the chat form: accepted, ignored. Claude Code
 # sends several of them (context_management, output_config, betas through the query string).
@@ -332,6 +334,56 @@ def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) ->
         "stop_sequence": None,
         "usage": message_usage(usage),
     }
+
+
+# --- answered by the gateway itself ----------------------------------------------------------------
+
+# Marks a count_tokens answer as the gateway's estimate, not the provider's count.
+ESTIMATE_HEADER = "x-ai-proxy-estimated"
+
+
+def count_tokens(body: Mapping[str, Any]) -> bytes:
+    """``POST /v1/messages/count_tokens``: an estimate from the prompt's text (tools included), in
+    Anthropic's ``MessageTokensCount`` shape."""
+    chat = to_chat(body)
+    text = request_text(chat)
+    if chat.get("tools"):
+        text += orjson.dumps(chat["tools"]).decode()
+    return orjson.dumps({"input_tokens": estimate_tokens(text)})
+
+
+def models_page(names: list[str], created: int) -> bytes:
+    """``GET /v1/models``: the route's model in Anthropic's ``ModelInfo`` page shape."""
+    created_at = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    data = [{"type": "model", "id": n, "display_name": n, "created_at": created_at} for n in names]
+    return orjson.dumps(
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": names[0] if names else None,
+            "last_id": names[-1] if names else None,
+        }
+    )
+
+
+def local_answer(
+    method: str, operation: str | None, model_id: str | None, body: bytes, names: list[str], created: int
+) -> tuple[int, bytes, dict[str, str]]:
+    """The answers the gateway gives itself: count_tokens and the models list (or one model)."""
+    json = {"content-type": "application/json"}
+    if operation == "count_tokens" and method == "POST":
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return 400, error_body(400, "the request body is not valid JSON"), json
+        if not isinstance(parsed, dict):
+            return 400, error_body(400, "the request body must be a JSON object"), json
+        return 200, count_tokens(parsed), {**json, ESTIMATE_HEADER: "true"}
+    if model_id is None:
+        return 200, models_page(names, created), json
+    if model_id in names:
+        return 200, orjson.dumps(orjson.loads(models_page([model_id], created))["data"][0]), json
+    return 404, error_body(404, f"model: {model_id}"), json
 
 
 # --- errors -------------------------------------------------------------------------------------
