@@ -454,7 +454,7 @@ class AIProxy:
                 out = translator.feed(data) if data else translator.finish()
             except Exception:
                 logger.exception(f"ai_proxy route={route_name}: stream translation failed")
-                out = [_stream_error_frame("the gateway failed to translate the upstream stream")]
+                out = _stream_error_frames(prep, "the gateway failed to translate the upstream stream")
                 translator.feed = lambda _data: []  # type: ignore[method-assign]
                 translator.finish = lambda: []  # type: ignore[method-assign]
             if out and state.first_token_at is None:
@@ -611,5 +611,8 @@ def _answer_error(flow: http.HTTPFlow, error: GatewayError, route: Route | None 
     flow.response = http.Response.make(error.status, body, {"content-type": "application/json"})
 
 
-def _stream_error_frame(message: str) -> bytes:
-    return b"data: " + error_body(message, "api_error", "stream_error") + b"\n\n"
+def _stream_error_frames(prep: Prepared, message: str) -> list[bytes]:
+    """The error that ends a stream the gateway failed to translate, in the client's format."""
+    if prep.ingress is not None and prep.ctx is not None:
+        return prep.ingress.new_events(prep.ctx).error(500, message)
+    return [b"data: " + error_body(message, "api_error", "stream_error") + b"\n\n"]

@@ -111,7 +111,20 @@ def test_messages_stream(gw, provider):
     assert final.usage.output_tokens > 0
     [record] = gw.wait_records(1)
     assert record["ai"]["proxy"]["meta"]["request_model"] == MODELS[provider]
-    assert record["ai"]["proxy"]["usage"]["completion_tokens"] == final.usage.output_tokens
+    usage = record["ai"]["proxy"]["usage"]
+    # The final message_delta carries the provider's counts, input tokens included.
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (
+        final.usage.input_tokens,
+        final.usage.output_tokens,
+    )
+
+
+def test_upstream_error_on_a_stream_request(gw):
+    c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/errors/429.json", "x-emulator-status": "429"})
+    with pytest.raises(anthropic.RateLimitError) as err:
+        with c.messages.stream(model=MODELS["gemini"], max_tokens=10, messages=HI) as stream:
+            list(stream)
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "rate_limit_error"
 
 
 TOOLS = [
@@ -350,6 +363,8 @@ def test_claude_code_extras_do_not_fail_the_call(gw, emulator):
     assert sent["user"] == "user_abc" and sent["max_tokens"] == 1000
     assert "thinking" not in sent and "context_management" not in sent
     gw.wait_records(1)
+    note = "anthropic clients' context_management, output_config, thinking ignored: no counterpart in the chat form"
+    assert note in gw.log
 
 
 # --- Claude Code itself ---------------------------------------------------------------------------

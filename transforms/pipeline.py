@@ -125,8 +125,9 @@ def prepare(
         return _prepare_passthrough(route, spec, inbound, env, credentials, now)
 
     body = parse_json_object(inbound.body)
+    ignored: dict[str, str] = {}
     if ingress is not None:
-        body = _client_to_chat(ingress, inbound, body)
+        body, ignored = _client_to_chat(ingress, inbound, body)
     check_prompt_shape(route.route_type, body)
     validate(route.route_type, body)
     model = _resolve_model(route, body)
@@ -182,20 +183,25 @@ def prepare(
         embeddings_base64=route.route_type == "llm/v1/embeddings" and body.get("encoding_format") == "base64",
         secrets=route.auth.secrets(),
         mask=attached_credentials(route.name, auth, upstream),
-        notes=preq.notes,
+        notes={**preq.notes, **ignored},
         ingress=ingress,
     )
 
 
-def _client_to_chat(ingress: Ingress, inbound: Inbound, body: dict[str, Any]) -> dict[str, Any]:
-    """The client's request in the chat form, on the one path its format creates answers at."""
+def _client_to_chat(
+    ingress: Ingress, inbound: Inbound, body: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The client's request in the chat form, on the one path its format creates answers at, and
+    a note naming the fields it sent that the chat form cannot carry (for the event log)."""
     operation = ingress.operation(inbound.path)
     if inbound.method != "POST" or operation != "messages":
         raise GatewayError(
             404,
             f"{inbound.method} {inbound.path} is not served: {ingress.name} clients POST to .../v1/messages",
         )
-    return ingress.to_chat(body)
+    ignored = sorted(name for name in body if name in ingress.ignored_fields)
+    note = f"{ingress.name} clients' {', '.join(ignored)} ignored: no counterpart in the chat form"
+    return ingress.to_chat(body), ({f"ingress-ignored-{'-'.join(ignored)}": note} if ignored else {})
 
 
 def _build_request(

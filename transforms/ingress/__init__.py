@@ -51,6 +51,8 @@ class Ingress:
     error_body: Callable[[int, str], bytes]
     # Chat fields the adapter sets that a provider may lack: dropped (and noted), never refused.
     optional_fields: frozenset[str] = frozenset()
+    # Client fields the chat form cannot carry: accepted and ignored (said once per route).
+    ignored_fields: frozenset[str] = frozenset()
     # What the gateway answers itself (token counts, the models list): (method, operation, model
     # id of a models request, body, the route's model names, created) -> (status, body, headers).
     local_answer: LocalAnswer | None = None
@@ -71,6 +73,7 @@ ADAPTERS: Mapping[str, Ingress] = {
         new_events=anthropic.MessagesEvents,
         error_body=anthropic.error_body,
         optional_fields=anthropic.OPTIONAL_CHAT_FIELDS,
+        ignored_fields=anthropic.IGNORED_FIELDS,
         local_answer=anthropic.local_answer,
     ),
 }

@@ -37,6 +37,11 @@ IGNORED_FIELDS = frozenset(
         "mcp_servers",
         "betas",
         "inference_geo",
+        "cache_control",  # prompt caching is the provider's own affair
+        "diagnostics",
+        "speed",
+        "user_profile_id",
+        "workspace_id",
     }
 )
 # Chat fields the adapter sets that only narrow or tune the answer: a provider that cannot express
