@@ -121,9 +121,11 @@ def test_messages_stream(gw, provider):
 
 def test_upstream_error_on_a_stream_request(gw):
     c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/errors/429.json", "x-emulator-status": "429"})
-    with pytest.raises(anthropic.RateLimitError) as err:
-        with c.messages.stream(model=MODELS["gemini"], max_tokens=10, messages=HI) as stream:
-            list(stream)
+    with (
+        pytest.raises(anthropic.RateLimitError) as err,
+        c.messages.stream(model=MODELS["gemini"], max_tokens=10, messages=HI) as stream,
+    ):
+        list(stream)
     assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "rate_limit_error"
 
 
