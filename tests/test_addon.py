@@ -180,7 +180,7 @@ def test_script_loads_our_packages_even_when_foreign_ones_exist(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (
-        "AccessControl ModelsEndpoint FlowMasking AIProxy Inspector Cassettes UsageSummary"
+        "AccessControl ModelsEndpoint IngressEndpoints FlowMasking AIProxy Inspector Cassettes UsageSummary"
     )
 
 
@@ -195,10 +195,19 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
         second = load_script(path)
         assert sys.modules["transforms.pipeline"] is not old_pipeline
         names = [type(a).__name__ for a in second.addons]
-        assert names == ["AccessControl", "ModelsEndpoint", "FlowMasking", "AIProxy", "Inspector", "Cassettes", "UsageSummary"], names
+        assert names == [
+            "AccessControl",
+            "ModelsEndpoint",
+            "IngressEndpoints",
+            "FlowMasking",
+            "AIProxy",
+            "Inspector",
+            "Cassettes",
+            "UsageSummary",
+        ], names
         assert not set(map(id, second.addons)) & set(map(id, first.addons))
-        assert second.addons[1].gateway is second.addons[3]
-        assert second.addons[5].gateway is second.addons[3]
+        assert second.addons[1].gateway is second.addons[4]
+        assert second.addons[6].gateway is second.addons[4]
         assert sys.path.count({str(ROOT)!r}) == 1
         print("ok")
         """
