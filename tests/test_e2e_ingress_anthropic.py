@@ -153,6 +153,11 @@ TOOLS = [
         "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     }
 ]
+PARIS_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+}
 OPENAI_TOOL_ANSWER = {
     "id": "chatcmpl-tools",
     "object": "chat.completion",
@@ -164,13 +169,7 @@ OPENAI_TOOL_ANSWER = {
             "message": {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
-                    }
-                ],
+                "tool_calls": [PARIS_CALL],
             },
             "finish_reason": "tool_calls",
         }
@@ -231,13 +230,7 @@ def test_tools_round_trip_on_openai(gw, emulator):
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
-                }
-            ],
+            "tool_calls": [PARIS_CALL],
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "[tool error] no data"},
         {"role": "user", "content": "Then guess."},

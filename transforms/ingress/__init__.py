@@ -19,7 +19,7 @@ from transforms.config import Route
 from transforms.errors import GatewayError
 from transforms.ingress import anthropic
 from transforms.models_endpoint import parse_models_path
-from transforms.stream import SSEParser
+from transforms.stream import ObservedStream, SSEParser
 from transforms.types import CallContext, StreamTranslator, Usage
 from transforms.usage import estimate_usage
 
@@ -126,36 +126,18 @@ def local_answer(
         return e.status, ingress.error_body(e.status, e.message), {"content-type": "application/json"}
 
 
-class IngressStream:
+class IngressStream(ObservedStream):
     """Chained after the provider's stream translator: its OpenAI chunks become the client's
-    events as they come out of it, one network chunk at a time."""
+    events as they come out of it, one network chunk at a time. Usage, the response model and the
+    transcript are the provider translator's (read through ObservedStream)."""
 
     def __init__(self, inner: StreamTranslator, events: ClientEvents, prompt_text: str) -> None:
+        super().__init__(inner)
         self._inner = inner
         self._events = events
         self._prompt_text = prompt_text
         self._sse = SSEParser()
         self._ended = False
-
-    @property
-    def usage(self) -> Usage | None:
-        return self._inner.usage
-
-    @property
-    def response_model(self) -> str | None:
-        return self._inner.response_model
-
-    @property
-    def error(self) -> str | None:
-        return self._inner.error
-
-    @property
-    def text_chars(self) -> int:
-        return self._inner.text_chars
-
-    def assembled(self, usage: Usage | None = None) -> dict[str, Any] | None:
-        method = getattr(self._inner, "assembled", None)
-        return method(usage) if callable(method) else None
 
     def feed(self, chunk: bytes) -> list[bytes]:
         if self._ended:
