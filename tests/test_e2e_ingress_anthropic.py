@@ -442,3 +442,36 @@ def test_count_tokens_and_models(gw, emulator):
     }
     assert emulator.requests == []
     assert gw.records() == []  # no LLM call: nothing accounted
+
+
+def test_gateway_keys_on_an_ingress_route(gateway, emulator):
+    """Claude Code's x-api-key is the gateway key; a refusal is Anthropic-shaped, and the key
+    never reaches the provider (the route's credential does)."""
+    key = "aip-gateway-key-for-claude-code-0001"
+    routes = [
+        route(
+            "claude-on-openai-keyed",
+            "/keyed/*",
+            "llm/v1/chat",
+            "openai",
+            emulator.url,
+            model=MODELS["openai"],
+            auth=AUTH["openai"],
+            llm_format="anthropic",
+        )
+    ]
+    gw = gateway(routes, gateway_keys=[{"name": "claude-code", "key": key}])
+    base = f"{gw.url}/keyed"
+    with pytest.raises(anthropic.AuthenticationError) as err:
+        anthropic.Anthropic(base_url=base, api_key="wrong-key", max_retries=0).messages.create(
+            model=MODELS["openai"], max_tokens=10, messages=HI
+        )
+    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "authentication_error"
+    assert emulator.requests == []
+    message = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0).messages.create(
+        model=MODELS["openai"], max_tokens=10, messages=HI
+    )
+    assert message.content[0].text == "1 + 1 = 2."  # type: ignore[union-attr]
+    assert key not in orjson.dumps(emulator.last.headers).decode()
+    [record] = gw.wait_records(1)
+    assert record["ai"]["proxy"]["meta"]["consumer"] == "claude-code"
