@@ -391,18 +391,20 @@ CLAUDE = (
 @pytest.mark.skipif(
     not Path(CLAUDE).exists(), reason="the Claude Code CLI (npm @anthropic-ai/claude-code) is not installed"
 )
-def test_claude_code_runs_on_an_openai_route(gw, emulator, tmp_path):
+@pytest.mark.parametrize("provider", ["openai", "gemini", "bedrock", "ollama"])
+def test_claude_code_runs_on_other_providers(gw, emulator, tmp_path, provider):
+    """``claude -p`` (non-interactive) with ANTHROPIC_BASE_URL at a non-Anthropic route: its calls
+    (a short one, then the main one with Claude Code's own tools) are translated and accounted."""
+    model = MODELS[provider]
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),
-        "ANTHROPIC_BASE_URL": f"{gw.url}/openai",
+        "ANTHROPIC_BASE_URL": f"{gw.url}/{provider}",
         "ANTHROPIC_API_KEY": CLIENT_KEY,
-        "ANTHROPIC_MODEL": MODELS["openai"],
-        "ANTHROPIC_DEFAULT_OPUS_MODEL": MODELS["openai"],
-        "ANTHROPIC_DEFAULT_SONNET_MODEL": MODELS["openai"],
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL": MODELS["openai"],
-        "ANTHROPIC_SMALL_FAST_MODEL": MODELS["openai"],
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "ANTHROPIC_MODEL": model,
+        "ANTHROPIC_DEFAULT_OPUS_MODEL": model,
+        "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,
         "DISABLE_TELEMETRY": "1",
         "DISABLE_AUTOUPDATER": "1",
     }
@@ -415,10 +417,11 @@ def test_claude_code_runs_on_an_openai_route(gw, emulator, tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
-    result = orjson.loads(done.stdout)
-    assert result["result"] == "1 + 1 = 2."
-    records = gw.records()
-    assert records and all(r["ai"]["proxy"]["meta"]["route"] == "claude-on-openai" for r in records)
+    assert orjson.loads(done.stdout)["result"] == ANSWERS[provider][0]
+    assert emulator.requests and len(emulator.requests[-1].body) > 20_000  # the call with Claude Code's tools
+    records = gw.wait_records(len(emulator.requests))
+    assert {r["ai"]["proxy"]["meta"]["route"] for r in records} == {f"claude-on-{provider}"}
+    assert {r["ai"]["proxy"]["meta"]["request_model"] for r in records} == {model}
 
 
 def test_count_tokens_and_models(gw, emulator):
