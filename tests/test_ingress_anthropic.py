@@ -566,3 +566,15 @@ def test_pipeline_leaves_out_what_the_provider_cannot_narrow():
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (14, 7)  # type: ignore[union-attr]
     failed = translate_response(prep, 429, fixture_bytes("gemini/errors/429.json"))
     assert orjson.loads(failed.body)["error"]["type"] == "rate_limit_error"
+
+
+def test_hostile_tool_input_is_a_400():
+    """A tool_use input nested deeper than JSON text can be written (orjson reads 1024 levels and
+    writes 255) is the client's error, not the gateway's."""
+    deep = b'{"a":' * 400 + b"{}" + b"}" * 400
+    block = b'{"type": "tool_use", "id": "t", "name": "f", "input": ' + deep + b"}"
+    raw = b'{"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": [' + block + b"]}]}"
+    inbound = Inbound("POST", "", "/x/v1/messages", [], {}, raw)
+    with pytest.raises(GatewayError) as err:
+        prepare(_route("openai", llm_format="anthropic"), inbound, request_id="1", now=1)
+    assert err.value.status == 400 and "nested too deeply" in err.value.message

@@ -201,7 +201,11 @@ def _client_to_chat(
         )
     ignored = sorted(name for name in body if name in ingress.ignored_fields)
     note = f"{ingress.name} clients' {', '.join(ignored)} ignored: no counterpart in the chat form"
-    return ingress.to_chat(body), ({f"ingress-ignored-{'-'.join(ignored)}": note} if ignored else {})
+    try:
+        chat = ingress.to_chat(body)
+    except orjson.JSONEncodeError as e:  # tool inputs become JSON text: nested past what orjson writes
+        raise _too_deep(e) from None
+    return chat, ({f"ingress-ignored-{'-'.join(ignored)}": note} if ignored else {})
 
 
 def _build_request(
