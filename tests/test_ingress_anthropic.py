@@ -578,3 +578,14 @@ def test_hostile_tool_input_is_a_400():
     with pytest.raises(GatewayError) as err:
         prepare(_route("openai", llm_format="anthropic"), inbound, request_id="1", now=1)
     assert err.value.status == 400 and "nested too deeply" in err.value.message
+
+
+def test_other_paths_and_methods_are_404s_before_the_body_is_read():
+    route = _route("openai", llm_format="anthropic")
+    for method, path in (("GET", "/x/v1/messages"), ("POST", "/x/v1/chat/completions")):
+        with pytest.raises(GatewayError) as err:
+            prepare(route, Inbound(method, "", path, [], {}, b""), request_id="1", now=1)
+        assert err.value.status == 404
+        assert (
+            err.value.message == f"{method} {path} is not served: anthropic clients POST to .../v1/messages"
+        )

@@ -17,7 +17,7 @@ import orjson
 from transforms.auth import apply_auth
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
-from transforms.ingress import Ingress, ingress_for
+from transforms.ingress import CREATE, Ingress, ingress_for
 from transforms.masking import NO_MASK, CredentialMask, attached_credentials
 from transforms.native import read_usage, response_model
 from transforms.recognize import UNMETERED, Recognized, inspect_route, operation_of
@@ -124,10 +124,11 @@ def prepare(
     if route.route_type == "preserve" or (route.llm_format != "openai" and ingress is None):
         return _prepare_passthrough(route, spec, inbound, env, credentials, now)
 
-    body = parse_json_object(inbound.body)
     ignored: dict[str, str] = {}
     if ingress is not None:
-        body, ignored = _client_to_chat(ingress, inbound, body)
+        body, ignored = _client_to_chat(ingress, inbound)
+    else:
+        body = parse_json_object(inbound.body)
     check_prompt_shape(route.route_type, body)
     validate(route.route_type, body)
     model = _resolve_model(route, body)
@@ -188,17 +189,15 @@ def prepare(
     )
 
 
-def _client_to_chat(
-    ingress: Ingress, inbound: Inbound, body: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, str]]:
+def _client_to_chat(ingress: Ingress, inbound: Inbound) -> tuple[dict[str, Any], dict[str, str]]:
     """The client's request in the chat form, on the one path its format creates answers at, and
     a note naming the fields it sent that the chat form cannot carry (for the event log)."""
-    operation = ingress.operation(inbound.path)
-    if inbound.method != "POST" or operation != "messages":
+    if inbound.method != "POST" or ingress.operation(inbound.path) != CREATE:
+        where = next(suffix for suffix, operation in ingress.operations.items() if operation == CREATE)
         raise GatewayError(
-            404,
-            f"{inbound.method} {inbound.path} is not served: {ingress.name} clients POST to .../v1/messages",
+            404, f"{inbound.method} {inbound.path} is not served: {ingress.name} clients POST to ...{where}"
         )
+    body = parse_json_object(inbound.body)
     ignored = sorted(name for name in body if name in ingress.ignored_fields)
     note = f"{ingress.name} clients' {', '.join(ignored)} ignored: no counterpart in the chat form"
     try:

@@ -23,6 +23,7 @@ from transforms.stream import ObservedStream, SSEParser
 from transforms.types import CallContext, StreamTranslator, Usage
 from transforms.usage import estimate_usage
 
+CREATE = "create"
 LocalAnswer = Callable[
     [str, str | None, str | None, bytes, list[str], int], tuple[int, bytes, dict[str, str]]
 ]
@@ -43,7 +44,8 @@ class Ingress:
     """The pure functions of one client format."""
 
     name: str
-    # The client paths (after the route's prefix) this format answers: path suffix -> operation.
+    # The client paths (after the route's prefix) this format answers: path suffix -> operation;
+    # CREATE is the one call that goes to the provider through the chat form.
     operations: Mapping[str, str]
     to_chat: Callable[[Mapping[str, Any]], dict[str, Any]]
     from_chat: Callable[[Mapping[str, Any], Usage | None, CallContext], dict[str, Any]]
@@ -67,7 +69,7 @@ class Ingress:
 ADAPTERS: Mapping[str, Ingress] = {
     "anthropic": Ingress(
         name="anthropic",
-        operations={"/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens"},
+        operations={"/v1/messages": CREATE, "/v1/messages/count_tokens": "count_tokens"},
         to_chat=anthropic.to_chat,
         from_chat=anthropic.from_chat,
         new_events=anthropic.MessagesEvents,
@@ -111,7 +113,7 @@ def local_answer(
         return None
     operation = ingress.operation(path)
     models = parse_models_path(method, path)
-    if operation == "messages" or (operation is None and models is None):
+    if operation == CREATE or (operation is None and models is None):
         return None
     limit = route.max_request_body_size
     if limit and len(body) > limit:
@@ -183,4 +185,4 @@ class IngressStream(ObservedStream):
         return out
 
 
-__all__ = ["ADAPTERS", "Ingress", "IngressStream", "client_error", "ingress_for", "local_answer"]
+__all__ = ["ADAPTERS", "CREATE", "Ingress", "IngressStream", "client_error", "ingress_for", "local_answer"]
