@@ -16,7 +16,7 @@ from streams import drive, splits
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
-from transforms.ingress import IngressStream, client_error, ingress_for
+from transforms.ingress import IngressStream, client_error, ingress_for, local_answer
 from transforms.ingress.anthropic import MessagesEvents, error_body, from_chat, to_chat
 from transforms.pipeline import prepare, translate_response
 from transforms.providers.gemini import SPECS as GEMINI_SPECS
@@ -118,7 +118,7 @@ CHAT: dict[str, Any] = {
             ],
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "21C"},
-        {"role": "tool", "tool_call_id": "toolu_2", "content": "[tool error] no clock"},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "no clock", "_ai_proxy_tool_error": True},
         {"role": "user", "content": "Here:"},
     ],
     "max_tokens": 512,
@@ -589,3 +589,158 @@ def test_other_paths_and_methods_are_404s_before_the_body_is_read():
         assert (
             err.value.message == f"{method} {path} is not served: anthropic clients POST to .../v1/messages"
         )
+
+
+# --- a failed tool's result, per provider ---------------------------------------------------------
+
+FAILED_TOOL = {
+    "model": "m",
+    "max_tokens": 50,
+    "messages": [
+        {"role": "user", "content": "Weather and time?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "21C"},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": "no clock", "is_error": True},
+            ],
+        },
+    ],
+}
+BEDROCK_AUTH = {"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG"}
+BEDROCK_OPTIONS = {"bedrock": {"aws_region": "us-east-1"}}
+
+
+def _ingress_route(
+    provider: str,
+    name: str | None = None,
+    auth: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    **route: Any,
+) -> Route:
+    options = {"upstream_url": "http://127.0.0.1:9"} if options is None else options
+    return Route.model_validate(
+        {
+            "name": "r",
+            "route_type": "llm/v1/chat",
+            "llm_format": "anthropic",
+            "model": {"provider": provider, "name": name, "options": options},
+            **({"auth": auth} if auth else {}),
+            **route,
+        }
+    )
+
+
+def _sent(route: Route, body: dict[str, Any], path: str = "/x/v1/messages") -> dict[str, Any]:
+    prep = prepare(route, Inbound("POST", "", path, [], {}, orjson.dumps(body)), request_id="1", now=1)
+    assert b"_ai_proxy" not in prep.upstream.body  # the gateway's own marks never reach a provider
+    return orjson.loads(prep.upstream.body)
+
+
+def test_a_failed_tool_is_bedrock_s_status_error():
+    route = _ingress_route("bedrock", auth=BEDROCK_AUTH, options=BEDROCK_OPTIONS)
+    user = _sent(route, FAILED_TOOL)["messages"][2]
+    assert user["content"] == [
+        {"toolResult": {"toolUseId": "toolu_1", "content": [{"text": "21C"}]}},
+        {"toolResult": {"toolUseId": "toolu_2", "content": [{"text": "no clock"}], "status": "error"}},
+    ]
+
+
+@pytest.mark.parametrize("provider", ["openai", "ollama", "cohere", "huggingface"])
+def test_a_failed_tool_is_marked_text_where_there_is_no_flag(provider):
+    messages = _sent(_ingress_route(provider, name="m"), FAILED_TOOL)["messages"]
+    tools = [m for m in messages if m["role"] == "tool"]
+    assert [(m.get("tool_call_id"), m["content"]) for m in tools] == [
+        ("toolu_1", "21C"),
+        ("toolu_2", "[tool error] no clock"),
+    ]
+
+
+def test_a_failed_tool_is_marked_text_on_gemini():
+    route = _ingress_route("gemini", auth={"header_name": "x-goog-api-key", "header_value": "k"})
+    parts = _sent(route, FAILED_TOOL)["contents"][2]["parts"]
+    assert [p["functionResponse"] for p in parts] == [
+        {"name": "get_weather", "response": {"result": "21C"}},
+        {"name": "get_time", "response": {"result": "[tool error] no clock"}},
+    ]
+
+
+# --- count_tokens by the provider's own counting API ---------------------------------------------
+
+COUNT_PATH = "/x/v1/messages/count_tokens"
+COUNT = {
+    "system": "Be brief.",
+    "messages": [{"role": "user", "content": "Hi"}],
+    "stream": True,  # meaningless for a count: never makes the count a stream
+}
+
+
+def test_count_tokens_goes_to_gemini_s_count_tokens():
+    route = _ingress_route(
+        "gemini",
+        name="gemini-2.5-flash",
+        auth={"header_name": "x-goog-api-key", "header_value": "k"},
+        response_streaming="always",
+    )
+    assert local_answer(route, "POST", COUNT_PATH, orjson.dumps(COUNT), 1) is None  # not estimated
+    inbound = Inbound("POST", "", COUNT_PATH, [("beta", "true")], {}, orjson.dumps(COUNT))
+    prep = prepare(route, inbound, request_id="1", now=1)
+    assert prep.counts_tokens and not prep.stream
+    up = prep.upstream
+    assert (up.method, up.path, up.query) == ("POST", "/v1beta/models/gemini-2.5-flash:countTokens", [])
+    assert up.set_headers["x-goog-api-key"] == "k"
+    assert orjson.loads(up.body) == {
+        "generateContentRequest": {
+            "model": "models/gemini-2.5-flash",
+            "contents": [{"role": "user", "parts": [{"text": "Hi"}]}],
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        }
+    }
+    answer = translate_response(prep, 200, fixture_bytes("gemini/count_tokens/response.json"))
+    assert orjson.loads(answer.body) == {"input_tokens": 31}
+    assert answer.usage == Usage()  # counting is not billed
+    with pytest.raises(GatewayError) as err:
+        translate_response(prep, 200, b'{"tokens": 3}')
+    assert err.value.status == 502 and "totalTokens" in err.value.message
+    failed = translate_response(prep, 429, fixture_bytes("gemini/errors/429.json"))
+    assert orjson.loads(failed.body)["error"]["type"] == "rate_limit_error"
+
+
+def test_count_tokens_goes_to_bedrock_s_count_tokens_signed():
+    route = _ingress_route(
+        "bedrock", name="us.anthropic.claude-sonnet-4-v1:0", auth=BEDROCK_AUTH, options=BEDROCK_OPTIONS
+    )
+    assert local_answer(route, "POST", COUNT_PATH, b"{}", 1) is None
+    prep = prepare(route, Inbound("POST", "", COUNT_PATH, [], {}, orjson.dumps(COUNT)), request_id="1", now=1)
+    up = prep.upstream
+    assert (up.host, up.path) == (
+        "bedrock-runtime.us-east-1.amazonaws.com",
+        "/model/anthropic.claude-sonnet-4-v1%3A0/count-tokens",
+    )
+    assert up.set_headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/")
+    assert orjson.loads(up.body) == {
+        "input": {
+            "converse": {
+                "messages": [{"role": "user", "content": [{"text": "Hi"}]}],
+                "system": [{"text": "Be brief."}],
+            }
+        }
+    }
+    answer = translate_response(prep, 200, fixture_bytes("bedrock/count_tokens/response.json"))
+    assert orjson.loads(answer.body) == {"input_tokens": 19}
+
+
+def test_count_tokens_is_estimated_where_the_provider_cannot_count():
+    route = _ingress_route("openai", name="gpt-4o-mini")
+    status, body, headers = local_answer(route, "POST", COUNT_PATH, orjson.dumps(COUNT), 1)  # type: ignore[misc]
+    assert (status, orjson.loads(body), headers["x-ai-proxy-estimated"]) == (200, {"input_tokens": 3}, "true")
+    with pytest.raises(GatewayError) as err:  # nor does it go upstream
+        prepare(route, Inbound("POST", "", COUNT_PATH, [], {}, orjson.dumps(COUNT)), request_id="1", now=1)
+    assert err.value.status == 404

@@ -47,7 +47,7 @@ from transforms.pipeline import prepare, translate_response
 from transforms.providers import bedrock
 from transforms.registry import SPECS
 from transforms.sigv4 import AwsCredentials, credentials_from, signing_request
-from transforms.types import CallContext, Inbound, Upstream
+from transforms.types import TOOL_ERROR_MARK, CallContext, Inbound, Upstream
 
 SPEC = SPECS["bedrock"]
 CHAT = SPEC.routes["llm/v1/chat"]
@@ -1499,13 +1499,78 @@ def test_emulator_sends_eventstream_fixtures_message_by_message() -> None:
         assert int.from_bytes(part[:4], "big") == len(part)
 
 
+# --- token counting and failed tools (Anthropic clients: transforms/ingress) ----------------------
+
+
+def test_count_tokens_request_is_botocore_s() -> None:
+    """CountTokens counts the Converse request the chat transform builds, cut to what
+    ConverseTokensRequest holds; botocore's validator and serializer agree on path and body, and an
+    inference profile is counted by its foundation model."""
+    client = fixture_json("bedrock/tool_results/client.json")
+    system = {"role": "system", "content": "Answer in one word."}
+    body = {**client, "messages": [system, *client["messages"]], "max_tokens": 99, "temperature": 0.5}
+    preq = bedrock.build_count_tokens(body, make_ctx(model=f"us.{MODEL}"))
+    converse = CHAT.build_request(body, make_ctx()).body
+    assert preq.method == "POST" and preq.path == f"/model/{ENCODED}/count-tokens"
+    assert preq.body == {
+        "input": {
+            "converse": {
+                "messages": converse["messages"],
+                "system": [{"text": "Answer in one word."}],
+                "toolConfig": converse["toolConfig"],
+            }
+        }
+    }
+    assert "inferenceConfig" in converse  # what CountTokens does not take was left out
+    op = _SERVICE.operation_model("CountTokens")
+    params = {"modelId": MODEL, **_wire_to_params(preq.body, op.input_shape, "body")}
+    report = ParamValidator().validate(params, op.input_shape)
+    assert not report.has_errors(), report.generate_report()
+    wire = create_serializer("rest-json").serialize_to_request(params, op)
+    assert wire["url_path"] == preq.path
+    assert orjson.loads(wire["body"]) == preq.body
+
+
+def test_count_tokens_answer() -> None:
+    counter = SPEC.count_tokens
+    assert counter is not None
+    answer = fixture_json("bedrock/count_tokens/response.json")
+    op = _SERVICE.operation_model("CountTokens")
+    assert not ParamValidator().validate(answer, op.output_shape).has_errors()
+    assert counter.parse_response(answer) == 19
+    for bad in ({}, {"inputTokens": "19"}, [19]):
+        with pytest.raises(ValueError, match="inputTokens"):
+            counter.parse_response(bad)
+
+
+def test_a_failed_tool_s_result_has_status_error() -> None:
+    """The ingress adapter's mark (Anthropic's is_error) is Converse's toolResult.status; a result
+    without it has no status."""
+    client = fixture_json("bedrock/tool_results/client.json")
+    messages = [dict(m) for m in client["messages"]]
+    messages[2] = {**messages[2], TOOL_ERROR_MARK: True}
+    out = CHAT.build_request({**client, "messages": messages}, make_ctx()).body
+    results = [b["toolResult"] for m in out["messages"] for b in m["content"] if "toolResult" in b]
+    assert [r.get("status") for r in results] == ["error", None]
+    assert results[0]["content"] == [{"json": {"temperature": 18, "conditions": "sunny"}}]
+    assert_valid_converse(out, MODEL, False, f"/model/{ENCODED}/converse")
+
+
 # --- housekeeping -------------------------------------------------------------------------------
 
 
 def test_fixture_folders_are_all_covered() -> None:
     folders = {p.name for p in (FIXTURES / "bedrock").iterdir() if p.is_dir()}
     # invoke_stream: native InvokeModelWithResponseStream chunks, read by tests/test_native.py
-    covered = {*CHAT_CASES, *STREAMS, "embed_titan", "embed_cohere", "errors", "invoke_stream"}
+    covered = {
+        *CHAT_CASES,
+        *STREAMS,
+        "embed_titan",
+        "embed_cohere",
+        "errors",
+        "invoke_stream",
+        "count_tokens",
+    }
     assert folders == covered
 
 

@@ -1570,9 +1570,41 @@ def test_random_splits_give_the_same_output(data: st.DataObject) -> None:
     assert run_stream(raw, pieces, include_usage=True, route_type=_route_type(name))[0] == _reference(name)
 
 
+# --- token counting (Anthropic clients' count_tokens: transforms/ingress) ---------------------------
+
+
+def test_count_tokens_request() -> None:
+    """AI Studio counts a whole generateContent request (system instruction and tools too) only
+    inside generateContentRequest, which names the model; Vertex takes those fields beside
+    contents, and not toolConfig."""
+    body = {**fixture_json("gemini/tool_results/client.json"), "max_tokens": 50}
+    generate = CHAT.build_request(copy.deepcopy(body), make_ctx()).body
+    assert {"systemInstruction", "tools", "toolConfig", "generationConfig"} <= set(generate)
+    studio = gemini.build_count_tokens(copy.deepcopy(body), make_ctx(stream=True))
+    assert (studio.method, studio.path, studio.query) == ("POST", f"/v1beta/models/{MODEL}:countTokens", [])
+    assert studio.body == {"generateContentRequest": {"model": f"models/{MODEL}", **generate}}
+    assert_camel_case(studio.body)
+    vertex = gemini.build_count_tokens(copy.deepcopy(body), make_ctx(vertex=True))
+    assert vertex.path == f"{VERTEX_PREFIX}/{MODEL}:countTokens"
+    assert vertex.body == {
+        k: generate[k] for k in ("contents", "systemInstruction", "tools", "generationConfig")
+    }
+
+
+def test_count_tokens_answer() -> None:
+    answer = fixture_json("gemini/count_tokens/response.json")
+    counter = SPEC.count_tokens
+    assert counter is not None and counter.parse_response(answer) == 31
+    assert counter.parse_response({"totalTokens": 12, "totalBillableCharacters": 40}) == 12  # Vertex
+    for bad in ({}, {"totalTokens": None}, "31"):
+        with pytest.raises(ValueError, match="totalTokens"):
+            counter.parse_response(bad)
+
+
 def test_fixture_folders_are_all_covered() -> None:
     folders = {p.name for p in (FIXTURES / "gemini").iterdir() if p.is_dir()}
     covered = {*CHAT_CASES, "completions", "embed", "batch_embed", "vertex_embed", "vertex_chat", "errors"}
+    covered.add("count_tokens")  # read by test_count_tokens_request and the ingress e2e tests
     covered |= {Path(s).parent.name for s in ALL_STREAMS}
     assert folders == covered
 

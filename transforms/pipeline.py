@@ -17,7 +17,7 @@ import orjson
 from transforms.auth import apply_auth
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
-from transforms.ingress import CREATE, Ingress, ingress_for
+from transforms.ingress import COUNT, CREATE, Ingress, ingress_for, provider_counts
 from transforms.masking import NO_MASK, CredentialMask, attached_credentials
 from transforms.native import read_usage, response_model
 from transforms.recognize import UNMETERED, Recognized, inspect_route, operation_of
@@ -25,6 +25,8 @@ from transforms.redact import client_secrets, redact_text
 from transforms.registry import spec_for
 from transforms.types import (
     ESTIMATED_MARK,
+    TOOL_ERROR_MARK,
+    TOOL_ERROR_TEXT,
     CallContext,
     ErrorInfo,
     Inbound,
@@ -73,6 +75,8 @@ class Prepared:
     notes: Mapping[str, str] = field(default_factory=dict)
     # The client's format when it is not OpenAI chat (transforms/ingress): its answers are written back.
     ingress: Ingress | None = None
+    # The client asked for a token count (ingress COUNT) that the provider's counting API answers.
+    counts_tokens: bool = False
 
 
 @dataclass(slots=True)
@@ -125,14 +129,17 @@ def prepare(
         return _prepare_passthrough(route, spec, inbound, env, credentials, now)
 
     ignored: dict[str, str] = {}
+    counts_tokens = False
     if ingress is not None:
-        body, ignored = _client_to_chat(ingress, inbound)
+        body, ignored, counts_tokens = _client_to_chat(ingress, route, inbound)
+        if not spec.tool_error_flag:
+            _tool_errors_as_text(body)
     else:
         body = parse_json_object(inbound.body)
     check_prompt_shape(route.route_type, body)
     validate(route.route_type, body)
     model = _resolve_model(route, body)
-    stream = _resolve_stream(route, body)
+    stream = False if counts_tokens else _resolve_stream(route, body)
     transform = spec.routes.get(route.route_type)
     if transform is None:
         raise bad_request(
@@ -154,8 +161,11 @@ def prepare(
         prompt_text=request_text(body),
     )
     auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body, credentials)
+    build = transform.build_request
+    if counts_tokens and spec.count_tokens is not None:
+        build = spec.count_tokens.build_request
     try:
-        preq = _build_request(transform.build_request, body, ctx, ingress)
+        preq = _build_request(build, body, ctx, ingress)
     except orjson.JSONEncodeError as e:  # a client value a provider wants as JSON text
         raise _too_deep(e) from None
     if auth.body_params:
@@ -186,13 +196,19 @@ def prepare(
         mask=attached_credentials(route.name, auth, upstream),
         notes={**preq.notes, **ignored},
         ingress=ingress,
+        counts_tokens=counts_tokens,
     )
 
 
-def _client_to_chat(ingress: Ingress, inbound: Inbound) -> tuple[dict[str, Any], dict[str, str]]:
-    """The client's request in the chat form, on the one path its format creates answers at, and
-    a note naming the fields it sent that the chat form cannot carry (for the event log)."""
-    if inbound.method != "POST" or ingress.operation(inbound.path) != CREATE:
+def _client_to_chat(
+    ingress: Ingress, route: Route, inbound: Inbound
+) -> tuple[dict[str, Any], dict[str, str], bool]:
+    """The client's request in the chat form, on the paths that go to the provider (its format's
+    create call, and its token count where the provider counts), a note naming the fields it sent
+    that the chat form cannot carry (for the event log), and whether it is a token count."""
+    operation = ingress.operation(inbound.path) if inbound.method == "POST" else None
+    counts_tokens = operation == COUNT and provider_counts(route, ingress)
+    if operation != CREATE and not counts_tokens:
         where = next(suffix for suffix, operation in ingress.operations.items() if operation == CREATE)
         raise GatewayError(
             404, f"{inbound.method} {inbound.path} is not served: {ingress.name} clients POST to ...{where}"
@@ -204,7 +220,18 @@ def _client_to_chat(ingress: Ingress, inbound: Inbound) -> tuple[dict[str, Any],
         chat = ingress.to_chat(body)
     except orjson.JSONEncodeError as e:  # tool inputs become JSON text: nested past what orjson writes
         raise _too_deep(e) from None
-    return chat, ({f"ingress-ignored-{'-'.join(ignored)}": note} if ignored else {})
+    if counts_tokens:
+        chat.pop("stream", None)  # a count is one JSON answer, whatever the client's body says
+    return chat, ({f"ingress-ignored-{'-'.join(ignored)}": note} if ignored else {}), counts_tokens
+
+
+def _tool_errors_as_text(body: dict[str, Any]) -> None:
+    """For providers whose tool results have no error flag: the ingress adapter's mark on a failed
+    tool's result becomes text the model reads, and leaves the request."""
+    for message in body.get("messages") or ():
+        if isinstance(message, dict) and message.pop(TOOL_ERROR_MARK, False):
+            content = message.get("content")
+            message["content"] = TOOL_ERROR_TEXT + (content if isinstance(content, str) else "")
 
 
 def _build_request(
@@ -465,6 +492,8 @@ def translate_response(
     transform = prep.spec.routes[ctx.route_type]
     where = f"{prep.spec.name}://{ctx.route_type}"
     try:
+        if prep.counts_tokens:
+            return _count_answer(prep, status, raw)
         out = transform.parse_response(orjson.loads(raw), ctx)
         normalize(out, ctx)
         if prep.embeddings_base64:
@@ -486,6 +515,15 @@ def translate_response(
             502, f"failed to translate the {where} response: {detail}", "bad_upstream_response"
         ) from None
     return Answer(status, body, usage, out.get("model") or ctx.model, True)
+
+
+def _count_answer(prep: Prepared, status: int, raw: bytes) -> Answer:
+    """The provider's token count in the client's shape. Counting is not billed: the call is
+    recorded with no tokens."""
+    counter, ingress = prep.spec.count_tokens, prep.ingress
+    assert counter is not None and ingress is not None and ingress.count_body is not None
+    tokens = counter.parse_response(orjson.loads(raw))
+    return Answer(status, ingress.count_body(tokens), Usage(), prep.request_model, True)
 
 
 def normalize(out: dict[str, Any], ctx: CallContext) -> None:

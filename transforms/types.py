@@ -12,6 +12,11 @@ from transforms.config import Auth, ModelOptions
 Json = Any  # what orjson.loads returns
 # Marks a usage object in a translated body as estimated (for statistics; never sent to clients).
 ESTIMATED_MARK = "_ai_proxy_estimated"
+# Marks a chat ``tool`` message as a failed tool's result (an ingress client said so: Anthropic's
+# ``is_error``). Read by providers with an error flag (ProviderSpec.tool_error_flag); for every
+# other provider the pipeline turns it into TOOL_ERROR_TEXT before the provider transform runs.
+TOOL_ERROR_MARK = "_ai_proxy_tool_error"
+TOOL_ERROR_TEXT = "[tool error] "
 
 
 @dataclass(slots=True)
@@ -137,6 +142,15 @@ class RouteTransform:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenCounter:
+    """A provider's own token counting API: the request that counts a chat request's prompt, and
+    the count read from its answer."""
+
+    build_request: Callable[[Json, CallContext], ProviderRequest]
+    parse_response: Callable[[Json], int]
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorInfo:
     message: str
     type: str | None = None
@@ -158,3 +172,9 @@ class ProviderSpec:
     # Signs the final request in place (AWS SigV4): (upstream, auth, environment, unix time, the
     # route's model options: the signing region may be configured there).
     sign: Callable[[Upstream, Auth, Mapping[str, str], int, ModelOptions], None] | None = None
+    # The provider's own token counting (Gemini countTokens, Bedrock CountTokens), for clients that
+    # ask for a count (Anthropic's count_tokens); None: the gateway estimates.
+    count_tokens: TokenCounter | None = None
+    # The provider's tool results carry an error flag (Bedrock's toolResult.status): its chat
+    # transform reads TOOL_ERROR_MARK; other providers get the failure as marked text.
+    tool_error_flag: bool = False

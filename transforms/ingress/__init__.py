@@ -19,11 +19,15 @@ from transforms.config import Route
 from transforms.errors import GatewayError
 from transforms.ingress import anthropic
 from transforms.models_endpoint import parse_models_path
+from transforms.registry import spec_for
 from transforms.stream import ObservedStream, SSEParser
 from transforms.types import CallContext, StreamTranslator, Usage
 from transforms.usage import estimate_usage
 
 CREATE = "create"
+# Counting a request's prompt tokens: by the provider's own counting API where it has one (the
+# request goes upstream like CREATE's), else estimated by the gateway (``local_answer``).
+COUNT = "count_tokens"
 LocalAnswer = Callable[
     [str, str | None, str | None, bytes, list[str], int], tuple[int, bytes, dict[str, str]]
 ]
@@ -51,6 +55,8 @@ class Ingress:
     from_chat: Callable[[Mapping[str, Any], Usage | None, CallContext], dict[str, Any]]
     new_events: Callable[[CallContext], ClientEvents]
     error_body: Callable[[int, str], bytes]
+    # A prompt's token count (COUNT) in the client's shape.
+    count_body: Callable[[int], bytes] | None = None
     # Chat fields the adapter sets that a provider may lack: dropped (and noted), never refused.
     optional_fields: frozenset[str] = frozenset()
     # Client fields the chat form cannot carry: accepted and ignored (said once per route).
@@ -69,11 +75,12 @@ class Ingress:
 ADAPTERS: Mapping[str, Ingress] = {
     "anthropic": Ingress(
         name="anthropic",
-        operations={"/v1/messages": CREATE, "/v1/messages/count_tokens": "count_tokens"},
+        operations={"/v1/messages": CREATE, "/v1/messages/count_tokens": COUNT},
         to_chat=anthropic.to_chat,
         from_chat=anthropic.from_chat,
         new_events=anthropic.MessagesEvents,
         error_body=anthropic.error_body,
+        count_body=anthropic.count_body,
         optional_fields=anthropic.OPTIONAL_CHAT_FIELDS,
         ignored_fields=anthropic.IGNORED_FIELDS,
         local_answer=anthropic.local_answer,
@@ -103,6 +110,13 @@ def client_error(route: Route | None, status: int, openai_body: bytes) -> bytes:
     return ingress.error_body(status, str(message))
 
 
+def provider_counts(route: Route, ingress: Ingress) -> bool:
+    """True when the route's provider counts tokens itself: the client's COUNT request then goes
+    upstream (pipeline.prepare builds it), not to the gateway's estimate."""
+    spec = spec_for(route)
+    return ingress.count_body is not None and spec is not None and spec.count_tokens is not None
+
+
 def local_answer(
     route: Route, method: str, path: str, body: bytes, created: int
 ) -> tuple[int, bytes, dict[str, str]] | None:
@@ -114,6 +128,8 @@ def local_answer(
     operation = ingress.operation(path)
     models = parse_models_path(method, path)
     if operation == CREATE or (operation is None and models is None):
+        return None
+    if operation == COUNT and method == "POST" and provider_counts(route, ingress):
         return None
     limit = route.max_request_body_size
     if limit and len(body) > limit:
@@ -185,4 +201,14 @@ class IngressStream(ObservedStream):
         return out
 
 
-__all__ = ["ADAPTERS", "CREATE", "Ingress", "IngressStream", "client_error", "ingress_for", "local_answer"]
+__all__ = [
+    "ADAPTERS",
+    "COUNT",
+    "CREATE",
+    "Ingress",
+    "IngressStream",
+    "client_error",
+    "ingress_for",
+    "local_answer",
+    "provider_counts",
+]

@@ -22,7 +22,7 @@ import orjson
 
 from transforms.common import dumps_arguments, tool_arguments
 from transforms.errors import bad_request
-from transforms.types import CallContext, Usage
+from transforms.types import TOOL_ERROR_MARK, CallContext, Usage
 from transforms.usage import estimate_tokens, request_text
 
 # Fields of a Messages request with no counterpart in the chat form: accepted, ignored. Claude Code
@@ -101,10 +101,12 @@ def _tool_message(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(call_id, str) or not call_id:
         raise bad_request(f"{where}.tool_use_id: required")
     text = _text_of(block.get("content"), f"{where}.content")
+    message: dict[str, Any] = {"role": "tool", "tool_call_id": call_id, "content": text}
     if block.get("is_error") is True:
-        # The chat form has no error flag on a tool result: the model reads the mark instead.
-        text = f"[tool error] {text}"
-    return {"role": "tool", "tool_call_id": call_id, "content": text}
+        # The chat form has no error flag: an internal mark the pipeline turns into the provider's
+        # flag (Bedrock) or marked text (every other provider), never sent as is.
+        message[TOOL_ERROR_MARK] = True
+    return message
 
 
 def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
@@ -343,18 +345,23 @@ def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) ->
 
 # --- answered by the gateway itself ----------------------------------------------------------------
 
-# Marks a count_tokens answer as the gateway's estimate, not the provider's count.
+# Marks a count_tokens answer as the gateway's estimate; the provider's own count has no such mark.
 ESTIMATE_HEADER = "x-ai-proxy-estimated"
 
 
+def count_body(input_tokens: int) -> bytes:
+    """Anthropic's ``MessageTokensCount``."""
+    return orjson.dumps({"input_tokens": input_tokens})
+
+
 def count_tokens(body: Mapping[str, Any]) -> bytes:
-    """``POST /v1/messages/count_tokens``: an estimate from the prompt's text (tools included), in
-    Anthropic's ``MessageTokensCount`` shape."""
+    """``POST /v1/messages/count_tokens`` on a provider that cannot count: an estimate from the
+    prompt's text (tools included)."""
     chat = to_chat(body)
     text = request_text(chat)
     if chat.get("tools"):
         text += orjson.dumps(chat["tools"]).decode()
-    return orjson.dumps({"input_tokens": estimate_tokens(text)})
+    return count_body(estimate_tokens(text))
 
 
 def models_page(names: list[str], created: int) -> bytes:

@@ -57,12 +57,14 @@ from transforms.limits import MAX_STREAM_EVENT_BYTES, element_too_large
 from transforms.model_rules import claude_sampling
 from transforms.sigv4 import credentials_from, sign
 from transforms.types import (
+    TOOL_ERROR_MARK,
     CallContext,
     ErrorInfo,
     Json,
     ProviderRequest,
     ProviderSpec,
     RouteTransform,
+    TokenCounter,
     Upstream,
     Usage,
 )
@@ -346,7 +348,10 @@ def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
         parsed = None
     if isinstance(parsed, dict):
         result = {"json": parsed}
-    return {"toolResult": {"toolUseId": call_id, "content": [result]}}
+    block: dict[str, Any] = {"toolUseId": call_id, "content": [result]}
+    if message.get(TOOL_ERROR_MARK) is True:  # a failed tool (Anthropic clients' is_error)
+        block["status"] = "error"
+    return {"toolResult": block}
 
 
 def _turn(message: Mapping[str, Any], where: str) -> tuple[str, list[dict[str, Any]]]:
@@ -490,6 +495,29 @@ def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     if output_config is not None:
         out["outputConfig"] = output_config
     return ProviderRequest(out, _converse_path(ctx), notes=notes)
+
+
+# What CountTokens reads of a Converse request (ConverseTokensRequest).
+_COUNTED = ("messages", "system", "toolConfig", "additionalModelRequestFields")
+
+
+def build_count_tokens(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
+    """``POST /model/{modelId}/count-tokens`` with ``{"input": {"converse": ...}}``: the Converse
+    request the chat transform builds, cut to what CountTokens reads. It counts for a foundation
+    model, so an inference profile (``us.anthropic...``) is counted by its model."""
+    converse = build_chat(body, ctx).body
+    counted = {name: converse[name] for name in _COUNTED if name in converse}
+    return ProviderRequest(
+        {"input": {"converse": counted}}, model_path(base_model(ctx.model), "count-tokens")
+    )
+
+
+def parse_count_tokens(body: Json) -> int:
+    """``CountTokensResponse.inputTokens``."""
+    tokens = token_count(body.get("inputTokens")) if isinstance(body, dict) else None
+    if tokens is None:
+        raise ValueError("CountTokens answered without inputTokens")
+    return tokens
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -939,5 +967,7 @@ SPECS = (
         parse_error,
         native_usage=usage_of,
         sign=sign_request,
+        count_tokens=TokenCounter(build_count_tokens, parse_count_tokens),
+        tool_error_flag=True,
     ),
 )

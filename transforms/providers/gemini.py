@@ -56,6 +56,7 @@ from transforms.types import (
     ProviderRequest,
     ProviderSpec,
     RouteTransform,
+    TokenCounter,
     Usage,
 )
 from transforms.usage import estimate_tokens, token_count
@@ -691,6 +692,31 @@ def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     return _generate_request(_with_config(out, config), ctx)
 
 
+# Vertex's countTokens takes these generateContent fields at its top level (CountTokensRequest).
+_VERTEX_COUNTED = ("contents", "systemInstruction", "tools", "generationConfig")
+
+
+def build_count_tokens(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
+    """``models/{m}:countTokens`` for the prompt of a chat request, built by the chat transform so
+    the count covers what generateContent would be sent. AI Studio counts a whole request only
+    inside ``generateContentRequest`` (its top level takes ``contents`` alone); Vertex takes the
+    system instruction, tools and generation config beside ``contents``."""
+    generate = build_chat(body, ctx).body
+    if _is_vertex(ctx):
+        out = {name: generate[name] for name in _VERTEX_COUNTED if name in generate}
+    else:
+        out = {"generateContentRequest": {"model": f"models/{ctx.model.removeprefix('models/')}", **generate}}
+    return ProviderRequest(out, model_path(ctx, "countTokens"))
+
+
+def parse_count_tokens(body: Json) -> int:
+    """``CountTokensResponse.totalTokens``: the whole prompt's count (cached content included)."""
+    total = token_count(body.get("totalTokens")) if isinstance(body, dict) else None
+    if total is None:
+        raise ValueError("countTokens answered without totalTokens")
+    return total
+
+
 def _prompt_text(prompt: Any) -> str:
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
@@ -1154,5 +1180,6 @@ SPECS = (
         },
         parse_error,
         native_usage=native_usage,
+        count_tokens=TokenCounter(build_count_tokens, parse_count_tokens),
     ),
 )
