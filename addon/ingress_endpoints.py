@@ -1,7 +1,8 @@
 """Answers what client formats ask that needs no provider call, on routes with an ingress adapter
-(``llm_format: anthropic`` on another provider): ``POST <prefix>/v1/messages/count_tokens`` (an
-estimate, marked by a header) and ``GET <prefix>/v1/models[/{id}]`` in Anthropic's shape. The
-decision and the bodies are pure (``transforms.ingress.local_answer``).
+(``llm_format: anthropic`` on another provider): ``POST <prefix>/v1/messages/count_tokens`` where
+the provider cannot count (an estimate, marked by a header; Gemini and Bedrock count themselves, so
+there the gateway sends the count upstream like any call) and ``GET <prefix>/v1/models[/{id}]`` in
+Anthropic's shape. The decision and the bodies are pure (``transforms.ingress.local_answer``).
 
 Listed in addon/ai_proxy.py after access control and before the gateway, so its answer stands.
 """

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 from anthropic.types import Message
-from conftest import route
+from conftest import fixture_bytes, route
 
 MODELS = {
     "openai": "gpt-4o-mini",
@@ -425,13 +425,15 @@ def test_claude_code_runs_on_other_providers(gw, emulator, tmp_path, provider):
 
 
 def test_count_tokens_and_models(gw, emulator):
-    c = client(gw, "gemini")
-    raw = c.messages.with_raw_response.count_tokens(
-        model=MODELS["gemini"], messages=[{"role": "user", "content": "a" * 400}], system="b" * 40
+    """Where the provider cannot count (OpenAI), count_tokens is the gateway's estimate, answered
+    without a provider call, as the models list is."""
+    raw = client(gw, "openai").messages.with_raw_response.count_tokens(
+        model=MODELS["openai"], messages=[{"role": "user", "content": "a" * 400}], system="b" * 40
     )
     counted = raw.parse()
     assert counted.input_tokens == 111  # 441 characters (two texts and a newline), four per token
     assert raw.headers["x-ai-proxy-estimated"] == "true"
+    c = client(gw, "gemini")
     page = c.models.list()
     assert [(m.id, m.type, m.display_name) for m in page.data] == [
         (MODELS["gemini"],) * 1 + ("model", MODELS["gemini"])
@@ -445,6 +447,74 @@ def test_count_tokens_and_models(gw, emulator):
     }
     assert emulator.requests == []
     assert gw.records() == []  # no LLM call: nothing accounted
+
+
+@pytest.mark.parametrize(
+    ("provider", "path", "tokens"),
+    [
+        ("gemini", f"/v1beta/models/{MODELS['gemini']}:countTokens", 31),
+        ("bedrock", "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/count-tokens", 19),
+    ],
+)
+def test_count_tokens_by_the_provider(gw, emulator, provider, path, tokens):
+    """Gemini and Bedrock count themselves: the count goes upstream as the flow's request, with the
+    route's credential (signed for Bedrock), and comes back in Anthropic's shape, not estimated."""
+    raw = client(gw, provider).messages.with_raw_response.count_tokens(
+        model=MODELS[provider], messages=[{"role": "user", "content": "Hi"}], system="Be brief.", tools=TOOLS
+    )
+    assert raw.parse().input_tokens == tokens
+    assert "x-ai-proxy-estimated" not in raw.headers
+    [sent] = emulator.requests
+    assert sent.path == path
+    assert CLIENT_KEY not in orjson.dumps(sent.headers).decode()
+    if provider == "gemini":
+        assert sent.headers["x-goog-api-key"] == AUTH["gemini"]["header_value"]
+        counted = sent.json()["generateContentRequest"]
+        assert counted["model"] == f"models/{MODELS['gemini']}"
+        assert counted["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+        assert [d["name"] for d in counted["tools"][0]["functionDeclarations"]] == ["get_weather"]
+    else:
+        assert sent.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/")
+        counted = sent.json()["input"]["converse"]
+        assert counted["system"] == [{"text": "Be brief."}]
+        assert [t["toolSpec"]["name"] for t in counted["toolConfig"]["tools"]] == ["get_weather"]
+    [record] = gw.wait_records(1)
+    meta, usage = record["ai"]["proxy"]["meta"], record["ai"]["proxy"]["usage"]
+    assert (meta["route"], meta["request_model"]) == (f"claude-on-{provider}", MODELS[provider])
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["cost"]) == (0, 0, 0)  # not billed
+
+
+def test_count_tokens_provider_error_is_anthropic_shaped(gw, emulator):
+    emulator.script(429, orjson.loads(fixture_bytes("gemini/errors/429.json")))
+    with pytest.raises(anthropic.RateLimitError) as err:
+        client(gw, "gemini").messages.count_tokens(model=MODELS["gemini"], messages=HI)
+    assert err.value.body["type"] == "error"  # type: ignore[index]
+    assert err.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+
+
+def test_a_failed_tool_on_bedrock_is_status_error(gw, emulator):
+    client(gw, "bedrock").messages.create(
+        model=MODELS["bedrock"],
+        max_tokens=100,
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "no data", "is_error": True}
+                ],
+            },
+        ],
+        tools=TOOLS,
+    )
+    assert emulator.last.json()["messages"][2]["content"] == [
+        {"toolResult": {"toolUseId": "t1", "content": [{"text": "no data"}], "status": "error"}}
+    ]
+    gw.wait_records(1)
 
 
 def test_gateway_keys_on_an_ingress_route(gateway, emulator):
