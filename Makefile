@@ -47,6 +47,14 @@ fmt: $(TEST_STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info
 
+.PHONY: claude-code
+
+## Install the Claude Code CLI (npm @anthropic-ai/claude-code) into tests/.node (git-ignored) for the
+## Claude Code end-to-end tests, which are skipped without it (AI_PROXY_CLAUDE_BIN may name another one).
+CLAUDE_CODE_VERSION ?= 2.1
+claude-code:
+	npm install --prefix tests/.node --no-audit --no-fund @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
 .PHONY: bench bench-smoke bench-profile
 
 ## Benchmark (issue 6): fetches nginx, wrk and the Portkey gateway into bench/.scratch (git-ignored),

@@ -91,3 +91,10 @@ def test_run_extras_are_what_the_demo_routes_need():
         needed.add("gcp")
     assert run_extras() == needed
     assert run_extras() <= set(extras) - {"test"}
+
+
+def test_claude_code_installs_into_the_git_ignored_tests_node(tree: Path) -> None:
+    """The Claude Code e2e tests look for the CLI in tests/.node (tests/test_e2e_ingress_anthropic.py)."""
+    [line] = dry_run(tree, "claude-code")
+    assert line == "npm install --prefix tests/.node --no-audit --no-fund @anthropic-ai/claude-code@2.1"
+    assert "tests/.node/" in (ROOT / ".gitignore").read_text().splitlines()
