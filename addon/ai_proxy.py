@@ -41,7 +41,7 @@ from addon.conversation_view import LLMConversationContentview  # noqa: E402
 from addon.flow_masking import FlowMasking  # noqa: E402
 from addon.gateway import AIProxy  # noqa: E402
 from addon.ingress_endpoints import IngressEndpoints  # noqa: E402
-from addon.inspect import Inspector  # noqa: E402
+from addon.inspection import Inspector  # noqa: E402
 from addon.models import ModelsEndpoint  # noqa: E402
 from addon.summary import UsageSummary  # noqa: E402
 

@@ -51,7 +51,7 @@ STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream", "appl
 
 
 class UnmatchedInspector(Protocol):
-    """What the gateway asks about flows no configured route matches (addon/inspect.py)."""
+    """What the gateway asks about flows no configured route matches (addon/inspection.py)."""
 
     def claim(self, flow: http.HTTPFlow) -> Prepared | None:
         """The flow's accounting (``inspected`` set) if it calls a known LLM API; the flow is not changed."""
@@ -99,7 +99,7 @@ class AIProxy:
         self._noted: set[tuple[str, str]] = set()  # (route, model rule) already told in the event log
         self.gcp_tokens = GcpTokenSource()
         # Hook point: asked in order about a flow no configured route matches; the first to claim
-        # it has it accounted like a native route, the flow unchanged. addon/inspect.py registers here.
+        # it has it accounted like a native route, the flow unchanged. addon/inspection.py registers here.
         self.inspectors: list[UnmatchedInspector] = []
 
     # --- lifecycle -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
 from addon.gateway import AIProxy
-from addon.inspect import Inspector
+from addon.inspection import Inspector
 from addon.stats import StatsSink
 from addon.summary import UsageSummary
 from transforms.recognize import UNMETERED, Recognized, inspect_route, parse_inspect_hosts, recognize
