@@ -43,6 +43,7 @@ from addon.gateway import AIProxy  # noqa: E402
 from addon.ingress_endpoints import IngressEndpoints  # noqa: E402
 from addon.inspection import Inspector  # noqa: E402
 from addon.models import ModelsEndpoint  # noqa: E402
+from addon.prompt_plugins import PromptPluginsAddon  # noqa: E402
 from addon.summary import UsageSummary  # noqa: E402
 
 addon._script_loaded = True  # type: ignore[attr-defined]
@@ -53,8 +54,9 @@ gateway = AIProxy()
 # prepares anything. The models endpoint next: it answers GET <prefix>/v1/models before the gateway
 # routes the request. FlowMasking before the gateway: in `error` it must read what was attached before
 # the gateway forgets it. The gateway asks the inspector (a hook point it owns) about flows no route
-# matches. Cassettes after both: they record and replay flows the gateway (or the inspector) has
-# prepared. The summary totals every statistics record.
+# matches, and the prompt plugins (another hook point it owns; no mitmproxy hooks of their own) on
+# routes that configure some. Cassettes after both: they record and replay flows the gateway (or the
+# inspector) has prepared. The summary totals every statistics record.
 addons = [
     AccessControl(gateway),
     ModelsEndpoint(gateway),
@@ -62,6 +64,7 @@ addons = [
     FlowMasking(gateway),
     gateway,
     Inspector(gateway),
+    PromptPluginsAddon(gateway),
     Cassettes(gateway),
     UsageSummary(gateway.stats),
 ]

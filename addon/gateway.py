@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from addon.config_loader import ConfigError, load_config
 from addon.gcp_auth import GcpTokenSource
-from addon.stats import CONSUMER_METADATA, MAX_PAYLOAD, CallFacts, StatsSink, build_record
+from addon.stats import CONSUMER_METADATA, MAX_PAYLOAD, PLUGINS_METADATA, CallFacts, StatsSink, build_record
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
 from transforms.ingress import IngressStream, client_error
@@ -59,6 +59,19 @@ class UnmatchedInspector(Protocol):
 
     def passes(self, flow: http.HTTPFlow) -> bool:
         """True when the flow goes to a known provider: passed on even where unmatched flows are rejected."""
+        ...
+
+
+class PromptPlugins(Protocol):
+    """The AI plugins of routes that configure them (addon/prompt_plugins.py)."""
+
+    async def before_prepare(self, flow: http.HTTPFlow, route: Route, inbound: Inbound) -> Inbound:
+        """The request as the provider call must see it (template, decorator, guard, request
+        transformer); raises GatewayError to answer the client instead."""
+        ...
+
+    async def after_answer(self, flow: http.HTTPFlow, route: Route) -> None:
+        """Rewrites ``flow.response`` (the translated answer) with the response transformer."""
         ...
 
 
@@ -101,6 +114,8 @@ class AIProxy:
         # Hook point: asked in order about a flow no configured route matches; the first to claim
         # it has it accounted like a native route, the flow unchanged. addon/inspection.py registers here.
         self.inspectors: list[UnmatchedInspector] = []
+        # Hook point: the AI plugins of routes that configure some (addon/prompt_plugins.py registers).
+        self.plugins: PromptPlugins | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -225,9 +240,12 @@ class AIProxy:
         try:
             credentials = await self.cloud_credentials(route)
             inbound = inbound_from(flow, host)
+            sent = inbound
+            if route.plugins:
+                sent = await self._prompt_plugins().before_prepare(flow, route, inbound)
             prep = prepare(
                 route,
-                inbound,
+                sent,
                 request_id=self._next_id(),
                 now=int(time.time()),
                 env=self.env,
@@ -273,7 +291,7 @@ class AIProxy:
         finally:
             state.overhead += time.perf_counter() - started
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         state = self._live.pop(flow.id, None)
         if state is None or state.prep is None or flow.response is None:
             return
@@ -288,9 +306,29 @@ class AIProxy:
             if state.translator is not None:
                 self._finish_stream(flow, state)
                 return
-            self._translate_whole(flow, state, started)
+            answer = self._translate_whole(flow, state, started)
+            if state.route.response_transformer is not None and 200 <= answer.status < 300:
+                return self._transform_answer(flow, state, answer)  # mitmproxy awaits it
+            self._record_answer(flow, state, answer)
         except Exception:
             self._fail_closed(flow, state.route, "response")
+        return None
+
+    async def _transform_answer(self, flow: http.HTTPFlow, state: FlowState, answer: Answer) -> None:
+        """Only routes with a response transformer pay for an awaited response hook."""
+        try:
+            await self._prompt_plugins().after_answer(flow, state.route)
+        except GatewayError as e:
+            logger.info(f"ai_proxy route={state.route.name}: response transformer: {e.message}")
+            _answer_error(flow, e)
+        except Exception:
+            self._fail_closed(flow, state.route, "response")
+        self._record_answer(flow, state, answer)
+
+    def _prompt_plugins(self) -> PromptPlugins:
+        if self.plugins is None:  # a route's guard must never be skipped silently: fail closed
+            raise RuntimeError("a route configures AI plugins but no PromptPlugins addon is registered")
+        return self.plugins
 
     def error(self, flow: http.HTTPFlow) -> None:
         state = self._live.pop(flow.id, None)
@@ -402,7 +440,7 @@ class AIProxy:
             return reverse and not any(inspector.passes(flow) for inspector in self.inspectors)
         return policy == "reject"
 
-    def _translate_whole(self, flow: http.HTTPFlow, state: FlowState, started: float) -> None:
+    def _translate_whole(self, flow: http.HTTPFlow, state: FlowState, started: float) -> Answer:
         prep = state.prep
         assert prep is not None and flow.response is not None
         raw = flow.response.get_content(strict=False) or b""
@@ -430,6 +468,9 @@ class AIProxy:
             resp.headers[MODEL_HEADER] = header_value(f"{state.route.provider}/{model}")
         state.overhead += time.perf_counter() - started
         resp.headers[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+        return answer
+
+    def _record_answer(self, flow: http.HTTPFlow, state: FlowState, answer: Answer) -> None:
         self._record(flow, state, answer.usage, answer.response_model, answer.status, answer.body)
 
     def _start_stream(self, flow: http.HTTPFlow, state: FlowState) -> None:
@@ -513,6 +554,7 @@ class AIProxy:
             consumer=flow.metadata.get(CONSUMER_METADATA),
             error="; ".join(e for e in (prep.error, state.error, error) if e) or None,
             replayed=state.replayed,
+            plugins=tuple(flow.metadata.get(PLUGINS_METADATA, ())),
         )
         record = build_record(facts)
         ai_metadata(flow).update(record)

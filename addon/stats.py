@@ -20,6 +20,8 @@ logger = logging.getLogger("ai_proxy")
 MAX_PAYLOAD = 1 << 20  # payload logs keep at most 1 MiB per side
 # flow.metadata key under which access control names the gateway key a flow was admitted with.
 CONSUMER_METADATA = "ai_proxy_consumer"
+# flow.metadata key under which the prompt plugins list the ones that acted on a flow (meta.plugins).
+PLUGINS_METADATA = "ai_proxy_plugins"
 
 
 @dataclass(slots=True)
@@ -40,6 +42,7 @@ class CallFacts:
     consumer: str | None = None  # the gateway key's name, never the key
     error: str | None = None  # why the call could not be served or accounted for fully
     replayed: bool = False  # answered from a cassette
+    plugins: tuple[str, ...] = ()  # the AI plugins that acted on the call, in order
 
 
 def build_record(facts: CallFacts) -> dict[str, Any]:
@@ -56,6 +59,8 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
     }
     if facts.consumer is not None:
         meta["consumer"] = facts.consumer
+    if facts.plugins:
+        meta["plugins"] = list(facts.plugins)
     if facts.error:
         meta["error"] = redact_text(facts.error, facts.secrets)[:MAX_RECORDED_ERROR_CHARS]
     if facts.replayed:

@@ -13,6 +13,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from transforms.plugins.prompt_template import parse_template
+from transforms.plugins.regex import compile_pattern
+
 Provider = Literal[
     "openai",
     "azure",
@@ -184,6 +187,171 @@ class Logging(_Strict):
     log_payloads: bool = False
 
 
+# --- the AI plugins of a route (Kong's field names; transforms/plugins/ applies them) ------------
+
+
+class PromptTemplateEntry(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    template: Annotated[str, Field(min_length=1)]
+    _parts: tuple[str, ...] = PrivateAttr(())
+
+    @model_validator(mode="after")
+    def _parse(self) -> PromptTemplateEntry:
+        self._parts = parse_template(self.name, self.template)
+        return self
+
+
+class PromptTemplate(_Strict):
+    templates: Annotated[list[PromptTemplateEntry], Field(min_length=1)]
+    allow_untemplated_requests: bool = True
+    _by_name: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PromptTemplate:
+        for entry in self.templates:
+            if entry.name in self._by_name:
+                raise ValueError(f"template name '{entry.name}' is used more than once")
+            self._by_name[entry.name] = entry._parts
+        return self
+
+    def parsed(self, name: str) -> tuple[str, ...] | None:
+        return self._by_name.get(name)
+
+
+class DecoratorPrompt(_Strict):
+    role: Literal["system", "assistant", "user"] = "system"
+    content: Annotated[str, Field(min_length=1, max_length=100000)]
+
+
+class DecoratorPrompts(_Strict):
+    prepend: Annotated[list[DecoratorPrompt], Field(max_length=15)] = Field(default_factory=list)
+    append: Annotated[list[DecoratorPrompt], Field(max_length=15)] = Field(default_factory=list)
+
+
+class PromptDecorator(_Strict):
+    prompts: DecoratorPrompts
+
+    @model_validator(mode="after")
+    def _some(self) -> PromptDecorator:
+        if not self.prompts.prepend and not self.prompts.append:
+            raise ValueError(
+                "at least one of these fields must be non-empty: 'prompt_decorator.prompts.prepend', "
+                "'prompt_decorator.prompts.append'"
+            )
+        return self
+
+
+GuardPattern = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class PromptGuard(_Strict):
+    allow_patterns: Annotated[list[GuardPattern], Field(max_length=10)] | None = None
+    deny_patterns: Annotated[list[GuardPattern], Field(max_length=10)] | None = None
+    allow_all_conversation_history: bool = False
+    match_all_roles: bool = False
+    _allow: tuple[Any, ...] = PrivateAttr(())
+    _deny: tuple[Any, ...] = PrivateAttr(())
+
+    @field_validator("allow_patterns", "deny_patterns")
+    @classmethod
+    def _compiles(cls, v: list[str] | None) -> list[str] | None:
+        for pattern in v or ():
+            compile_pattern(pattern)  # the ValueError names the pattern
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self) -> PromptGuard:
+        if not self.allow_patterns and not self.deny_patterns:
+            raise ValueError(
+                "at least one of these fields must be non-empty: 'allow_patterns', 'deny_patterns'"
+            )
+        if self.match_all_roles and self.allow_all_conversation_history:
+            raise ValueError("'match_all_roles' needs 'allow_all_conversation_history' to be false")
+        self._allow = tuple(compile_pattern(p) for p in self.allow_patterns or ())
+        self._deny = tuple(compile_pattern(p) for p in self.deny_patterns or ())
+        return self
+
+    @property
+    def compiled_allow(self) -> tuple[Any, ...]:
+        return self._allow
+
+    @property
+    def compiled_deny(self) -> tuple[Any, ...]:
+        return self._deny
+
+
+class TransformerLLM(_Strict):
+    """Kong's ``llm`` block: the target the transformer asks (a chat route of its own)."""
+
+    route_type: Literal["llm/v1/chat"] = "llm/v1/chat"
+    auth: Auth = Auth()
+    model: ModelConfig
+    logging: Logging = Logging()
+
+    @model_validator(mode="after")
+    def _named_model(self) -> TransformerLLM:
+        if not self.model.name:
+            raise ValueError("must set model.name (the transformer's own request names no model)")
+        return self
+
+
+class RequestTransformer(_Strict):
+    prompt: Annotated[str, Field(min_length=1)]
+    llm: TransformerLLM
+    transformation_extract_pattern: Annotated[str, Field(min_length=1)] | None = None
+    http_timeout: Annotated[int, Field(gt=0)] = 60000  # milliseconds
+    https_verify: bool = True
+    _extract: Any = PrivateAttr(None)
+    _route: Any = PrivateAttr(None)
+
+    @field_validator("transformation_extract_pattern")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            compile_pattern(v, "im")
+        return v
+
+    @model_validator(mode="after")
+    def _compile(self) -> RequestTransformer:
+        pattern = self.transformation_extract_pattern
+        # Kong matches case-insensitively, ^ and $ at line ends.
+        self._extract = compile_pattern(pattern, "im") if pattern else None
+        return self
+
+    @property
+    def compiled_extract(self) -> Any:
+        return self._extract
+
+    @property
+    def llm_route(self) -> Route:
+        """The ``llm`` block as a route named ``<route>:<plugin>``, built once at load."""
+        return self._route
+
+    def bind(self, route_name: str, plugin: str) -> None:
+        llm = self.llm
+        self._route = Route(
+            name=f"{route_name}:{plugin}",
+            route_type=llm.route_type,
+            auth=llm.auth,
+            model=llm.model,
+            logging=llm.logging,
+        )
+
+
+class ResponseTransformer(RequestTransformer):
+    parse_llm_response_json_instructions: bool = False
+
+
+# Which route types each plugin serves (all of them need an OpenAI-format route).
+_PLUGIN_ROUTE_TYPES = {
+    "prompt_template": ("llm/v1/chat", "llm/v1/completions"),
+    "prompt_decorator": ("llm/v1/chat",),
+    "prompt_guard": ("llm/v1/chat", "llm/v1/completions"),
+    "request_transformer": ("llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings"),
+    "response_transformer": ("llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings"),
+}
+
+
 class Route(_Strict):
     name: Annotated[str, Field(min_length=1)]
     match: Match = Match()
@@ -197,6 +365,13 @@ class Route(_Strict):
     llm_format: LlmFormat = "openai"
     # Names of the gateway keys this route accepts; unset: any gateway key (when keys are defined).
     allow_keys: Annotated[list[str], Field(min_length=1)] | None = None
+    # Kong's companion AI plugins, applied in this order around the provider call.
+    prompt_template: PromptTemplate | None = None
+    prompt_decorator: PromptDecorator | None = None
+    prompt_guard: PromptGuard | None = None
+    request_transformer: RequestTransformer | None = None
+    response_transformer: ResponseTransformer | None = None
+    _plugins: tuple[str, ...] = PrivateAttr(())
 
     @model_validator(mode="after")
     def _provider_rules(self) -> Route:
@@ -228,7 +403,34 @@ class Route(_Strict):
                     f"native llm_format '{self.llm_format}' can only be used with the "
                     f"'{self.llm_format}' model.provider"
                 )
+        self._check_plugins()
         return self
+
+    def _check_plugins(self) -> None:
+        configured = tuple(name for name in _PLUGIN_ROUTE_TYPES if getattr(self, name) is not None)
+        for name in configured:
+            if self.llm_format != "openai":
+                raise ValueError(
+                    f"'{name}' works on OpenAI-format requests: it cannot be used with llm_format "
+                    f"'{self.llm_format}' (native bodies pass through untouched)"
+                )
+            if self.route_type not in _PLUGIN_ROUTE_TYPES[name]:
+                allowed = ", ".join(_PLUGIN_ROUTE_TYPES[name])
+                raise ValueError(f"'{name}' can only be used with route_type {allowed}")
+        if self.response_transformer is not None and self.response_streaming == "always":
+            raise ValueError(
+                "'response_transformer' rewrites whole answers: response_streaming cannot be 'always'"
+            )
+        for name in ("request_transformer", "response_transformer"):
+            block = getattr(self, name)
+            if block is not None:
+                block.bind(self.name, name)
+        self._plugins = configured
+
+    @property
+    def plugins(self) -> tuple[str, ...]:
+        """The AI plugin blocks this route configures, in the order they act."""
+        return self._plugins
 
     @property
     def provider(self) -> str:
