@@ -11,10 +11,10 @@ client (the event loop never waits on it), and gets a statistics record of its o
 from __future__ import annotations
 
 import asyncio
-import http.client
 import logging
 import ssl
 import time
+from http.client import HTTPConnection, HTTPException, HTTPSConnection
 
 import orjson
 from mitmproxy import http
@@ -39,11 +39,11 @@ def send(upstream: Upstream, timeout: float, verify: bool) -> tuple[int, bytes]:
     """One blocking HTTP exchange (run in a worker thread). No proxy from the environment and no
     redirects: the request goes exactly where the route says."""
     if upstream.scheme == "https":
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+        conn: HTTPConnection = HTTPSConnection(
             upstream.host, upstream.port, timeout=timeout, context=_VERIFIED if verify else _UNVERIFIED
         )
     else:
-        conn = http.client.HTTPConnection(upstream.host, upstream.port, timeout=timeout)
+        conn = HTTPConnection(upstream.host, upstream.port, timeout=timeout)
     try:
         headers = {**upstream.set_headers, "accept-encoding": "identity"}
         conn.request(upstream.method, upstream.target, body=upstream.body, headers=headers)
@@ -110,7 +110,7 @@ class PromptPluginsAddon:
             )
         except TimeoutError:
             error = "request to ai service failed: timeout"
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, HTTPException) as e:
             error = f"request to ai service failed: {type(e).__name__}: {e}"
         facts = CallFacts(
             route=route,
