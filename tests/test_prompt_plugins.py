@@ -7,8 +7,12 @@ import time
 
 import orjson
 import pytest
+from mitmproxy.test import taddons, tflow, tutils
 
 from addon.config_loader import ConfigError, parse_config
+from addon.gateway import AIProxy
+from addon.prompt_plugins import PromptPluginsAddon
+from addon.stats import PLUGINS_METADATA
 from transforms.config import Route
 from transforms.errors import GatewayError
 from transforms.plugins import apply_request_plugins
@@ -448,3 +452,51 @@ def test_transformer_config_errors():
         }
     )
     assert "request_transformer.llm.route_type" in text
+
+
+# --- the gateway's hook point ----------------------------------------------------------------------
+
+
+def guarded_config(tmp_path) -> str:
+    path = tmp_path / "routes.json"
+    route = {
+        "name": "guarded",
+        "match": {"path": "/v1/chat/completions"},
+        "route_type": "llm/v1/chat",
+        "model": {"provider": "openai", "options": {"upstream_url": "http://127.0.0.1:9"}},
+        "prompt_guard": {"deny_patterns": ["secret"]},
+    }
+    path.write_bytes(orjson.dumps({"routes": [route]}))
+    return str(path)
+
+
+def guarded_flow(text: str) -> tflow.HTTPFlow:
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+    return tflow.tflow(req=tutils.treq(method=b"POST", path=b"/v1/chat/completions", content=body))
+
+
+async def test_the_gateway_applies_the_plugins_before_prepare(tmp_path):
+    gateway = AIProxy()
+    PromptPluginsAddon(gateway)
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, ai_proxy_config=guarded_config(tmp_path))
+        refused_flow = guarded_flow("the secret")
+        await gateway.request(refused_flow)
+        assert refused_flow.response.status_code == 400
+        assert orjson.loads(refused_flow.response.content)["error"]["message"] == "bad request"
+        passed = guarded_flow("hello")
+        await gateway.request(passed)
+        assert passed.response is None and passed.request.url == "http://127.0.0.1:9/v1/chat/completions"
+        assert passed.metadata[PLUGINS_METADATA] == ["prompt_guard"]
+        gateway.done()
+
+
+async def test_a_route_with_plugins_fails_closed_without_the_plugins_addon(tmp_path):
+    gateway = AIProxy()  # no PromptPluginsAddon registered: the guard must not be skipped
+    with taddons.context(gateway) as tctx:
+        tctx.configure(gateway, ai_proxy_config=guarded_config(tmp_path))
+        flow = guarded_flow("the secret")
+        await gateway.request(flow)
+        assert flow.response.status_code == 500
+        assert flow.request.host != "127.0.0.1"  # never pointed upstream
+        gateway.done()
