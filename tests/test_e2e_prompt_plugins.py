@@ -322,20 +322,20 @@ def test_transformer_failures_are_kongs_errors(gw, emulator):
     assert records["down-transformer:request_transformer"]["meta"]["status"] == 502
     assert emulator.requests == []
     # The LLM answers without the expected shape, or with an error status.
-    emulator.script(200, anthropic_answer("no json here"))
-    with pytest.raises(openai.BadRequestError) as err:
-        client(gw, "/every").chat.completions.create(
-            model="gpt-4o",
-            messages="{template://explain}",  # type: ignore[arg-type]
-            extra_body={"properties": {"topic": "a", "audience": "b"}},
-        )
-    assert err.value.body["message"] == "AI response did not match specified regular expression"
-    emulator.script(500, {"error": {"message": "boom"}})
-    with pytest.raises(openai.BadRequestError) as err:
-        client(gw, "/every").chat.completions.create(
-            model="gpt-4o",
-            messages="{template://explain}",  # type: ignore[arg-type]
-            extra_body={"properties": {"topic": "a", "audience": "b"}},
-        )
-    assert err.value.body["message"] == "failed to introspect request with AI service: status code 500"
+    for status, body, message in [
+        (200, anthropic_answer("no json here"), "AI response did not match specified regular expression"),
+        (
+            500,
+            {"error": {"message": "boom"}},
+            "failed to introspect request with AI service: status code 500",
+        ),
+    ]:
+        emulator.script(status, body)
+        with pytest.raises(openai.BadRequestError) as err:
+            client(gw, "/every").chat.completions.create(
+                model="gpt-4o",
+                messages="{template://explain}",  # type: ignore[arg-type]
+                extra_body={"properties": {"topic": "a", "audience": "b"}},
+            )
+        assert err.value.body["message"] == message
     assert len(emulator.requests) == 2  # the transformer's calls only
