@@ -25,7 +25,15 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from addon.config_loader import ConfigError, load_config
 from addon.gcp_auth import GcpTokenSource
-from addon.stats import CONSUMER_METADATA, MAX_PAYLOAD, PLUGINS_METADATA, CallFacts, StatsSink, build_record
+from addon.stats import (
+    CONSUMER_METADATA,
+    MAX_PAYLOAD,
+    ORIGINAL_REQUEST_METADATA,
+    PLUGINS_METADATA,
+    CallFacts,
+    StatsSink,
+    build_record,
+)
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, error_body
 from transforms.ingress import IngressStream, client_error
@@ -555,6 +563,7 @@ class AIProxy:
             error="; ".join(e for e in (prep.error, state.error, error) if e) or None,
             replayed=state.replayed,
             plugins=tuple(flow.metadata.get(PLUGINS_METADATA, ())),
+            original_request=flow.metadata.get(ORIGINAL_REQUEST_METADATA),
         )
         record = build_record(facts)
         ai_metadata(flow).update(record)

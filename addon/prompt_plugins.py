@@ -20,7 +20,14 @@ import orjson
 from mitmproxy import http
 
 from addon.gateway import AIProxy
-from addon.stats import CONSUMER_METADATA, PLUGINS_METADATA, CallFacts, build_record
+from addon.stats import (
+    CONSUMER_METADATA,
+    MAX_PAYLOAD,
+    ORIGINAL_REQUEST_METADATA,
+    PLUGINS_METADATA,
+    CallFacts,
+    build_record,
+)
 from transforms.config import RequestTransformer, Route
 from transforms.errors import GatewayError, bad_request
 from transforms.pipeline import prepare, translate_response
@@ -59,6 +66,10 @@ class PromptPluginsAddon:
         gateway.plugins = self
 
     async def before_prepare(self, flow: http.HTTPFlow, route: Route, inbound: Inbound) -> Inbound:
+        template = route.prompt_template
+        if template is not None and template.log_original_request:
+            original = inbound.body[:MAX_PAYLOAD].decode("utf-8", "replace")
+            flow.metadata[ORIGINAL_REQUEST_METADATA] = original
         body, acted = apply_request_plugins(route, inbound.body)
         block = route.request_transformer
         if block is not None:

@@ -22,6 +22,8 @@ MAX_PAYLOAD = 1 << 20  # payload logs keep at most 1 MiB per side
 CONSUMER_METADATA = "ai_proxy_consumer"
 # flow.metadata key under which the prompt plugins list the ones that acted on a flow (meta.plugins).
 PLUGINS_METADATA = "ai_proxy_plugins"
+# flow.metadata key of the client's body before templating (prompt_template.log_original_request).
+ORIGINAL_REQUEST_METADATA = "ai_proxy_original_request"
 
 
 @dataclass(slots=True)
@@ -43,6 +45,7 @@ class CallFacts:
     error: str | None = None  # why the call could not be served or accounted for fully
     replayed: bool = False  # answered from a cassette
     plugins: tuple[str, ...] = ()  # the AI plugins that acted on the call, in order
+    original_request: str | None = None  # the client's body before the prompt template, when asked
 
 
 def build_record(facts: CallFacts) -> dict[str, Any]:
@@ -93,6 +96,9 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
             "request": _payload(facts.request_payload, facts.secrets),
             "response": _payload(facts.response_payload, facts.secrets),
         }
+    if facts.original_request is not None:
+        original = _payload(facts.original_request.encode(), facts.secrets)
+        proxy.setdefault("payload", {})["original_request"] = original
     return {"ai": {"proxy": proxy}}
 
 

@@ -78,6 +78,7 @@ def gw(gateway, emulator, silent_port):
             prompt_template={
                 "templates": [{"name": "explain", "template": TEMPLATE}],
                 "allow_untemplated_requests": False,
+                "log_original_request": True,
             },
         ),
         route(
@@ -277,6 +278,12 @@ def test_hostile_properties_never_add_structure(gw, emulator):
     assert emulator.last.json()["messages"] == [
         {"role": "user", "content": f"Explain {hostile} to a {{{{topic}}}}."}
     ]
+    (record,) = gw.wait_records(1)
+    proxy = record["ai"]["proxy"]
+    assert proxy["meta"]["plugins"] == ["prompt_template"]
+    original = orjson.loads(proxy["payload"]["original_request"])  # log_original_request
+    assert (original["messages"], original["properties"]["topic"]) == ("{template://explain}", hostile)
+    assert "request" not in proxy["payload"]  # log_payloads is off
 
 
 def test_response_transformer_replaces_the_body(gw, emulator):

@@ -204,6 +204,7 @@ class PromptTemplateEntry(_Strict):
 class PromptTemplate(_Strict):
     templates: Annotated[list[PromptTemplateEntry], Field(min_length=1)]
     allow_untemplated_requests: bool = True
+    log_original_request: bool = False  # the client's body, before templating, in the statistics
     _by_name: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
