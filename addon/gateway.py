@@ -250,7 +250,10 @@ class AIProxy:
             inbound = inbound_from(flow, host)
             sent = inbound
             if route.plugins:
+                asked = time.perf_counter()
                 sent = await self._prompt_plugins().before_prepare(flow, route, inbound)
+                if route.request_transformer is not None:  # its LLM call is recorded apart, not overhead
+                    started += time.perf_counter() - asked
             prep = prepare(
                 route,
                 sent,
