@@ -14,6 +14,7 @@ import asyncio
 import logging
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
 
 import orjson
@@ -40,6 +41,9 @@ logger = logging.getLogger("ai_proxy")
 
 _UNVERIFIED = ssl._create_unverified_context()  # https_verify: false (a deliberate operator choice)
 _VERIFIED = ssl.create_default_context()
+# Transformer calls wait on the network for up to http_timeout each: their own threads, so that
+# they neither queue behind nor hold up asyncio's small default pool (GCP token minting uses it).
+MAX_CONCURRENT_CALLS = 64
 
 
 def send(upstream: Upstream, timeout: float, verify: bool) -> tuple[int, bytes]:
@@ -63,7 +67,18 @@ def send(upstream: Upstream, timeout: float, verify: bool) -> tuple[int, bytes]:
 class PromptPluginsAddon:
     def __init__(self, gateway: AIProxy) -> None:
         self.gateway = gateway
+        self._pool: ThreadPoolExecutor | None = None
         gateway.plugins = self
+
+    def done(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(MAX_CONCURRENT_CALLS, thread_name_prefix="ai-proxy-transformer")
+        return self._pool
 
     async def before_prepare(self, flow: http.HTTPFlow, route: Route, inbound: Inbound) -> Inbound:
         template = route.prompt_template
@@ -116,9 +131,10 @@ class PromptPluginsAddon:
         sent = time.time()
         status, raw, error = 0, b"", None
         try:
-            status, raw = await asyncio.wait_for(
-                asyncio.to_thread(send, prep.upstream, timeout, block.https_verify), timeout
+            call = asyncio.get_running_loop().run_in_executor(
+                self._threads(), send, prep.upstream, timeout, block.https_verify
             )
+            status, raw = await asyncio.wait_for(call, timeout)
         except TimeoutError:
             error = "request to ai service failed: timeout"
         except (OSError, HTTPException) as e:

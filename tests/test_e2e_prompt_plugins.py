@@ -4,7 +4,9 @@ plays the transformers' LLM)."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import orjson
@@ -346,3 +348,25 @@ def test_transformer_failures_are_kongs_errors(gw, emulator):
             )
         assert err.value.body["message"] == message
     assert len(emulator.requests) == 2  # the transformer's calls only
+
+
+def test_a_waiting_transformer_call_does_not_hold_up_other_flows(gw, emulator):
+    def slow() -> float:
+        with pytest.raises(openai.BadRequestError):
+            client(gw, "/slow").chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+        return time.monotonic()
+
+    with ThreadPoolExecutor(8) as pool:
+        waiting = [pool.submit(slow) for _ in range(8)]  # more than asyncio's default pool on 2 cores
+        time.sleep(0.05)
+        reply = client(gw, "/guard").chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "bananas"}]
+        )
+        answered = time.monotonic()
+        ended = [f.result() for f in waiting]
+    assert reply.choices[0].message.content == "1 + 1 = 2."
+    assert answered < min(ended)  # served while every transformer call was still waiting
+    assert max(ended) - min(ended) < 0.25  # the eight waited side by side, not in turn
+    gw.wait_records(9)
