@@ -330,7 +330,7 @@ class AIProxy:
         try:
             await self._prompt_plugins().after_answer(flow, state.route)
         except GatewayError as e:
-            logger.info(f"ai_proxy route={state.route.name}: response transformer: {e.message}")
+            state.error = f"response_transformer: {e.message}"  # the provider call is recorded still
             _answer_error(flow, e)
         except Exception:
             self._fail_closed(flow, state.route, "response")

@@ -298,6 +298,25 @@ def test_response_transformer_replaces_the_body(gw, emulator):
     assert by_route(gw.wait_records(2))["plain-response"]["meta"]["plugins"] == ["response_transformer"]
 
 
+def test_a_failed_response_transformer_is_an_error_and_the_call_is_recorded(gw, emulator):
+    emulator.script(200, openai_answer("provider says hi", model="gpt-4o"))
+    emulator.script(503, {"error": {"message": "overloaded"}})
+    with pytest.raises(openai.BadRequestError) as err:
+        client(gw, "/resp").chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert err.value.body["message"] == "failed to introspect request with AI service: status code 503"
+    records = by_route(gw.wait_records(2))
+    main = records["plain-response"]
+    assert (main["meta"]["status"], main["usage"]["total_tokens"]) == (200, 10)
+    assert (
+        main["meta"]["error"]
+        == "response_transformer: failed to introspect request with AI service: status code 503"
+    )
+    assert "plugins" not in main["meta"]
+    assert records["plain-response:response_transformer"]["meta"]["status"] == 503
+
+
 def test_response_transformer_refuses_streams_and_keeps_errors(gw, emulator):
     with pytest.raises(openai.BadRequestError) as err:
         client(gw, "/resp").chat.completions.create(
