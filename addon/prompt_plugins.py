@@ -65,6 +65,9 @@ def send(upstream: Upstream, timeout: float, verify: bool) -> tuple[int, bytes]:
 
 
 class PromptPluginsAddon:
+    """The gateway's ``plugins`` hook point. Defines no per-flow mitmproxy hook: the gateway awaits
+    it only on routes that configure a plugin."""
+
     def __init__(self, gateway: AIProxy) -> None:
         self.gateway = gateway
         self._pool: ThreadPoolExecutor | None = None
