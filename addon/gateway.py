@@ -331,7 +331,7 @@ class AIProxy:
             await self._prompt_plugins().after_answer(flow, state.route)
         except GatewayError as e:
             state.error = f"response_transformer: {e.message}"  # the provider call is recorded still
-            _answer_error(flow, e)
+            _answer_error(flow, e, state.route)
         except Exception:
             self._fail_closed(flow, state.route, "response")
         self._record_answer(flow, state, answer)
