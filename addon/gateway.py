@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import traverse
 from mitmproxy.net.http import url
 from mitmproxy.proxy.mode_specs import ReverseMode
 
@@ -138,6 +139,7 @@ class AIProxy:
                 self.stats.open(ctx.options.ai_proxy_stats_file)
             except OSError as e:
                 raise exceptions.OptionsError(f"cannot open ai_proxy_stats_file: {e}") from None
+        self.stats.add_log_hooks = _add_log_hooks()  # scripts (re)loaded since
         if "ai_proxy_config" in updated:
             self.env = dict(os.environ)
             self._load_routes()
@@ -148,6 +150,7 @@ class AIProxy:
             ctx.options.update(connection_strategy="lazy")
 
     def running(self) -> None:
+        self.stats.add_log_hooks = _add_log_hooks()
         if self._watcher is None and self._config_path:
             self._watcher = asyncio.get_running_loop().create_task(self._watch_config())
 
@@ -538,6 +541,11 @@ class AIProxy:
         if hook != "request":
             message = f"internal error in the AI gateway ({hook})"
         _answer_error(flow, GatewayError(500, message, "gateway_error"), route)
+
+
+def _add_log_hooks() -> bool:
+    """Whether a loaded addon defines the deprecated ``add_log`` hook (see stats.line_is_heard)."""
+    return any(callable(getattr(addon, "add_log", None)) for addon in traverse(ctx.master.addons.chain))
 
 
 def ai_metadata(flow: http.HTTPFlow) -> dict[str, Any]:
