@@ -89,6 +89,7 @@ class AIProxy:
     def __init__(self) -> None:
         self.config = GatewayConfig()
         self._match_hosts = False
+        self._find = self.config.finder  # self.config.find, kept with the config it belongs to
         self.stats = StatsSink()
         self._live: dict[str, FlowState] = {}
         self._config_path: str | None = None
@@ -182,6 +183,7 @@ class AIProxy:
             return
         self.config = config
         self._match_hosts = config.matches_hosts
+        self._find = config.finder
         self._noted.clear()
         names = ", ".join(r.name for r in config.routes) or "none"
         logger.info(f"ai_proxy: loaded {len(config.routes)} route(s) from {path}: {names}")
@@ -202,7 +204,7 @@ class AIProxy:
     def route_for(self, flow: http.HTTPFlow) -> Route | None:
         """The route a flow matches; None for traffic no route claims. Other addons ask here."""
         host = flow.request.pretty_host if self._match_hosts else ""
-        return self.config.find(host, flow.request.path.partition("?")[0])
+        return self._find(host, flow.request.path.partition("?")[0])
 
     # --- hooks -----------------------------------------------------------------------------------
 
@@ -214,7 +216,7 @@ class AIProxy:
         started = time.perf_counter()
         # pretty_host costs more than the rest of matching: only routes that match on host need it.
         host = flow.request.pretty_host if self._match_hosts else ""
-        route = self.config.find(host, flow.request.path.partition("?")[0])
+        route = self._find(host, flow.request.path.partition("?")[0])
         if route is None:
             if ctx.options.ai_proxy_unmatched != "reject" and self._claim_unmatched(flow):
                 return
@@ -423,32 +425,36 @@ class AIProxy:
             logger.warning(f"ai_proxy route={state.route.name}: {e.message}")
             answer = Answer(e.status, client_error(state.route, e.status, e.body()), None, None, False)
         resp = flow.response
+        changes: dict[str, str | None] = {}
         if not prep.passthrough:
             resp.status_code = answer.status
-            resp.headers.pop("content-encoding", None)
-            resp.headers["content-type"] = "application/json"
-            resp.content = answer.body
+            changes["content-encoding"] = None
+            changes["content-type"] = "application/json"
+            resp.raw_content = answer.body
+            if "transfer-encoding" not in resp.headers:  # as Message.set_content: chunked has no length
+                changes["content-length"] = str(len(answer.body))
         model = answer.response_model or prep.request_model
         if state.route.model_name_header and 200 <= answer.status < 300:
-            resp.headers[MODEL_HEADER] = header_value(f"{state.route.provider}/{model}")
+            changes[MODEL_HEADER] = header_value(f"{state.route.provider}/{model}")
         state.overhead += time.perf_counter() - started
-        resp.headers[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+        changes[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+        set_headers(resp, changes)
         self._record(flow, state, answer.usage, answer.response_model, answer.status, answer.body)
 
     def _start_stream(self, flow: http.HTTPFlow, state: FlowState) -> None:
         prep = state.prep
         assert prep is not None and flow.response is not None
         translator = stream_translator(prep)
-        if not prep.passthrough:
-            flow.response.headers["content-type"] = "text/event-stream"
         state.translator = translator
-        headers = flow.response.headers
-        headers.pop("content-length", None)
+        changes: dict[str, str | None] = {"content-length": None}
+        if not prep.passthrough:
+            changes["content-type"] = "text/event-stream"
         if flow.request.http_version.startswith("HTTP/1"):
-            headers["transfer-encoding"] = "chunked"
+            changes["transfer-encoding"] = "chunked"
         if state.route.model_name_header:
-            headers[MODEL_HEADER] = header_value(f"{state.route.provider}/{prep.request_model}")
-        headers[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+            changes[MODEL_HEADER] = header_value(f"{state.route.provider}/{prep.request_model}")
+        changes[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+        set_headers(flow.response, changes)
         keep_payload = state.route.logging.log_payloads
         route_name = state.route.name
 
@@ -595,11 +601,10 @@ def apply_upstream(req: http.Request, up: Upstream) -> None:
     """Point the request at the provider, in one pass over the headers (the Host header and the
     body's length included) instead of one mitmproxy header operation per change."""
     body = up.body
-    dropped = {name.encode() for name in (*up.remove_headers, *up.set_headers, "host", "content-length")}
-    fields = [(name, value) for name, value in req.headers.fields if name.lower() not in dropped]
-    fields.extend((name.encode(), value.encode()) for name, value in up.set_headers.items())
-    fields.append((b"content-length", str(len(body)).encode()))
-    req.headers.fields = tuple(fields)
+    changes: dict[str, str | None] = dict.fromkeys((*up.remove_headers, "host"))
+    changes.update(up.set_headers)
+    changes["content-length"] = str(len(body))
+    set_headers(req, changes)
     req.method = up.method
     req.data.scheme = up.scheme.encode()
     req.data.host = up.host
@@ -607,6 +612,21 @@ def apply_upstream(req: http.Request, up: Upstream) -> None:
     req.data.path = up.target.encode()
     req.host_header = url.hostport(up.scheme, up.host, up.port)  # Host (HTTP/1) or :authority (HTTP/2)
     req.raw_content = body
+
+
+def set_headers(message: http.Message, changes: Mapping[str, str | None]) -> None:
+    """Set headers (None: remove them) in one pass over mitmproxy's raw header fields: each of its
+    Headers operations scans and rebuilds them, which costs more than the rest of a hook."""
+    if not changes:
+        return
+    dropped = {name.lower().encode() for name in changes}
+    fields = [(name, value) for name, value in message.headers.fields if name.lower() not in dropped]
+    fields.extend(
+        (name.encode(), value.encode("utf-8", "surrogateescape"))
+        for name, value in changes.items()
+        if value is not None
+    )
+    message.headers.fields = tuple(fields)
 
 
 def _is_stream(response: http.Response) -> bool:

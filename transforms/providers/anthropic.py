@@ -285,12 +285,20 @@ def convert_messages(messages: list[Mapping[str, Any]]) -> tuple[str | list[dict
     system_messages: list[Mapping[str, Any]] = []
     turns = []
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if message["role"] in ("system", "developer"):
+        role = message["role"]
+        content = message.get("content")
+        if role in ("system", "developer"):
             system_messages.append(message)
-            system += _system_blocks(message, where)
+            system += _system_blocks(message, f"messages[{i}]")
+        elif isinstance(content, str) and (
+            role == "user"
+            or (
+                role == "assistant" and not message.get("tool_calls") and message.get("function_call") is None
+            )
+        ):  # the common case, as _turn would convert it, without its per-message machinery
+            turns.append((role, [{"type": "text", "text": content}] if content else []))
         else:
-            turns.append(_turn(message, where))
+            turns.append(_turn(message, f"messages[{i}]"))
     if not system:
         return None, _merge_turns(turns)
     # One plain-string system message stays a string; several, or parts, become text blocks.
