@@ -468,6 +468,10 @@ class AIProxy:
                 translator.finish = lambda: []  # type: ignore[method-assign]
             if out and state.first_token_at is None:
                 state.first_token_at = time.time()
+            if len(out) > 1:
+                # One write to the client per network chunk: mitmproxy sends every item of the list
+                # as its own HTTP message event and socket write, which cost more than translating.
+                out = [b"".join(out)]
             if keep_payload and state.streamed_size < MAX_PAYLOAD:
                 state.streamed.extend(out)
                 state.streamed_size += sum(map(len, out))
