@@ -142,6 +142,11 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     results = Results(settings={k: str(v) for k, v in asdict(settings).items()})
+    if settings.cells is not None:
+        results.notes.append(
+            "A focused run (--cells/--targets): only the load cells and configurations shown; no soak, long "
+            "stream, route-count cells or micro-benchmark (see an earlier full run in git history)."
+        )
     started = time.monotonic()
     with (
         _run_dir(settings.smoke) as run,
