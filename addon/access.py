@@ -32,6 +32,7 @@ from transforms.access import (
 from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError
 from transforms.ingress import client_error
+from transforms.limits import MAX_REMEMBERED_PEERS
 
 logger = logging.getLogger("ai_proxy")
 
@@ -54,6 +55,7 @@ class AccessControl:
         self.clock = clock  # Unix seconds; tests pass their own
         self.open_access = False
         self._meters: dict[str, Meter] = {}  # per gateway key name, in memory on this process
+        self._loopback: dict[str, bool] = {}  # peer address -> is_loopback: parsing it costs per request
         gateway.stats.subscribe(self._count_usage)
 
     def load(self, loader: Any) -> None:
@@ -106,7 +108,7 @@ class AccessControl:
             self.gateway.config,
             route,
             flow.request.headers,
-            client_is_local=_client_is_local(flow.client_conn),
+            client_is_local=self._client_is_local(flow.client_conn),
             open_access=self.open_access,
         )
         if isinstance(decision, Admission) and decision.key is not None:
@@ -127,6 +129,19 @@ class AccessControl:
                 error.status, client_error(route, error.status, error.body()), headers
             )
 
+    def _client_is_local(self, client: Any) -> bool:
+        if isinstance(client.proxy_mode, _LOCAL_MODES):
+            return True
+        host = client.peername[0] if client.peername else None
+        if host is None:
+            return False
+        local = self._loopback.get(host)
+        if local is None:
+            if len(self._loopback) >= MAX_REMEMBERED_PEERS:
+                self._loopback.clear()
+            local = self._loopback[host] = is_loopback(host)
+        return local
+
     def _count_usage(self, record: dict[str, Any]) -> None:
         """Tokens and cost of a finished call (streams included), from its statistics record."""
         proxy = record["ai"]["proxy"]
@@ -136,12 +151,6 @@ class AccessControl:
         usage = proxy["usage"]
         meter = self._meters.setdefault(name, Meter())
         count_usage(meter, int(usage.get("total_tokens") or 0), float(usage.get("cost") or 0.0), self.clock())
-
-
-def _client_is_local(client: Any) -> bool:
-    if isinstance(client.proxy_mode, _LOCAL_MODES):
-        return True
-    return is_loopback(client.peername[0] if client.peername else None)
 
 
 def _exposed_listen_hosts() -> list[str]:

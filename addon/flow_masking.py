@@ -18,7 +18,7 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from addon.gateway import AIProxy, ai_metadata
+from addon.gateway import AIProxy, ai_metadata, set_headers
 from transforms.auth import apply_auth
 from transforms.errors import GatewayError
 from transforms.masking import (
@@ -157,9 +157,9 @@ def _cannot(reason: str) -> GatewayError:
 
 def apply_mask(req: http.Request, mask: CredentialMask) -> None:
     """Replace the masked headers, query parameters and body fields by the mask's marker."""
-    for name in mask.headers:
-        if name in req.headers:
-            req.headers[name] = mask.marker
+    if mask.headers:
+        present = {name.lower() for name, _value in req.headers.fields}
+        set_headers(req, {name: mask.marker for name in mask.headers if name.lower().encode() in present})
     if mask.query:
         query = list(req.query.items(multi=True))
         if any(k in mask.query for k, _ in query):

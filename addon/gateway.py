@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import traverse
 from mitmproxy.net.http import url
 from mitmproxy.proxy.mode_specs import ReverseMode
 
@@ -109,6 +110,7 @@ class AIProxy:
     def __init__(self) -> None:
         self.config = GatewayConfig()
         self._match_hosts = False
+        self._find = self.config.finder  # self.config.find, kept with the config it belongs to
         self.stats = StatsSink()
         self._live: dict[str, FlowState] = {}
         self._config_path: str | None = None
@@ -161,6 +163,7 @@ class AIProxy:
                 self.stats.open(ctx.options.ai_proxy_stats_file)
             except OSError as e:
                 raise exceptions.OptionsError(f"cannot open ai_proxy_stats_file: {e}") from None
+        self.stats.add_log_hooks = _add_log_hooks()  # scripts (re)loaded since
         if "ai_proxy_config" in updated:
             self.env = dict(os.environ)
             self._load_routes()
@@ -171,6 +174,7 @@ class AIProxy:
             ctx.options.update(connection_strategy="lazy")
 
     def running(self) -> None:
+        self.stats.add_log_hooks = _add_log_hooks()
         if self._watcher is None and self._config_path:
             self._watcher = asyncio.get_running_loop().create_task(self._watch_config())
 
@@ -202,6 +206,7 @@ class AIProxy:
             return
         self.config = config
         self._match_hosts = config.matches_hosts
+        self._find = config.finder
         self._noted.clear()
         names = ", ".join(r.name for r in config.routes) or "none"
         logger.info(f"ai_proxy: loaded {len(config.routes)} route(s) from {path}: {names}")
@@ -222,7 +227,7 @@ class AIProxy:
     def route_for(self, flow: http.HTTPFlow) -> Route | None:
         """The route a flow matches; None for traffic no route claims. Other addons ask here."""
         host = flow.request.pretty_host if self._match_hosts else ""
-        return self.config.find(host, flow.request.path.partition("?")[0])
+        return self._find(host, flow.request.path.partition("?")[0])
 
     # --- hooks -----------------------------------------------------------------------------------
 
@@ -234,7 +239,7 @@ class AIProxy:
         started = time.perf_counter()
         # pretty_host costs more than the rest of matching: only routes that match on host need it.
         host = flow.request.pretty_host if self._match_hosts else ""
-        route = self.config.find(host, flow.request.path.partition("?")[0])
+        route = self._find(host, flow.request.path.partition("?")[0])
         if route is None:
             if ctx.options.ai_proxy_unmatched != "reject" and self._claim_unmatched(flow):
                 return
@@ -469,16 +474,20 @@ class AIProxy:
             logger.warning(f"ai_proxy route={state.route.name}: {e.message}")
             answer = Answer(e.status, client_error(state.route, e.status, e.body()), None, None, False)
         resp = flow.response
+        changes: dict[str, str | None] = {}
         if not prep.passthrough:
             resp.status_code = answer.status
-            resp.headers.pop("content-encoding", None)
-            resp.headers["content-type"] = "application/json"
-            resp.content = answer.body
+            changes["content-encoding"] = None
+            changes["content-type"] = "application/json"
+            resp.raw_content = answer.body
+            if "transfer-encoding" not in resp.headers:  # as Message.set_content: chunked has no length
+                changes["content-length"] = str(len(answer.body))
         model = answer.response_model or prep.request_model
         if state.route.model_name_header and 200 <= answer.status < 300:
-            resp.headers[MODEL_HEADER] = header_value(f"{state.route.provider}/{model}")
+            changes[MODEL_HEADER] = header_value(f"{state.route.provider}/{model}")
         state.overhead += time.perf_counter() - started
-        resp.headers[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+        changes[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+        set_headers(resp, changes)
         return answer
 
     def _record_answer(self, flow: http.HTTPFlow, state: FlowState, answer: Answer) -> None:
@@ -488,16 +497,16 @@ class AIProxy:
         prep = state.prep
         assert prep is not None and flow.response is not None
         translator = stream_translator(prep)
-        if not prep.passthrough:
-            flow.response.headers["content-type"] = "text/event-stream"
         state.translator = translator
-        headers = flow.response.headers
-        headers.pop("content-length", None)
+        changes: dict[str, str | None] = {"content-length": None}
+        if not prep.passthrough:
+            changes["content-type"] = "text/event-stream"
         if flow.request.http_version.startswith("HTTP/1"):
-            headers["transfer-encoding"] = "chunked"
+            changes["transfer-encoding"] = "chunked"
         if state.route.model_name_header:
-            headers[MODEL_HEADER] = header_value(f"{state.route.provider}/{prep.request_model}")
-        headers[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+            changes[MODEL_HEADER] = header_value(f"{state.route.provider}/{prep.request_model}")
+        changes[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
+        set_headers(flow.response, changes)
         keep_payload = state.route.logging.log_payloads
         route_name = state.route.name
 
@@ -511,6 +520,10 @@ class AIProxy:
                 translator.finish = lambda: []  # type: ignore[method-assign]
             if out and state.first_token_at is None:
                 state.first_token_at = time.time()
+            if len(out) > 1:
+                # One write to the client per network chunk: mitmproxy sends every item of the list
+                # as its own HTTP message event and socket write, which cost more than translating.
+                out = [b"".join(out)]
             if keep_payload and state.streamed_size < MAX_PAYLOAD:
                 state.streamed.extend(out)
                 state.streamed_size += sum(map(len, out))
@@ -594,6 +607,11 @@ class AIProxy:
         _answer_error(flow, GatewayError(500, message, "gateway_error"), route)
 
 
+def _add_log_hooks() -> bool:
+    """Whether a loaded addon defines the deprecated ``add_log`` hook (see stats.line_is_heard)."""
+    return any(callable(getattr(addon, "add_log", None)) for addon in traverse(ctx.master.addons.chain))
+
+
 def ai_metadata(flow: http.HTTPFlow) -> dict[str, Any]:
     """``flow.metadata["ai_proxy"]``: the statistics record, the client's request, the assembled
     stream, the credential mask. Plain JSON-able values only: flows are saved with ``-w``."""
@@ -641,11 +659,10 @@ def apply_upstream(req: http.Request, up: Upstream) -> None:
     """Point the request at the provider, in one pass over the headers (the Host header and the
     body's length included) instead of one mitmproxy header operation per change."""
     body = up.body
-    dropped = {name.encode() for name in (*up.remove_headers, *up.set_headers, "host", "content-length")}
-    fields = [(name, value) for name, value in req.headers.fields if name.lower() not in dropped]
-    fields.extend((name.encode(), value.encode()) for name, value in up.set_headers.items())
-    fields.append((b"content-length", str(len(body)).encode()))
-    req.headers.fields = tuple(fields)
+    changes: dict[str, str | None] = dict.fromkeys((*up.remove_headers, "host"))
+    changes.update(up.set_headers)
+    changes["content-length"] = str(len(body))
+    set_headers(req, changes)
     req.method = up.method
     req.data.scheme = up.scheme.encode()
     req.data.host = up.host
@@ -653,6 +670,21 @@ def apply_upstream(req: http.Request, up: Upstream) -> None:
     req.data.path = up.target.encode()
     req.host_header = url.hostport(up.scheme, up.host, up.port)  # Host (HTTP/1) or :authority (HTTP/2)
     req.raw_content = body
+
+
+def set_headers(message: http.Message, changes: Mapping[str, str | None]) -> None:
+    """Set headers (None: remove them) in one pass over mitmproxy's raw header fields: each of its
+    Headers operations scans and rebuilds them, which costs more than the rest of a hook."""
+    if not changes:
+        return
+    dropped = {name.lower().encode() for name in changes}
+    fields = [(name, value) for name, value in message.headers.fields if name.lower() not in dropped]
+    fields.extend(
+        (name.encode(), value.encode("utf-8", "surrogateescape"))
+        for name, value in changes.items()
+        if value is not None
+    )
+    message.headers.fields = tuple(fields)
 
 
 def _is_stream(response: http.Response) -> bool:

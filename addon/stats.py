@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
-from mitmproxy.log import ALERT
+from mitmproxy.log import ALERT, LegacyLogEvents
 
 from transforms.limits import MAX_RECORDED_ERROR_CHARS, MAX_SHOWN_MODEL_CHARS
 from transforms.redact import redact_bytes, redact_text
@@ -125,6 +125,23 @@ def summary_line(record: dict[str, Any]) -> str:
     )
 
 
+def line_is_heard(log: logging.Logger, add_log_hooks: bool) -> bool:
+    """Whether an ALERT record of ``log`` reaches a handler that shows or keeps it: mitmdump's
+    terminal (unless ``-q`` or a higher ``termlog_verbosity``), mitmweb's and the console's event log,
+    any handler a script or test added. mitmproxy's bridge to the deprecated ``add_log`` hook counts
+    only when some addon defines ``add_log``: otherwise it dispatches the record to every addon for
+    nothing (a hook call per addon per LLM call)."""
+    if not log.isEnabledFor(ALERT):
+        return False
+    current: logging.Logger | None = log
+    while current is not None:
+        for handler in current.handlers:
+            if handler.level <= ALERT and (add_log_hooks or not isinstance(handler, LegacyLogEvents)):
+                return True
+        current = current.parent if current.propagate else None
+    return False
+
+
 def _loggable(text: str) -> str:
     """Client- or upstream-chosen text in the one-line summary: clipped, and quoted when it holds
     spaces or control characters, so it can neither flood the log nor forge another line."""
@@ -139,6 +156,8 @@ class StatsSink:
         self._file: IO[bytes] | None = None
         self.path: str | None = None
         self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        # Some addon defines the deprecated add_log hook (the gateway sets this when mitmproxy runs).
+        self.add_log_hooks = True
 
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Call ``callback(record)`` for every record emitted (per-key limits, usage summaries)."""
@@ -157,7 +176,9 @@ class StatsSink:
             self._file = None
 
     def emit(self, record: dict[str, Any]) -> None:
-        logger.log(ALERT, summary_line(record))
+        # The line costs a log record, and mitmproxy a hook dispatch to every addon: only when heard.
+        if line_is_heard(logger, self.add_log_hooks):
+            logger.log(ALERT, summary_line(record))
         # Subscribers before the file: once a record is on disk, every subscriber has seen it.
         for callback in self._subscribers:
             try:

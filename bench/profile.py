@@ -1,6 +1,7 @@
 """Where mitmdump + addon spends its CPU under load: py-spy samples, summed per function.
 
     python -m bench.profile [--provider anthropic] [--seconds 20]     (make bench-profile)
+    python -m bench.profile --cell 1k-json [--plain buffer|stream]   one cell; --plain: the baseline
 
 Starts the static upstream and one addon configuration, loads it with c=16 (non-streaming and
 streaming, 1 KB and 32 KB bodies in turn) while ``py-spy record`` samples the mitmdump process, then
@@ -25,7 +26,7 @@ from bench.load import LoadSpec, run_python, run_wrk
 from bench.payloads import BODY_SIZES, chat_request
 from bench.probe import verify
 from bench.procs import Service
-from bench.targets import Target, addon_mitmdump, variant
+from bench.targets import Target, addon_mitmdump, plain_mitmdump, variant
 from bench.tools import SCRATCH, find_nginx, find_wrk
 from bench.upstream import start_nginx, start_python_upstream
 
@@ -107,25 +108,27 @@ def _py_spy() -> str:
     return found
 
 
-def _load_mix(target: Target, seconds: float) -> None:
-    """c=16 in four equal parts: 1 KB / 32 KB bodies, non-streaming / streaming."""
+CELLS = tuple(f"{body}-{variant(stream)}" for body in BODY_SIZES for stream in (False, True))
+
+
+def _load_mix(target: Target, seconds: float, cells: tuple[str, ...], served: list[int]) -> None:
+    """c=16, the time split equally between the cells (default: 1 KB / 32 KB bodies, non-streaming /
+    streaming)."""
     wrk = find_wrk()
-    part = max(1.0, seconds / 4)
-    for body in BODY_SIZES:
-        for stream in (False, True):
-            name = variant(stream)
-            spec = LoadSpec(
-                target.port,
-                target.paths[name],
-                target.headers[name],
-                chat_request(BODY_SIZES[body], stream),
-                16,
-                part,
-            )
-            if wrk.ok:
-                run_wrk(wrk, spec, SCRATCH / "profile")
-            else:
-                run_python(spec)
+    part = max(1.0, seconds / len(cells))
+    for cell in cells:
+        body, _, name = cell.partition("-")
+        stream = name == "stream"
+        spec = LoadSpec(
+            target.port,
+            target.paths[name],
+            target.headers[name],
+            chat_request(BODY_SIZES[body], stream),
+            16,
+            part,
+        )
+        result = run_wrk(wrk, spec, SCRATCH / "profile") if wrk.ok else run_python(spec)
+        served.append(result.requests)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,21 +136,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider", default="anthropic", choices=("anthropic", "openai"))
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=SCRATCH / "profile.md")
+    parser.add_argument("--cell", choices=CELLS, action="append", help="profile only these load cells")
+    parser.add_argument(
+        "--plain",
+        choices=("buffer", "stream"),
+        help="profile plain mitmdump instead (stream: with stream_large_bodies=1), the baseline",
+    )
     args = parser.parse_args(argv)
+    cells = tuple(args.cell or CELLS)
     run = SCRATCH / "profile"
     run.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         upstream = _upstream(run)
         stack.callback(upstream.stop)
-        target = addon_mitmdump(args.provider, upstream, run)
+        if args.plain:
+            target = plain_mitmdump(upstream, run, stream=args.plain == "stream")
+        else:
+            target = addon_mitmdump(args.provider, upstream, run)
         assert target.service is not None
         stack.callback(target.service.stop)
         requests = {(b, s): chat_request(BODY_SIZES[b], s) for b in BODY_SIZES for s in (False, True)}
         problems = verify(target, requests)
         if problems:
             raise SystemExit(f"{target.name} answers wrongly: {problems}")
-        raw = _record(target, args.seconds, run / "py-spy.raw")
-    title = f"{target.description}, c=16, {args.seconds:g} s"
+        served: list[int] = []
+        raw = _record(target, args.seconds, run / "py-spy.raw", cells, served)
+    title = f"{target.description}, c=16, {', '.join(cells)}, {args.seconds:g} s, {sum(served)} requests"
     args.out.write_text(render(parse_raw(raw), title))
     print(args.out.read_text())
     return 0
@@ -158,12 +172,12 @@ def _upstream(run: Path) -> Service:
     return start_nginx(nginx, run, 1 << 20) if nginx.ok else start_python_upstream(run, 1 << 20)
 
 
-def _record(target: Target, seconds: float, out: Path) -> str:
+def _record(target: Target, seconds: float, out: Path, cells: tuple[str, ...], served: list[int]) -> str:
     assert target.service is not None
     cmd = [_py_spy(), "record", "--pid", str(target.service.pid), "--duration", str(round(seconds))]
     cmd += ["--rate", "250", "--format", "raw", "--output", str(out)]
     spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    loader = threading.Thread(target=_load_mix, args=(target, seconds))
+    loader = threading.Thread(target=_load_mix, args=(target, seconds, cells, served))
     loader.start()
     spy_log, _ = spy.communicate(timeout=seconds + 60)
     loader.join()

@@ -3,6 +3,8 @@
 python -m bench                 # the real run (make bench): nginx, wrk, Portkey, ~15 min
 python -m bench --smoke --out /tmp/r.md   # a few hundred requests with Python stand-ins
 python -m bench --routes-only             # only the route-count cells: the addon with 10 and 2,000 routes
+python -m bench --cells 1k-json-16,32k-stream-16 --targets mitmdump,mitmdump-stream,addon-anthropic
+                                          # only these load cells and configurations (no soak, no long stream)
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class Settings:
     portkey: bool
     micro: bool
     routes_only: bool  # only the route-count cells
+    cells: tuple[Cell, ...] | None = None  # only these load cells: skips the soak, long stream and routes
+    targets: tuple[str, ...] | None = None  # only these configurations
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -86,6 +90,17 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument(
         "--routes-only", action="store_true", help="only the addon with 10 and with 2,000 routes"
     )
+    parser.add_argument(
+        "--cells",
+        type=_parse_cells,
+        help="only these load cells, BODY-MODE-C comma-separated (e.g. 1k-json-16,32k-stream-16); "
+        "skips the soak, the long stream and the route-count cells",
+    )
+    parser.add_argument(
+        "--targets",
+        type=lambda text: tuple(text.split(",")),
+        help=f"only these configurations ({', '.join(TARGETS)})",
+    )
     args = parser.parse_args(argv)
     smoke = bool(args.smoke)
     return Settings(
@@ -102,7 +117,22 @@ def parse_args(argv: list[str] | None) -> Settings:
         portkey=not args.no_portkey and not smoke and not args.routes_only,
         micro=not args.no_micro and not args.routes_only,
         routes_only=bool(args.routes_only),
+        cells=args.cells,
+        targets=args.targets,
     )
+
+
+TARGETS = ("direct", "mitmdump", "mitmdump-stream", "addon-openai", "addon-anthropic", "portkey")
+
+
+def _parse_cells(text: str) -> tuple[Cell, ...]:
+    cells = []
+    for item in text.split(","):
+        body, mode, connections = item.split("-")
+        if body not in BODY_SIZES or mode not in ("json", "stream") or not connections.isdigit():
+            raise argparse.ArgumentTypeError(f"not a cell: {item} (BODY-MODE-C, e.g. 1k-json-16)")
+        cells.append((body, mode == "stream", int(connections)))
+    return tuple(cells)
 
 
 def log(message: str) -> None:
@@ -112,6 +142,11 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     results = Results(settings={k: str(v) for k, v in asdict(settings).items()})
+    if settings.cells is not None:
+        results.notes.append(
+            "A focused run (--cells/--targets): only the load cells and configurations shown; no soak, long "
+            "stream, route-count cells or micro-benchmark (see an earlier full run in git history)."
+        )
     started = time.monotonic()
     with (
         _run_dir(settings.smoke) as run,
@@ -121,16 +156,18 @@ def main(argv: list[str] | None = None) -> int:
         upstream = _start_upstream(settings, run, results, stack)
         loader = _loader(settings, run, results)
         requests = _requests(settings)
-        route_counts = _start_route_counts(settings, upstream, run, pool)
+        route_counts = _start_route_counts(settings, upstream, run, pool) if settings.cells is None else {}
         targets: list[Target] = []
         if not settings.routes_only:
             targets = _start_targets(settings, upstream, run, results, stack, requests)
             served = _measure(settings, targets, loader, requests, results)
-            _soak(settings, targets, loader, served, results)
-            _big_streams(settings, targets, requests, results)
-        _route_counts(settings, route_counts, targets, loader, requests, results)
+            if settings.cells is None:
+                _soak(settings, targets, loader, served, results)
+                _big_streams(settings, targets, requests, results)
+        if settings.cells is None:
+            _route_counts(settings, route_counts, targets, loader, requests, results)
         (run / "results.json").write_bytes(orjson.dumps(results.as_json(), option=orjson.OPT_INDENT_2))
-    if settings.micro:
+    if settings.micro and settings.cells is None:
         log("micro-benchmark of the pure transforms")
         results.micro, notes = micro.run(quick=settings.smoke)
         results.notes += notes
@@ -212,15 +249,24 @@ def _start_targets(
     starters: list[tuple[str, Callable[[], Target] | str]] = [
         ("direct", lambda: direct(upstream)),
         ("mitmdump", lambda: plain_mitmdump(upstream, run)),
+        ("mitmdump-stream", lambda: plain_mitmdump(upstream, run, stream=True)),
         ("addon-openai", lambda: addon_mitmdump("openai", upstream, run)),
         ("addon-anthropic", _anthropic_starter(providers, import_error, upstream, run)),
     ]
     results.tools["mitmproxy"] = f"mitmdump {VERSION} on Python {platform.python_version()}"
     results.tools["project"] = _project_version()
+    if settings.targets is not None:
+        starters = [(name, starter) for name, starter in starters if name in settings.targets]
     targets = [t for name, starter in starters if (t := _start_one(name, starter, results, stack, requests))]
+    if settings.targets is not None and "portkey" not in settings.targets:
+        return _described(targets, results)
     portkey_target = _start_portkey(settings, upstream, run, results, stack, requests)
     if portkey_target is not None:
         targets.append(portkey_target)
+    return _described(targets, results)
+
+
+def _described(targets: list[Target], results: Results) -> list[Target]:
     for target in targets:
         results.targets[target.name] = target.description
     return targets
@@ -332,6 +378,8 @@ def _start_one(
 
 
 def _cells(settings: Settings) -> list[Cell]:
+    if settings.cells is not None:
+        return list(settings.cells)
     modes = (False, True)
     return [(body, stream, c) for body in settings.bodies for stream in modes for c in settings.connections]
 

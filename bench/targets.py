@@ -83,8 +83,15 @@ def _mitmdump_cmd(upstream: Service, port: int) -> list[str]:
     ]
 
 
-def plain_mitmdump(upstream: Service, run: Path) -> Target:
+def plain_mitmdump(upstream: Service, run: Path, stream: bool = False) -> Target:
+    """``stream``: with ``stream_large_bodies=1``, so that it streams every body as the addon streams
+    event streams (the fairer baseline for the stream cells); otherwise it buffers whole answers."""
     port = free_port()
+    if stream:
+        cmd = [*_mitmdump_cmd(upstream, port), "--set", "stream_large_bodies=1"]
+        service = start_service("mitmdump-stream", cmd, port, run)
+        description = "mitmdump reverse proxy, no addon, streaming every body (stream_large_bodies=1)"
+        return Target("mitmdump-stream", description, port, service=service)
     service = start_service("mitmdump", _mitmdump_cmd(upstream, port), port, run)
     return Target("mitmdump", "mitmdump reverse proxy, no addon", port, service=service)
 

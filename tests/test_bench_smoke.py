@@ -50,7 +50,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def expected_configurations() -> list[str]:
     providers, _error = available_providers()
-    expected = ["direct", "mitmdump", "addon-openai"]
+    expected = ["direct", "mitmdump", "mitmdump-stream", "addon-openai"]
     return [*expected, "addon-anthropic"] if "anthropic" in providers else expected
 
 
@@ -65,6 +65,10 @@ def test_smoke_report_has_load_numbers_for_every_configuration(report: str) -> N
             assert row["errors"] == "0", row
     addon_rows = [r for r in rows if r["config"] == "addon-openai"]
     assert all(number(r["addon/mitmdump"]) > 0 for r in addon_rows)
+    # Stream cells are also set against a plain mitmdump that streams (stream_large_bodies=1).
+    for row in addon_rows:
+        streamed = row["addon/mitmdump-stream"]
+        assert number(streamed) > 0 if row["mode"] == "stream" else streamed == "-", row
 
 
 def test_smoke_report_has_first_chunk_memory_and_targets(report: str) -> None:
@@ -77,7 +81,7 @@ def test_smoke_report_has_first_chunk_memory_and_targets(report: str) -> None:
     long_stream = {r["config"]: r for r in table(report, "One long stream (1.0 MB from the upstream)")}
     assert all(r["complete"] == "yes" for r in long_stream.values()), long_stream
     targets = table(report, "Targets of issue 6")
-    assert len(targets) == 7 and all(r["met"] for r in targets)
+    assert len(targets) == 10 and all(r["met"] for r in targets)
 
 
 def test_smoke_report_has_the_route_count_cells(report: str) -> None:

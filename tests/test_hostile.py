@@ -822,9 +822,10 @@ async def test_stream_payload_log_is_bounded_and_the_error_recorded(tmp_path):
             assert flow.response.stream(event) == [event]
         state = addon._live[flow.id]
         assert MAX_PAYLOAD <= state.streamed_size < MAX_PAYLOAD + len(event)  # kept: 1 MiB, not 6 MB
-        frames = flow.response.stream(b"data: " + b"v" * (MAX_STREAM_EVENT_BYTES + 1))
-        assert frames[-1] == b"data: [DONE]\n\n"
-        assert orjson.loads(frames[-2][6:])["error"]["code"] == "stream_limit_exceeded"
+        (sent,) = flow.response.stream(b"data: " + b"v" * (MAX_STREAM_EVENT_BYTES + 1))  # one write
+        frames = sent.split(b"\n\n")
+        assert frames[-2:] == [b"data: [DONE]", b""]
+        assert orjson.loads(frames[-3][6:])["error"]["code"] == "stream_limit_exceeded"
         assert flow.response.stream(b"more\n\n") == []
         flow.response.stream(b"")
         addon.response(flow)

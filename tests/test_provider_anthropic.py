@@ -1239,3 +1239,32 @@ def test_json_schema_strict_is_carried_to_the_answer_tool_only_when_asked() -> N
     assert "strict" not in tool
     rf["json_schema"]["strict"] = True
     assert build(chat(USER, response_format=rf))["tools"][0]["strict"] is True
+
+
+_plain_messages = st.lists(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["system", "developer", "user", "assistant", "tool"]),
+            "content": st.one_of(st.sampled_from(["", "hi", "there"]), st.none()),
+        },
+        optional={"tool_calls": st.just([]), "function_call": st.none()},
+    ),
+    max_size=8,
+)
+
+
+@given(_plain_messages)
+@settings(max_examples=300, deadline=None)
+def test_plain_conversations_convert_as_the_general_path_does(messages):
+    """The one-pass conversion of plain text conversations gives what the general one gives (or
+    leaves the conversation to it), including its errors."""
+    try:
+        expected = anthropic._convert_any(copy.deepcopy(messages))
+    except GatewayError as e:
+        with pytest.raises(GatewayError) as raised:
+            anthropic.convert_messages(messages)
+        assert raised.value.body() == e.body()
+        return
+    assert anthropic.convert_messages(messages) == expected
+    plain = anthropic._plain_conversation(messages)
+    assert plain is None or plain == expected

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 import pytest
+from mitmproxy.log import LegacyLogEvents
 
-from addon.stats import CallFacts, StatsSink, build_record, summary_line
+from addon.stats import CallFacts, StatsSink, build_record, line_is_heard, summary_line
 from transforms.config import Route
 from transforms.types import Usage
 
@@ -139,3 +142,67 @@ def test_subscribers_see_every_record_before_it_is_written(tmp_path, caplog):
     assert seen == [("a", 0), ("b", first_line)]  # each record seen before its own line is written
     assert len(path.read_bytes().splitlines()) == 2  # a failing subscriber stops nothing
     assert caplog.text.count("a statistics subscriber failed") == 2
+
+
+class _Bridge(LegacyLogEvents):
+    """mitmproxy's bridge to the deprecated add_log hook, without a master behind it."""
+
+    def __init__(self) -> None:
+        super(LegacyLogEvents, self).__init__()  # MitmLogHandler's: no master to trigger hooks on
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(record.getMessage())
+
+
+class _Kept(logging.Handler):
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(record.getMessage())
+
+
+@pytest.fixture
+def isolated_logger() -> logging.Logger:
+    """A logger outside the logging tree (pytest adds its capture handlers there): which handlers
+    hear the line is up to the test."""
+    return logging.Logger("ai_proxy.test_heard", logging.DEBUG)
+
+
+def test_the_line_is_heard_by_a_handler_that_shows_alerts(isolated_logger):
+    isolated_logger.addHandler(_Kept(logging.ERROR))  # mitmdump -q: the terminal shows errors only
+    assert not line_is_heard(isolated_logger, add_log_hooks=False)
+    isolated_logger.addHandler(_Kept(logging.INFO))  # the terminal's default, mitmweb's event log
+    assert line_is_heard(isolated_logger, add_log_hooks=False)
+
+
+def test_the_add_log_bridge_hears_the_line_only_for_addons_with_add_log(isolated_logger):
+    isolated_logger.addHandler(_Bridge())
+    assert not line_is_heard(isolated_logger, add_log_hooks=False)
+    assert line_is_heard(isolated_logger, add_log_hooks=True)
+    dropping = logging.Logger("ai_proxy.test_dropping", logging.ERROR)  # drops ALERT: nobody hears it
+    dropping.addHandler(_Kept(logging.INFO))
+    assert not line_is_heard(dropping, add_log_hooks=True)
+
+
+def test_an_unheard_line_is_skipped_and_the_record_still_goes_everywhere_else(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="ai_proxy")
+    bridge, quiet = _Bridge(), _Kept(logging.ERROR)
+    log = logging.getLogger("ai_proxy")
+    monkeypatch.setattr(log, "propagate", False)
+    monkeypatch.setattr(log, "handlers", [bridge, quiet])
+    sink, seen = StatsSink(), []
+    sink.subscribe(seen.append)
+    sink.open(str(tmp_path / "stats.jsonl"))
+    sink.add_log_hooks = False
+    record = build_record(facts(make_route()))
+    sink.emit(record)
+    assert (bridge.seen, quiet.seen) == ([], [])
+    sink.add_log_hooks = True  # a script defines add_log: the bridge hears the line
+    sink.emit(record)
+    sink.close()
+    assert bridge.seen == [summary_line(record)]
+    assert seen == [record, record]
+    assert (tmp_path / "stats.jsonl").read_bytes().count(b"\n") == 2

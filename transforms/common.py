@@ -141,7 +141,7 @@ def merge_turns(
         else:
             merged.append((role, list(blocks)))
     for role, blocks in merged:
-        if role == "user":
+        if role == "user" and len(blocks) > 1:
             blocks.sort(key=lambda b: not is_tool_result(b))  # stable: order kept otherwise
     return merged
 

@@ -67,3 +67,8 @@ def header_value(text: str) -> str:
     (a CR LF would end the header and start another) replaced by '?'."""
     clipped = text[:MAX_SHOWN_MODEL_CHARS]
     return clipped if clipped.isprintable() else "".join(c if c.isprintable() else "?" for c in clipped)
+
+
+# Client addresses access control remembers as loopback or not (parsing one costs per request);
+# forgotten all at once when full.
+MAX_REMEMBERED_PEERS = 4096

@@ -9,6 +9,7 @@ once at load) and refuses any other keyword, so the two can never silently disag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -43,12 +44,18 @@ _TYPE_TESTS = {
 }
 
 
+_VARIABLE = re.compile(r"\bv\b")  # the checked value in generated tests (constants are K<n>)
+
+
 class _Generator:
     def __init__(self, root: dict[str, Any]) -> None:
         self.root = root
         self.source: list[str] = []
         self.names: dict[str, Any] = {}
         self.count = 0
+        self.property_tables: list[str] = []
+        # Functions whose whole body is one test of ``v``: that test, to write in place of a call.
+        self.inline: dict[str, str] = {}
 
     def constant(self, value: Any) -> str:
         name = f"K{len(self.names)}"
@@ -59,15 +66,23 @@ class _Generator:
         unknown = set(node) - _SUPPORTED
         if unknown:
             raise ValueError(f"schema keyword(s) not supported by the fast check: {sorted(unknown)}")
+        if set(node) - _ANNOTATIONS == {"$ref"}:
+            target = self._ref(node["$ref"])
+            if target is not None:  # None: a definition that refers to itself, still being generated
+                return target  # the definition's own function, not a wrapper calling it
         name = f"check_{self.count}"
         self.count += 1
         body = self._body(node)
+        if len(body) == 1 and body[0].startswith("if not (") and body[0].endswith("): return False"):
+            self.inline[name] = body[0][len("if not ") : -len(": return False")]
         lines = "".join(f"    {line}\n" for line in body)
         self.source.append(f"def {name}(v):\n{lines}    return True\n")
         return name
 
     def _body(self, node: dict[str, Any]) -> list[str]:
         lines: list[str] = []
+        # After a type test that admits objects only, the object keywords need not test it again.
+        is_dict = "" if node.get("type") == "object" else "isinstance(v, dict) and "
         if "type" in node:
             names = node["type"] if isinstance(node["type"], list) else [node["type"]]
             lines.append(f"if not ({' or '.join(_TYPE_TESTS[n] for n in names)}): return False")
@@ -91,26 +106,44 @@ class _Generator:
         if "minLength" in node:
             lines.append(f"if isinstance(v, str) and len(v) < {node['minLength']:d}: return False")
         if "required" in node:
-            keys = self.constant(tuple(node["required"]))
-            lines.append(f"if isinstance(v, dict) and not all(k in v for k in {keys}): return False")
+            required = node["required"]
+            if len(required) == 1:
+                lines.append(f"if {is_dict}{self.constant(required[0])} not in v: return False")
+            elif required:
+                lines.append(
+                    f"if {is_dict}not v.keys() >= {self.constant(frozenset(required))}: return False"
+                )
         if "properties" in node:
             props = self.constant({k: self.function(sub) for k, sub in node["properties"].items()})
+            self.property_tables.append(props)
             # Loop over the value's few keys, not the schema's many properties.
-            lines += [
-                "if isinstance(v, dict):",
-                "    for k, x in v.items():",
-                f"        f = {props}.get(k)",
-                "        if f is not None and not G[f](x): return False",
+            loop = [
+                "for k, x in v.items():",
+                f"    f = {props}.get(k)",
+                "    if f is not None and not f(x): return False",
             ]
+            lines += loop if not is_dict else ["if isinstance(v, dict):", *(f"    {line}" for line in loop)]
         if "items" in node:
             item = self.function(node["items"])
-            lines += ["if isinstance(v, list):", "    for x in v:", f"        if not {item}(x): return False"]
+            lines += [
+                "if isinstance(v, list):",
+                "    for x in v:",
+                f"        if not {self._call(item, 'x')}: return False",
+            ]
         if "anyOf" in node:
-            options = [self.function(sub) for sub in node["anyOf"]]
-            lines.append(f"if not ({' or '.join(f'{o}(v)' for o in options)}): return False")
+            options = [self._call(self.function(sub), "v") for sub in node["anyOf"]]
+            lines.append(f"if not ({' or '.join(options)}): return False")
         if "$ref" in node:
             lines.append(f"if not {self._ref(node['$ref'])}(v): return False")
         return lines
+
+    def _call(self, function: str, value: str) -> str:
+        """A check of ``value``: the function's one test written in place (a call costs more than
+        most tests), or a call."""
+        test = self.inline.get(function)
+        if test is None:
+            return f"{function}({value})"
+        return test if value == "v" else _VARIABLE.sub(value, test)
 
     def _ref(self, target: str) -> str:
         prefix = "#/$defs/"
@@ -133,6 +166,8 @@ def compile_schema(schema: dict[str, Any], root: dict[str, Any] | None = None) -
     entry = gen.function(schema)
     namespace: dict[str, Any] = {k: v for k, v in gen.names.items() if not k.startswith("def:")}
     exec(compile("\n".join(gen.source), "<schema_check>", "exec"), namespace)  # our own generated code
-    # Property tables hold function names; resolve them to the functions once.
-    namespace["G"] = {name: namespace[name] for name in namespace if name.startswith("check_")}
+    # Property tables hold function names (a function may be defined after the table that names it);
+    # resolve them to the functions once.
+    for table in gen.property_tables:
+        namespace[table] = {key: namespace[name] for key, name in namespace[table].items()}
     return namespace[entry]

@@ -71,7 +71,7 @@ def fast_check_for(route_type: str) -> Check:
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
+    if not raw or raw.isspace():  # not raw.strip(): that copies the whole body
         raise bad_request("request body is empty; expected a JSON object", "invalid_body")
     try:
         body = orjson.loads(raw)

@@ -281,16 +281,63 @@ def _compact(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
 
 def convert_messages(messages: list[Mapping[str, Any]]) -> tuple[str | list[dict[str, Any]] | None, list]:
     """(top-level system, Anthropic messages) from OpenAI chat messages."""
+    plain = _plain_conversation(messages)
+    return plain if plain is not None else _convert_any(messages)
+
+
+def _plain_conversation(
+    messages: list[Mapping[str, Any]],
+) -> tuple[str | list[dict[str, Any]] | None, list] | None:
+    """The common case, converted in one pass with one dict per message: text-only system messages
+    and user/assistant turns of non-empty text that alternate, which _convert_any would turn into the
+    same. None for anything else (parts, tools, empty or consecutive turns): _convert_any does it."""
+    system: list[dict[str, Any]] = []
+    system_count = 0
+    out: list[dict[str, Any]] = []
+    last = ""
+    for message in messages:
+        role = message["role"]
+        content = message.get("content")
+        if not isinstance(content, str):
+            return None
+        if role in ("system", "developer"):
+            system_count += 1
+            if content:
+                system.append({"type": "text", "text": content})
+            continue
+        if role == last or not content:
+            return None
+        if role == "assistant":
+            if message.get("tool_calls") or message.get("function_call") is not None:
+                return None
+        elif role != "user":
+            return None
+        out.append({"role": role, "content": content})
+        last = role
+    if not system:
+        return None, out
+    return (system[0]["text"] if system_count == 1 else system), out
+
+
+def _convert_any(messages: list[Mapping[str, Any]]) -> tuple[str | list[dict[str, Any]] | None, list]:
     system: list[dict[str, Any]] = []
     system_messages: list[Mapping[str, Any]] = []
     turns = []
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if message["role"] in ("system", "developer"):
+        role = message["role"]
+        content = message.get("content")
+        if role in ("system", "developer"):
             system_messages.append(message)
-            system += _system_blocks(message, where)
+            system += _system_blocks(message, f"messages[{i}]")
+        elif isinstance(content, str) and (
+            role == "user"
+            or (
+                role == "assistant" and not message.get("tool_calls") and message.get("function_call") is None
+            )
+        ):  # the common case, as _turn would convert it, without its per-message machinery
+            turns.append((role, [{"type": "text", "text": content}] if content else []))
         else:
-            turns.append(_turn(message, where))
+            turns.append(_turn(message, f"messages[{i}]"))
     if not system:
         return None, _merge_turns(turns)
     # One plain-string system message stays a string; several, or parts, become text blocks.
