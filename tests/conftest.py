@@ -108,7 +108,10 @@ class Gateway:
     def records(self) -> list[dict[str, Any]]:
         if not self.stats_path.exists():
             return []
-        return [orjson.loads(line) for line in self.stats_path.read_bytes().splitlines() if line]
+        data = self.stats_path.read_bytes()
+        # A record being written may be read half-way: only newline-terminated lines are complete.
+        complete = data[: data.rfind(b"\n") + 1]
+        return [orjson.loads(line) for line in complete.splitlines() if line]
 
     def wait_records(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Statistics are written when the response completes; wait for them to land."""
