@@ -556,7 +556,7 @@ class AIProxy:
         error: str | None = None,
     ) -> None:
         route, prep = state.route, state.prep
-        if prep is None or not route.logging.log_statistics:
+        if prep is None or not prep.metered or not route.logging.log_statistics:
             return
         resp = flow.response
         latency = int(max(0.0, (resp.timestamp_start - state.sent_at)) * 1000) if resp else 0
@@ -625,7 +625,8 @@ def stream_translator(prep: Prepared) -> StreamTranslator:
     reader = usage_reader(native.format, native.operation) if native is not None else None
     if reader is not None:  # native operations the chat translator does not read
         return ObservedStream(reader)
-    chat = prep.spec.routes.get("llm/v1/chat" if prep.passthrough else prep.route.route_type)
+    route_type = "llm/v1/chat" if prep.passthrough or prep.ctx is None else prep.ctx.route_type
+    chat = prep.spec.routes.get(route_type)
     reader = chat.new_stream(prep.ctx) if chat and chat.new_stream and prep.ctx else None
     if not prep.passthrough and reader is not None:
         if prep.ingress is not None and prep.ctx is not None:  # chat chunks -> the client's events

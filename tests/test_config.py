@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from addon.config_loader import ConfigError, load_config, parse_config
-from transforms.config import GatewayConfig, Route
+from transforms.config import REST_ROUTE_TYPES, GatewayConfig, Route
 
 ANTHROPIC = """
 routes:
@@ -215,6 +215,30 @@ def test_path_matching(pattern, path, matches):
     assert route.match.matches("h", path) is matches
 
 
+@pytest.mark.parametrize(
+    ("path", "found"),
+    [
+        ("/x/v1/responses", "responses"),
+        ("/x/v1/responses/resp_1", "responses"),
+        ("/x/v1/responses/resp_1/input_items", "responses"),
+        ("/x/v1/responsesX", None),
+        ("/x/v1/chat/completions/x", None),
+        ("/x/v1/chat/completions", "chat"),
+    ],
+)
+def test_a_responses_route_serves_its_collection_and_what_lies_below(path, found):
+    config = GatewayConfig.model_validate(
+        {
+            "routes": [
+                _route(name="responses", route_type="llm/v1/responses", match={"path": "/x/v1/responses"}),
+                _route(name="chat", match={"path": "/x/v1/chat/completions"}),
+            ]
+        }
+    )
+    route = config.find("h", path)
+    assert (route.name if route else None) == found
+
+
 # --- route lookup: the index finds what a first-match scan in order finds ------------------------
 
 _SEGMENTS = st.sampled_from(["v1", "chat", "completions", "a", "anthropic", "", "x*"])
@@ -228,12 +252,16 @@ _HOSTS = st.sampled_from([None, "api.openai.com", "Example.COM", ""])
 
 
 def _scan(config: GatewayConfig, host: str, path: str) -> Route | None:
-    return next((r for r in config.routes if r.match.matches(host, path)), None)
+    return next(
+        (r for r in config.routes if r.match.matches(host, path, r.route_type in REST_ROUTE_TYPES)), None
+    )
 
 
 @settings(max_examples=400, deadline=None)
 @given(
-    matches=st.lists(st.tuples(_PATTERNS, _HOSTS), max_size=12),
+    matches=st.lists(
+        st.tuples(_PATTERNS, _HOSTS, st.sampled_from(["llm/v1/chat", "llm/v1/responses"])), max_size=12
+    ),
     requests=st.lists(
         st.tuples(
             st.sampled_from(["api.openai.com", "API.OpenAI.com", "example.com", "other.org", ""]),
@@ -245,8 +273,12 @@ def _scan(config: GatewayConfig, host: str, path: str) -> Route | None:
 )
 def test_route_index_finds_the_first_match_of_a_linear_scan(matches, requests):
     routes = [
-        _route(name=f"r{i}", match={k: v for k, v in (("path", path), ("host", host)) if v is not None})
-        for i, (path, host) in enumerate(matches)
+        _route(
+            name=f"r{i}",
+            route_type=route_type,
+            match={k: v for k, v in (("path", path), ("host", host)) if v is not None},
+        )
+        for i, (path, host, route_type) in enumerate(matches)
     ]
     config = GatewayConfig.model_validate({"routes": routes})
     for host, path in requests:

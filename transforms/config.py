@@ -29,7 +29,10 @@ Provider = Literal[
     "huggingface",
     "ollama",
 ]
-RouteType = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings", "preserve"]
+RouteType = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings", "llm/v1/responses", "preserve"]
+# REST route types: ``match.path`` names the collection, and the route serves what lies below it too
+# (``<path>/{id}``, ``<path>/{id}/cancel``...).
+REST_ROUTE_TYPES = frozenset({"llm/v1/responses"})
 LlmFormat = Literal["openai", "anthropic", "gemini", "bedrock", "cohere", "huggingface"]
 # llm_format values any provider serves, translated to and from the chat form (transforms/ingress).
 CLIENT_FORMATS = frozenset({"anthropic"})
@@ -64,7 +67,8 @@ class Match(_Strict):
     def _host_lower(cls, v: str | None) -> str | None:
         return v.lower() if v else v
 
-    def matches(self, host: str, path: str) -> bool:
+    def matches(self, host: str, path: str, collection: bool = False) -> bool:
+        """``collection``: the route is of a REST route type, and serves the paths below its own."""
         if self.host is not None and host.lower() != self.host:
             return False
         if self.path is None:
@@ -72,7 +76,10 @@ class Match(_Strict):
         if self.path.endswith("/*"):
             prefix = self.path[:-1]
             return path.startswith(prefix) or path == prefix[:-1]
-        return path == self.path
+        if path == self.path:
+            return True
+        base = self.path.rstrip("/")
+        return collection and (path == base or path.startswith(base + "/"))
 
 
 class Auth(_Strict):
@@ -526,6 +533,8 @@ class RouteIndex:
                 self._prefix.setdefault((host, pattern[:-1]), position)
             else:
                 self._exact.setdefault((host, pattern), position)
+                if route.route_type in REST_ROUTE_TYPES:  # the collection and what lies below it
+                    self._prefix.setdefault((host, pattern.rstrip("/") + "/"), position)
         # Hosts some route names: a request for any other host only needs the host-less tables.
         self._hosts = frozenset(r.match.host for r in routes if r.match.host is not None)
 

@@ -17,10 +17,10 @@ import orjson
 from transforms.auth import apply_auth
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
-from transforms.ingress import COUNT, CREATE, Ingress, ingress_for, provider_counts
+from transforms.ingress import COUNT, CREATE, RESPONSES, Ingress, ingress_for, provider_counts
 from transforms.masking import NO_MASK, CredentialMask, attached_credentials
 from transforms.native import read_usage, response_model
-from transforms.recognize import UNMETERED, Recognized, inspect_route, operation_of
+from transforms.recognize import UNMETERED, Recognized, inspect_route, operation_of, responses_operation
 from transforms.redact import client_secrets, redact_text
 from transforms.registry import spec_for
 from transforms.types import (
@@ -77,6 +77,9 @@ class Prepared:
     ingress: Ingress | None = None
     # The client asked for a token count (ingress COUNT) that the provider's counting API answers.
     counts_tokens: bool = False
+    # False for calls that are no LLM call to account for (a Responses retrieve, delete, cancel or
+    # input_items list, forwarded as is): no statistics record.
+    metered: bool = True
 
 
 @dataclass(slots=True)
@@ -127,29 +130,34 @@ def prepare(
     ingress = ingress_for(route)
     if route.route_type == "preserve" or (route.llm_format != "openai" and ingress is None):
         return _prepare_passthrough(route, spec, inbound, env, credentials, now)
+    if route.route_type == RESPONSES and ingress is None:  # OpenAI and Azure serve it themselves
+        return _prepare_responses(route, spec, inbound, env, credentials, now)
 
     ignored: dict[str, str] = {}
     counts_tokens = False
+    client: dict[str, Any] = {}
     if ingress is not None:
-        body, ignored, counts_tokens = _client_to_chat(ingress, route, inbound)
+        body, ignored, counts_tokens, client = _client_to_chat(ingress, route, inbound)
         if not spec.tool_error_flag:
             _tool_errors_as_text(body)
     else:
         body = parse_json_object(inbound.body)
-    check_prompt_shape(route.route_type, body)
-    validate(route.route_type, body)
+    # Client formats are translated to the chat form, and the provider is called as on a chat route.
+    route_type = "llm/v1/chat" if ingress is not None else route.route_type
+    check_prompt_shape(route_type, body)
+    validate(route_type, body)
     model = _resolve_model(route, body)
     stream = False if counts_tokens else _resolve_stream(route, body)
-    transform = spec.routes.get(route.route_type)
+    transform = spec.routes.get(route_type)
     if transform is None:
         raise bad_request(
-            f"{route.provider} does not support the {route.route_type} route type", "unsupported_route"
+            f"{route.provider} does not support the {route_type} route type", "unsupported_route"
         )
-    _apply_defaults(route.route_type, body, route.model.options)
+    _apply_defaults(route_type, body, route.model.options)
     stream_options = body.get("stream_options")
     ctx = CallContext(
         route_name=route.name,
-        route_type=route.route_type,
+        route_type=route_type,
         provider=route.provider,
         model=model,
         options=route.model.options,
@@ -159,6 +167,7 @@ def prepare(
         client_query=tuple(inbound.query),
         include_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True,
         prompt_text=request_text(body),
+        client=client,
     )
     auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body, credentials)
     build = transform.build_request
@@ -191,7 +200,7 @@ def prepare(
         passthrough=False,
         ctx=ctx,
         prompt_text=ctx.prompt_text,
-        embeddings_base64=route.route_type == "llm/v1/embeddings" and body.get("encoding_format") == "base64",
+        embeddings_base64=route_type == "llm/v1/embeddings" and body.get("encoding_format") == "base64",
         secrets=route.auth.secrets(),
         mask=attached_credentials(route.name, auth, upstream),
         notes={**preq.notes, **ignored},
@@ -202,10 +211,11 @@ def prepare(
 
 def _client_to_chat(
     ingress: Ingress, route: Route, inbound: Inbound
-) -> tuple[dict[str, Any], dict[str, str], bool]:
+) -> tuple[dict[str, Any], dict[str, str], bool, dict[str, Any]]:
     """The client's request in the chat form, on the paths that go to the provider (its format's
     create call, and its token count where the provider counts), a note naming the fields it sent
-    that the chat form cannot carry (for the event log), and whether it is a token count."""
+    that the chat form cannot carry (for the event log), whether it is a token count, and what its
+    answer repeats of it."""
     operation = ingress.operation(inbound.path) if inbound.method == "POST" else None
     counts_tokens = operation == COUNT and provider_counts(route, ingress)
     if operation != CREATE and not counts_tokens:
@@ -222,7 +232,8 @@ def _client_to_chat(
         raise _too_deep(e) from None
     if counts_tokens:
         chat.pop("stream", None)  # a count is one JSON answer, whatever the client's body says
-    return chat, ({f"ingress-ignored-{'-'.join(ignored)}": note} if ignored else {}), counts_tokens
+    notes = {f"ingress-ignored-{'-'.join(ignored)}": note} if ignored else {}
+    return chat, notes, counts_tokens, (ingress.echo(body) if ingress.echo is not None else {})
 
 
 def _tool_errors_as_text(body: dict[str, Any]) -> None:
@@ -397,6 +408,100 @@ def _prepare_passthrough(
     )
 
 
+def _prepare_responses(
+    route: Route,
+    spec: ProviderSpec,
+    inbound: Inbound,
+    env: Mapping[str, str],
+    credentials: Mapping[str, str],
+    now: int,
+) -> Prepared:
+    """A Responses API call on OpenAI or Azure, forwarded with the route's auth and URL rules. The
+    create call has its model enforced (Azure's is the deployment) and its usage read from the
+    answer or the ``response.completed`` event; retrieve, delete, cancel and input_items go as they
+    came and are not accounted."""
+    found = responses_operation(inbound.path)
+    if found is None:
+        raise GatewayError(
+            404, f"{inbound.method} {inbound.path} is not a Responses API path", "unknown_route"
+        )
+    rest, create = found
+    create = create and inbound.method == "POST"
+    payload = inbound.body
+    body: dict[str, Any] = {}
+    stream = False
+    model = route.model.name or "UNSPECIFIED"
+    if create:
+        body = parse_json_object(inbound.body)
+        model = _resolve_model(route, body)
+        stream = _resolve_stream(route, body)
+        opts = route.model.options
+        body["model"] = opts.azure_deployment_id if route.provider == "azure" else model
+        if opts.max_tokens is not None and body.get("max_output_tokens") is None:
+            body["max_output_tokens"] = opts.max_tokens
+        for name in ("temperature", "top_p"):
+            if getattr(opts, name) is not None and body.get(name) is None:
+                body[name] = getattr(opts, name)
+    elif inbound.method not in ("GET", "DELETE", "POST"):
+        raise GatewayError(405, f"{inbound.method} is not a Responses API method", "method_not_allowed")
+    auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body, credentials)
+    if create:
+        payload = _encode({**body, **auth.body_params})
+    client_query = dict(inbound.query)
+    scheme, host, port, path, query = _responses_target(
+        spec, route, model, rest.rstrip("/"), env, client_query.get("api-version")
+    )
+    dropped = {route.auth.param_name, "api-version"} if route.auth.param_name else {"api-version"}
+    query = [*query, *((k, v) for k, v in inbound.query if k not in dropped), *auth.query.items()]
+    remove = (*auth.remove_headers, *_BODY_HEADERS[:2])
+    headers = {**auth.set_headers, **({"accept-encoding": "identity"} if stream else {})}
+    upstream = Upstream(inbound.method, scheme, host, port, path, query, headers, remove, payload)
+    _sign(spec, route, upstream, env, now)
+    return Prepared(
+        route=route,
+        spec=spec,
+        upstream=upstream,
+        request_model=model,
+        stream=stream,
+        passthrough=True,
+        ctx=_native_context(route, model, stream, now),
+        prompt_text=request_text({"input": body.get("input")}) if create else "",
+        secrets=route.auth.secrets(),
+        mask=attached_credentials(route.name, auth, upstream),
+        native=Recognized(route.provider, "responses" if create else UNMETERED),
+        metered=create,
+    )
+
+
+def _responses_target(
+    spec: ProviderSpec,
+    route: Route,
+    model: str,
+    rest: str,
+    env: Mapping[str, str],
+    client_version: str | None,
+) -> tuple[str, str, int, str, list[tuple[str, str]]]:
+    """``rest`` is what follows the collection (``/{id}/cancel``). OpenAI: ``/v1/responses``.
+    Azure: ``azure_api_version: preview`` gives the v1 path ``/openai/v1/responses``; a dated
+    version ``/openai/responses``, with the version in ``api-version`` (a client's own wins)."""
+    opts = route.model.options
+    query: list[tuple[str, str]] = []
+    if route.provider == "azure":
+        version = opts.azure_api_version or "preview"
+        collection = "/openai/v1/responses" if version == "preview" else "/openai/responses"
+        query.append(("api-version", client_version or version))
+    else:
+        collection = "/v1/responses"
+    if opts.upstream_url:
+        scheme, host, port, path, extra = _split_origin(opts.upstream_url)
+        if path and path != "/":  # Kong's rule: a URL with a path names the collection itself
+            collection = path.rstrip("/")
+    else:
+        scheme, host, port, prefix, extra = _split_origin(spec.base_url(opts, model, env))
+        collection = prefix.rstrip("/") + collection
+    return scheme, host, port, collection + rest, [*extra, *query]
+
+
 def _native_context(route: Route, model: str, stream: bool, now: int) -> CallContext:
     # Native streams are read with the provider's own translator, for statistics only.
     options = route.model.options
@@ -484,7 +589,7 @@ def translate_response(
         return _passthrough_answer(prep, status, raw)
     if not 200 <= status < 300:
         body = translate_error(prep, status, raw)
-        if prep.ingress is not None:
+        if prep.ingress is not None and not prep.ingress.openai_errors:
             body = prep.ingress.error_body(status, orjson.loads(body)["error"]["message"])
         return Answer(status, body, None, None, False)
     ctx = prep.ctx

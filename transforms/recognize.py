@@ -157,6 +157,19 @@ def _openai_operation(path: str) -> str | None:
     return None
 
 
+_RESPONSES_COLLECTION = re.compile(r"/responses(?=/|$)")
+
+
+def responses_operation(path: str) -> tuple[str, bool] | None:
+    """A Responses API path: (what follows the collection, e.g. ``/{id}/cancel``; True when that
+    is nothing, the create call), or None when the path has no ``/responses`` collection."""
+    found = _RESPONSES_COLLECTION.search(path)
+    if found is None:
+        return None
+    rest = path[found.end() :]
+    return rest, rest in ("", "/")
+
+
 def operation_of(fmt: str, path: str) -> Recognized | None:
     """The operation a path names in one wire format (without the query string)."""
     if fmt in ("openai", "azure", "mistral"):

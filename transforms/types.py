@@ -73,6 +73,8 @@ class CallContext:
     include_usage: bool = False  # the client asked stream_options.include_usage
     # All prompt text of the client's request, for providers that report no prompt token count.
     prompt_text: str = ""
+    # What an ingress client format's answer repeats of its request (transforms/ingress: echo).
+    client: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -4,7 +4,8 @@ An adapter turns its client's request into a chat request, and the chat answer (
 or an error) back into its client's format. The pipeline runs the route's provider transform and
 stream translator between the two, unchanged, so every provider serves every client format with
 no per-provider code. A route asks for one with ``llm_format`` (``anthropic`` on a provider other
-than anthropic); the Responses API (issue 11) is one more entry in ``ADAPTERS``.
+than anthropic), or with its route type (``llm/v1/responses`` on a provider other than OpenAI and
+Azure, which serve the Responses API themselves and are forwarded to).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import orjson
 
 from transforms.config import Route
 from transforms.errors import GatewayError
-from transforms.ingress import anthropic
+from transforms.ingress import anthropic, responses
 from transforms.models_endpoint import parse_models_path
 from transforms.registry import spec_for
 from transforms.stream import ObservedStream, SSEParser
@@ -28,6 +29,7 @@ CREATE = "create"
 # Counting a request's prompt tokens: by the provider's own counting API where it has one (the
 # request goes upstream like CREATE's), else estimated by the gateway (``local_answer``).
 COUNT = "count_tokens"
+RESPONSES = "llm/v1/responses"
 LocalAnswer = Callable[
     [str, str | None, str | None, bytes, list[str], int], tuple[int, bytes, dict[str, str]]
 ]
@@ -64,6 +66,13 @@ class Ingress:
     # What the gateway answers itself (token counts, the models list): (method, operation, model
     # id of a models request, body, the route's model names, created) -> (status, body, headers).
     local_answer: LocalAnswer | None = None
+    # The request fields the client's answer repeats (the Responses API echoes its instructions,
+    # tools, metadata...): computed once from the client's body, handed to from_chat and the
+    # events writer as ``CallContext.client``.
+    echo: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    # The client's errors are OpenAI's own: the gateway's error bodies go out unchanged (with their
+    # code and param) instead of through error_body.
+    openai_errors: bool = False
 
     def operation(self, path: str) -> str | None:
         for suffix, operation in self.operations.items():
@@ -85,12 +94,30 @@ ADAPTERS: Mapping[str, Ingress] = {
         ignored_fields=anthropic.IGNORED_FIELDS,
         local_answer=anthropic.local_answer,
     ),
+    # Keyed by route type: the Responses API is a route type of its own, with the OpenAI format.
+    RESPONSES: Ingress(
+        name="responses",
+        operations={"/responses": CREATE},
+        to_chat=responses.to_chat,
+        from_chat=responses.from_chat,
+        new_events=responses.ResponsesEvents,
+        error_body=responses.error_body,
+        optional_fields=responses.OPTIONAL_CHAT_FIELDS,
+        ignored_fields=responses.IGNORED_FIELDS,
+        echo=responses.echo,
+        openai_errors=True,
+    ),
 }
+# Providers that serve the Responses API themselves: their routes forward it (transforms/pipeline).
+RESPONSES_NATIVE = frozenset({"openai", "azure"})
 
 
 def ingress_for(route: Route) -> Ingress | None:
     """The adapter a route's clients need: a client format other than OpenAI's on a provider that
-    does not speak it natively (provider anthropic with llm_format anthropic is a passthrough)."""
+    does not speak it natively (provider anthropic with llm_format anthropic is a passthrough;
+    Responses routes on OpenAI and Azure are forwarded)."""
+    if route.route_type == RESPONSES:
+        return None if route.provider in RESPONSES_NATIVE else ADAPTERS[RESPONSES]
     if route.llm_format == "openai" or route.llm_format == route.provider:
         return None
     return ADAPTERS.get(route.llm_format)
@@ -100,7 +127,7 @@ def client_error(route: Route | None, status: int, openai_body: bytes) -> bytes:
     """An OpenAI-shaped error body (the gateway's own or a translated upstream one) in the format
     of the route's clients; unchanged for OpenAI clients."""
     ingress = ingress_for(route) if route is not None else None
-    if ingress is None:
+    if ingress is None or ingress.openai_errors:
         return openai_body
     try:
         parsed = orjson.loads(openai_body)
@@ -205,6 +232,8 @@ __all__ = [
     "ADAPTERS",
     "COUNT",
     "CREATE",
+    "RESPONSES",
+    "RESPONSES_NATIVE",
     "Ingress",
     "IngressStream",
     "client_error",

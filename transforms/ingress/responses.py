@@ -1,0 +1,568 @@
+"""OpenAI's Responses API as a client format, to and from the chat form every provider serves.
+
+Pure codecs, field names from the ``openai`` SDK's types (``ResponseCreateParams``, ``Response``,
+``ResponseStreamEvent``):
+
+- ``to_chat``: a Responses request -> an OpenAI chat request;
+- ``echo``: the request fields a ``Response`` repeats (instructions, metadata, tools...);
+- ``from_chat``: a chat completion -> a ``Response``;
+- ``ResponsesEvents``: chat completion chunks -> Responses server-sent events, one chunk at a time;
+- ``error_body``: OpenAI's ``{"error": {...}}``.
+
+OpenAI and Azure serve the Responses API themselves: their routes forward it (transforms/pipeline).
+Providers without state cannot continue a stored response: ``previous_response_id``,
+``conversation`` and ``item_reference`` items are refused with a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from transforms.errors import GatewayError, error_type_for
+from transforms.errors import error_body as openai_error_body
+from transforms.types import CallContext, Usage
+
+# Fields of a Responses request with no counterpart in the chat form: accepted, ignored. Agents
+# such as the Codex CLI send several of them.
+IGNORED_FIELDS = frozenset(
+    {
+        "include",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "client_metadata",
+        "store",
+        "reasoning",  # reasoning settings: issue 18 maps them to each provider's thinking budget
+        "truncation",
+        "service_tier",
+        "safety_identifier",
+        "stream_options",
+        "max_tool_calls",
+        "top_logprobs",
+        "prompt",
+    }
+)
+# Chat fields the adapter sets that only narrow or tune the answer: left out where a provider
+# cannot express them (the pipeline retries without), rather than the client failing.
+OPTIONAL_CHAT_FIELDS = frozenset({"parallel_tool_calls", "user"})
+# Request fields a Response repeats as they were asked.
+_ECHOED = ("instructions", "metadata", "temperature", "top_p", "max_output_tokens", "user", "reasoning")
+
+# --- request ------------------------------------------------------------------------------------
+
+
+def _bad(message: str, param: str | None = None) -> GatewayError:
+    """A 400 naming the request field at fault, as OpenAI's errors do."""
+    return GatewayError(400, message, "invalid_request", param=param)
+
+
+def _stateful(body: Mapping[str, Any]) -> None:
+    """What only a provider that keeps responses can do."""
+    for name in ("previous_response_id", "conversation"):
+        if body.get(name):
+            raise GatewayError(
+                400,
+                f"{name}: this route's provider keeps no responses; send the whole conversation in 'input'",
+                "unsupported_parameter",
+                param=name,
+            )
+    if body.get("background") is True:
+        raise GatewayError(
+            400,
+            "background: responses run in the background only on OpenAI and Azure",
+            "unsupported_parameter",
+            param="background",
+        )
+
+
+def _content_parts(content: Any, where: str) -> str | list[dict[str, Any]]:
+    """A message's content as chat content: plain text stays a string, images and files make parts."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _bad(f"{where}: expected a string or a list of content parts", param=where)
+    parts: list[dict[str, Any]] = []
+    for i, part in enumerate(content):
+        at = f"{where}[{i}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text", "summary_text"):
+            parts.append({"type": "text", "text": str(part.get("text") or "")})
+        elif kind == "refusal":
+            parts.append({"type": "text", "text": str(part.get("refusal") or "")})
+        elif kind == "input_image":
+            url = part.get("image_url")
+            if not isinstance(url, str) or not url:
+                raise _bad(f"{at}.image_url: required (file_id needs OpenAI's file store)", param=at)
+            image: dict[str, Any] = {"url": url}
+            if part.get("detail") in ("low", "high", "auto"):
+                image["detail"] = part["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file":
+            data = part.get("file_data")
+            if not isinstance(data, str) or not data:
+                raise _bad(f"{at}.file_data: required (file_id needs OpenAI's file store)", param=at)
+            parts.append(
+                {"type": "file", "file": {"filename": part.get("filename") or "file", "file_data": data}}
+            )
+        else:
+            raise _bad(f"{at}.type: '{kind}' is not supported", param=at)
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+def _messages(items: Any) -> list[dict[str, Any]]:
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    if not isinstance(items, list):
+        raise _bad("input: expected a string or a list of items", param="input")
+    chat: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise _bad(f"{where}: expected an object", param=where)
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
+            if role is None:
+                raise _bad(
+                    f"{where}.role: '{item.get('role')}' is not one of user, assistant, system, developer"
+                )
+            content = _content_parts(item.get("content"), f"{where}.content")
+            if role == "assistant" and not isinstance(content, str):
+                content = "".join(p.get("text", "") for p in content)
+            chat.append({"role": role, "content": content})
+        elif kind == "function_call":
+            if not isinstance(item.get("call_id"), str) or not isinstance(item.get("name"), str):
+                raise _bad(f"{where}: function_call items need a call_id and a name", param=where)
+            arguments = item.get("arguments")
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {
+                    "name": item["name"],
+                    "arguments": arguments if isinstance(arguments, str) else "{}",
+                },
+            }
+            last = chat[-1] if chat else None
+            if last is not None and last["role"] == "assistant":  # one assistant turn, several calls
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                chat.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            if not isinstance(item.get("call_id"), str):
+                raise _bad(f"{where}.call_id: required", param=where)
+            output = item.get("output")
+            text = output if isinstance(output, str) else _content_parts(output, f"{where}.output")
+            if not isinstance(text, str):
+                text = "".join(p.get("text", "") for p in text)
+            chat.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+        elif kind == "reasoning":
+            continue  # the chat form has no place for past reasoning in a request
+        elif kind == "item_reference":
+            raise _bad(
+                f"{where}: item_reference needs stored responses, which this route's provider does not keep",
+                param=where,
+            )
+        else:
+            raise _bad(f"{where}.type: '{kind}' is not supported on this route's provider", param=where)
+    return chat
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    """Function tools; built-in tools (web_search, file_search...) run at OpenAI only and are left
+    out of the offer."""
+    if not isinstance(tools, list):
+        raise _bad("tools: expected a list", param="tools")
+    out = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _bad(f"tools[{i}]: expected an object", param="tools")
+        if tool.get("type") != "function":
+            continue
+        if not isinstance(tool.get("name"), str):
+            raise _bad(f"tools[{i}].name: required", param="tools")
+        function: dict[str, Any] = {"name": tool["name"]}
+        if isinstance(tool.get("description"), str):
+            function["description"] = tool["description"]
+        schema = tool.get("parameters")
+        function["parameters"] = schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
+        if isinstance(tool.get("strict"), bool):
+            function["strict"] = tool["strict"]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def _tool_choice(choice: Any) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    if not isinstance(choice, dict):
+        raise _bad(f"tool_choice: '{choice}' is not one of auto, none, required", param="tool_choice")
+    kind = choice.get("type")
+    if kind == "function" and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    if kind == "allowed_tools":
+        return "required" if choice.get("mode") == "required" else "auto"
+    raise _bad(
+        f"tool_choice: the built-in tool '{kind}' is not available on this route's provider",
+        param="tool_choice",
+    )
+
+
+def _response_format(text: Any) -> dict[str, Any] | None:
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return None
+    if fmt["type"] == "json_object":
+        return {"type": "json_object"}
+    if fmt["type"] == "json_schema":
+        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        return {"type": "json_schema", "json_schema": schema}
+    raise _bad(f"text.format.type: '{fmt['type']}' is not one of text, json_schema, json_object")
+
+
+def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A Responses request as a chat request."""
+    _stateful(body)
+    if "input" not in body:
+        raise _bad("input: Field required", param="input")
+    out: dict[str, Any] = {}
+    if isinstance(body.get("model"), str):
+        out["model"] = body["model"]
+    chat = _messages(body["input"])
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        chat.insert(0, {"role": "system", "content": instructions})
+    out["messages"] = chat
+    if body.get("max_output_tokens") is not None:
+        out["max_tokens"] = body["max_output_tokens"]
+    for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    if body.get("tools"):
+        tools = _tools(body["tools"])
+        if tools:
+            out["tools"] = tools
+    if body.get("tool_choice") is not None:
+        choice = _tool_choice(body["tool_choice"])
+        if "tools" in out:
+            out["tool_choice"] = choice
+        elif choice not in ("auto", "none"):
+            raise _bad("tool_choice: a tool is required but no function tool is offered", param="tool_choice")
+    response_format = _response_format(body.get("text"))
+    if response_format is not None:
+        out["response_format"] = response_format
+    if body.get("stream") is True:
+        out["stream"] = True
+    return out
+
+
+def echo(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a Response repeats of its request, as OpenAI's does."""
+    out = {name: body.get(name) for name in _ECHOED}
+    out["tools"] = body.get("tools") if isinstance(body.get("tools"), list) else []
+    out["tool_choice"] = body.get("tool_choice") if body.get("tool_choice") is not None else "auto"
+    out["parallel_tool_calls"] = body.get("parallel_tool_calls") is not False
+    text = body.get("text")
+    out["text"] = text if isinstance(text, dict) and "format" in text else {"format": {"type": "text"}}
+    out["store"] = False  # nothing is kept: previous_response_id cannot name this response
+    return out
+
+
+# --- answer -------------------------------------------------------------------------------------
+
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def response_usage(usage: Usage | None) -> dict[str, Any]:
+    usage = usage or Usage()
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+def response_id(chat_id: Any, ctx: CallContext) -> str:
+    return f"resp_{chat_id}" if isinstance(chat_id, str) and chat_id else f"resp_{ctx.request_id}"
+
+
+def _response(
+    rid: str, model: str, ctx: CallContext, status: str, output: list[Any], usage: Any
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": rid,
+        "object": "response",
+        "created_at": ctx.created,
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "model": model,
+        "output": output,
+        **ctx.client,
+        "usage": usage,
+    }
+    return out
+
+
+def _finish(out: dict[str, Any], finish_reason: Any) -> None:
+    reason = _INCOMPLETE.get(finish_reason) if isinstance(finish_reason, str) else None
+    if reason is not None:
+        out["status"] = "incomplete"
+        out["incomplete_details"] = {"reason": reason}
+
+
+def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    return {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content}
+
+
+def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
+    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}]}
+
+
+def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": item_id,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
+
+
+def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) -> dict[str, Any]:
+    """A chat completion (already normalised by the pipeline) as a ``Response``."""
+    choices = chat.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    rid = response_id(chat.get("id"), ctx)
+    output: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        output.append(_reasoning_item(f"rs_{rid}", reasoning))
+    text = message.get("content")
+    if isinstance(text, str) and text:
+        output.append(_message_item(f"msg_{rid}", text, "completed"))
+    for n, call in enumerate(message.get("tool_calls") or ()):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
+        call_id = call.get("id") or f"call_{rid}_{n}"
+        output.append(
+            _call_item(f"fc_{rid}_{n}", call_id, function.get("name") or "", arguments, "completed")
+        )
+    out = _response(rid, chat.get("model") or ctx.model, ctx, "completed", output, response_usage(usage))
+    _finish(out, choice.get("finish_reason"))
+    return out
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def error_body(status: int, message: str) -> bytes:
+    return openai_error_body(message, error_type_for(status))
+
+
+# --- stream -------------------------------------------------------------------------------------
+
+
+class ResponsesEvents:
+    """Chat completion chunks (parsed) -> Responses events. One output item is open at a time:
+    reasoning opens a reasoning item, text a message, each tool call a function_call item; a change
+    of kind closes the open item first, as OpenAI's own streams do."""
+
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self._seq = 0
+        self._id = response_id(None, ctx)
+        self._model = ctx.model
+        self._started = False
+        self._output: list[dict[str, Any]] = []  # items done, and the open one last
+        self._open: tuple[str, Any] | None = None  # (kind, chat tool index) of the open item
+        self._text = ""  # the open message's or reasoning item's text so far
+        self._calls: dict[Any, int] = {}  # chat tool-call index -> output index
+        self._finish: str | None = None
+        self._ended = False
+
+    def _event(self, kind: str, data: dict[str, Any]) -> bytes:
+        data = {"type": kind, **data, "sequence_number": self._seq}
+        self._seq += 1
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+    def _snapshot(self, status: str, usage: Any) -> dict[str, Any]:
+        return _response(self._id, self._model, self.ctx, status, list(self._output), usage)
+
+    def start(self, chunk: Mapping[str, Any] | None) -> list[bytes]:
+        if self._started:
+            return []
+        self._started = True
+        chunk = chunk or {}
+        self._id = response_id(chunk.get("id"), self.ctx)
+        if isinstance(chunk.get("model"), str) and chunk["model"]:
+            self._model = chunk["model"]
+        created = self._snapshot("in_progress", None)
+        return [
+            self._event("response.created", {"response": created}),
+            self._event("response.in_progress", {"response": created}),
+        ]
+
+    @property
+    def _index(self) -> int:
+        return len(self._output) - 1
+
+    def _close(self) -> list[bytes]:
+        if self._open is None:
+            return []
+        kind, _ = self._open
+        self._open = None
+        item, at = self._output[-1], self._index
+        out: list[bytes] = []
+        if kind == "message":
+            part = {"type": "output_text", "text": self._text, "annotations": [], "logprobs": []}
+            where = {"item_id": item["id"], "output_index": at, "content_index": 0}
+            out.append(
+                self._event("response.output_text.done", {**where, "text": self._text, "logprobs": []})
+            )
+            out.append(self._event("response.content_part.done", {**where, "part": part}))
+            item = _message_item(item["id"], self._text, "completed")
+        elif kind == "reasoning":
+            part = {"type": "summary_text", "text": self._text}
+            where = {"item_id": item["id"], "output_index": at, "summary_index": 0}
+            out.append(self._event("response.reasoning_summary_text.done", {**where, "text": self._text}))
+            out.append(self._event("response.reasoning_summary_part.done", {**where, "part": part}))
+            item = _reasoning_item(item["id"], self._text)
+        else:
+            where = {"item_id": item["id"], "output_index": at}
+            done = {**where, "name": item["name"], "arguments": item["arguments"]}
+            out.append(self._event("response.function_call_arguments.done", done))
+            item = {**item, "status": "completed"}
+        self._output[-1] = item
+        out.append(self._event("response.output_item.done", {"output_index": at, "item": item}))
+        return out
+
+    def _open_item(self, kind: str, key: Any, item: dict[str, Any]) -> list[bytes]:
+        out = self._close()
+        self._open = (kind, key)
+        self._text = ""
+        self._output.append(item)
+        out.append(self._event("response.output_item.added", {"output_index": self._index, "item": item}))
+        return out
+
+    def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
+        out = self.start(chunk)
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            reasoning = delta.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                out += self._reasoning(reasoning)
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                out += self._output_text(text)
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    out += self._tool_call(call)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+        return out
+
+    def _reasoning(self, text: str) -> list[bytes]:
+        out: list[bytes] = []
+        if self._open != ("reasoning", None):
+            item_id = f"rs_{self._id}_{len(self._output)}"
+            out += self._open_item("reasoning", None, {"type": "reasoning", "id": item_id, "summary": []})
+            part = {"type": "summary_text", "text": ""}
+            where = {"item_id": item_id, "output_index": self._index, "summary_index": 0}
+            out.append(self._event("response.reasoning_summary_part.added", {**where, "part": part}))
+        self._text += text
+        where = {"item_id": self._output[-1]["id"], "output_index": self._index, "summary_index": 0}
+        out.append(self._event("response.reasoning_summary_text.delta", {**where, "delta": text}))
+        return out
+
+    def _output_text(self, text: str) -> list[bytes]:
+        out: list[bytes] = []
+        if self._open != ("message", None):
+            item_id = f"msg_{self._id}_{len(self._output)}"
+            item = {
+                "type": "message",
+                "id": item_id,
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
+            out += self._open_item("message", None, item)
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            where = {"item_id": item_id, "output_index": self._index, "content_index": 0}
+            out.append(self._event("response.content_part.added", {**where, "part": part}))
+        self._text += text
+        where = {"item_id": self._output[-1]["id"], "output_index": self._index, "content_index": 0}
+        out.append(self._event("response.output_text.delta", {**where, "delta": text, "logprobs": []}))
+        return out
+
+    def _tool_call(self, call: Mapping[str, Any]) -> list[bytes]:
+        out: list[bytes] = []
+        key = call.get("index", 0)
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        if key not in self._calls:
+            n = len(self._output)
+            item = _call_item(
+                f"fc_{self._id}_{n}",
+                call.get("id") or f"call_{self._id}_{n}",
+                function.get("name") or "",
+                "",
+                "in_progress",
+            )
+            out += self._open_item("function_call", key, item)
+            self._calls[key] = self._index
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            at = self._calls[key]
+            item = self._output[at]
+            self._output[at] = {**item, "arguments": item["arguments"] + arguments}
+            delta = {"item_id": item["id"], "output_index": at, "delta": arguments}
+            out.append(self._event("response.function_call_arguments.delta", delta))
+        return out
+
+    def end(self, usage: Usage | None) -> list[bytes]:
+        """After the provider's last chunk: the open item closes, then ``response.completed`` (or
+        ``response.incomplete`` for a truncated answer) with the whole response and its usage."""
+        if self._ended:
+            return []
+        self._ended = True
+        out = [*self.start(None), *self._close()]
+        final = self._snapshot("completed", response_usage(usage))
+        _finish(final, self._finish)
+        kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
+        out.append(self._event(kind, {"response": final}))
+        return out
+
+    def error(self, status: int, message: str) -> list[bytes]:
+        """A stream that failed after it began: OpenAI's ``error`` event ends it."""
+        if self._ended:
+            return []
+        self._ended = True
+        return [self._event("error", {"code": error_type_for(status), "message": message, "param": None})]
+
+
+__all__ = [
+    "IGNORED_FIELDS",
+    "OPTIONAL_CHAT_FIELDS",
+    "ResponsesEvents",
+    "echo",
+    "error_body",
+    "from_chat",
+    "to_chat",
+]
