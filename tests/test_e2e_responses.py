@@ -1,0 +1,340 @@
+"""End to end: the real openai SDK's Responses API -> mitmdump + addon (route_type llm/v1/responses)
+-> the local emulator: forwarded to openai and azure, translated to the chat call of every other
+provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+import orjson
+import pytest
+from conftest import route
+from openai.types.responses import Response
+from test_e2e_ingress_anthropic import ANSWERS, AUTH, MODELS, OPTIONS
+
+ADAPTED_MODELS = {
+    **{p: m for p, m in MODELS.items() if p not in ("openai", "azure")},
+    "anthropic": "claude-sonnet-4-5-20250929",
+}
+ADAPTED_AUTH = {
+    **AUTH,
+    "anthropic": {"header_name": "x-api-key", "header_value": "sk-ant-configured-0123456789"},
+}
+ADAPTED_OPTIONS = {**OPTIONS, "anthropic": {"anthropic_version": "2023-06-01"}}
+ADAPTED_ANSWERS = {**ANSWERS, "anthropic": ("The capital of Australia is Canberra — not Sydney.", 27, 13)}
+STREAMING = ["anthropic", "gemini", "bedrock", "ollama", "cohere", "huggingface"]
+CLIENT_KEY = "sk-client-key-not-for-upstream"
+OPENAI_MODEL = "gpt-5-mini"
+AZURE = {"azure_instance": "inst", "azure_deployment_id": "gpt5-deployment", "azure_api_version": "preview"}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": False,
+}
+
+
+@pytest.fixture
+def gw(gateway, emulator):
+    routes = [
+        route(
+            f"responses-on-{provider}",
+            f"/{provider}/v1/responses",
+            "llm/v1/responses",
+            provider,
+            emulator.url,
+            model=model,
+            auth=ADAPTED_AUTH[provider],
+            options=ADAPTED_OPTIONS.get(provider),
+        )
+        for provider, model in ADAPTED_MODELS.items()
+    ]
+    routes += [
+        route(
+            "responses-on-openai",
+            "/openai/v1/responses",
+            "llm/v1/responses",
+            "openai",
+            emulator.url,
+            model=OPENAI_MODEL,
+            auth=AUTH["openai"],
+        ),
+        route(
+            "responses-on-azure",
+            "/azure/v1/responses",
+            "llm/v1/responses",
+            "azure",
+            emulator.url,
+            model=OPENAI_MODEL,
+            auth=AUTH["azure"],
+            options=AZURE,
+        ),
+    ]
+    return gateway(routes)
+
+
+def client(gw, provider: str, **headers: str) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{gw.url}/{provider}/v1", api_key=CLIENT_KEY, default_headers=headers, max_retries=0
+    )
+
+
+def usage_of(record: dict[str, Any]) -> tuple[int, int]:
+    usage = record["ai"]["proxy"]["usage"]
+    return usage["prompt_tokens"], usage["completion_tokens"]
+
+
+@pytest.mark.parametrize("provider", list(ADAPTED_MODELS))
+def test_create_on_every_chat_provider(gw, emulator, provider):
+    text, input_tokens, output_tokens = ADAPTED_ANSWERS[provider]
+    response = client(gw, provider).responses.create(
+        model=ADAPTED_MODELS[provider],
+        instructions="Be brief.",
+        input="What is 1 + 1?",
+        max_output_tokens=100,
+        metadata={"run": "e2e"},
+        store=False,
+        include=["reasoning.encrypted_content"],
+    )
+    assert isinstance(response, Response)
+    assert (response.object, response.status, response.output_text) == ("response", "completed", text)
+    assert (response.instructions, response.metadata) == ("Be brief.", {"run": "e2e"})
+    assert response.usage is not None
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (input_tokens, output_tokens)
+    assert response.id.startswith("resp_")
+    if ADAPTED_AUTH[provider] is not None:  # the route's credential replaced the client's
+        assert CLIENT_KEY not in orjson.dumps(emulator.last.headers).decode()
+    [record] = gw.wait_records(1)
+    meta = record["ai"]["proxy"]["meta"]
+    assert (meta["route"], meta["provider_name"], meta["request_model"]) == (
+        f"responses-on-{provider}",
+        provider,
+        ADAPTED_MODELS[provider],
+    )
+    assert usage_of(record) == (input_tokens, output_tokens)
+
+
+@pytest.mark.parametrize("provider", STREAMING)
+def test_stream_on_every_chat_provider(gw, provider):
+    stream = client(gw, provider).responses.create(
+        model=ADAPTED_MODELS[provider], input="What is 1 + 1?", stream=True
+    )
+    events = list(stream)
+    kinds = [e.type for e in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds[-1] == "response.completed"
+    assert {"response.content_part.added", "response.output_text.delta", "response.output_text.done"} <= set(
+        kinds
+    )
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    final = events[-1].response  # type: ignore[union-attr]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")  # type: ignore[union-attr]
+    assert final.output_text == text and text
+    [record] = gw.wait_records(1)
+    assert usage_of(record) == (final.usage.input_tokens, final.usage.output_tokens)
+    assert final.usage.output_tokens > 0
+
+
+def test_the_stream_helper_and_its_final_response(gw):
+    with client(gw, "gemini").responses.stream(model=MODELS["gemini"], input="What is 1 + 1?") as stream:
+        numbers = [event.sequence_number for event in stream]
+        final = stream.get_final_response()
+    assert numbers == list(range(len(numbers))) and len(numbers) >= 9
+    assert final.status == "completed" and final.output_text == ANSWERS["gemini"][0]
+
+
+def test_reasoning_cached_tokens_and_their_statistics(gw):
+    c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/thinking/response.json"})
+    response = c.responses.create(model=MODELS["gemini"], input="Is 221 prime?")
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    assert response.output[0].summary[0].text.startswith("**Checking small factors**")  # type: ignore[union-attr]
+    assert response.output_text == "No. 221 = 13 \u00d7 17."
+    usage = response.usage
+    assert usage is not None
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (2060, 255, 2315)
+    assert (usage.input_tokens_details.cached_tokens, usage.output_tokens_details.reasoning_tokens) == (
+        2048,
+        244,
+    )
+    [record] = gw.wait_records(1)
+    assert record["ai"]["proxy"]["usage"]["prompt_tokens_details"] == {"cached_tokens": 2048}
+    assert record["ai"]["proxy"]["usage"]["completion_tokens_details"] == {"reasoning_tokens": 244}
+
+
+def test_a_truncated_answer_is_incomplete(gw):
+    c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/max_tokens/response.json"})
+    response = c.responses.create(model=MODELS["gemini"], input="Count to 100.", max_output_tokens=5)
+    assert response.status == "incomplete"
+    assert (
+        response.incomplete_details is not None and response.incomplete_details.reason == "max_output_tokens"
+    )
+
+
+@pytest.mark.parametrize(
+    ("provider", "fixture", "arguments", "sent_back"),
+    [
+        (
+            "gemini",
+            "gemini/tools/response.json",
+            {"city": "Paris", "unit": "celsius", "days": 1},
+            "functionResponse",
+        ),
+        (
+            "bedrock",
+            "bedrock/tools/response.json",
+            {"location": "Paris, France", "unit": "celsius"},
+            "toolResult",
+        ),
+        ("ollama", "ollama/chat_tools/response.json", {"city": "Tokyo", "unit": "celsius"}, '"role":"tool"'),
+    ],
+)
+def test_tools_round_trip(gw, emulator, provider, fixture, arguments, sent_back):
+    model = ADAPTED_MODELS[provider]
+    first = client(gw, provider, **{"x-emulator-fixture": fixture}).responses.create(
+        model=model, input="Weather in Paris?", tools=[WEATHER], tool_choice="auto"
+    )
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+    assert orjson.loads(calls[0].arguments) == arguments
+    sent_tools = orjson.dumps(emulator.last.json()).decode()
+    assert "get_weather" in sent_tools and "The weather in a city" in sent_tools
+    second = client(gw, provider).responses.create(
+        model=model,
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            *(
+                {"type": "function_call", "call_id": c.call_id, "name": c.name, "arguments": c.arguments}
+                for c in calls
+            ),
+            *(
+                {"type": "function_call_output", "call_id": c.call_id, "output": "18 C and sunny"}
+                for c in calls
+            ),
+        ],
+        tools=[WEATHER],
+    )
+    assert second.output_text == ADAPTED_ANSWERS[provider][0]
+    sent = orjson.dumps(emulator.last.json()).decode()
+    assert sent_back in sent and "18 C and sunny" in sent
+    gw.wait_records(2)
+
+
+def test_streamed_tool_calls(gw):
+    c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/stream_tools/stream.sse"})
+    with c.responses.stream(model=MODELS["gemini"], input="Weather?", tools=[WEATHER]) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert (
+        "response.function_call_arguments.delta" in kinds and "response.function_call_arguments.done" in kinds
+    )
+    names = [item.name for item in final.output if item.type == "function_call"]
+    assert names[-1] == "get_time" and "get_weather" in names
+
+
+def test_json_schema_output(gw, emulator):
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/json_schema/response.json"})
+    response = c.responses.create(
+        model=MODELS["gemini"],
+        input="Who was Ada Lovelace?",
+        text={"format": {"type": "json_schema", "name": "person", "schema": schema}},
+    )
+    assert orjson.loads(response.output_text)["name"] == "Ada Lovelace"
+    config = emulator.last.json()["generationConfig"]
+    assert config["responseMimeType"] == "application/json"
+    assert response.text is not None and response.text.format.type == "json_schema"
+
+
+# --- refusals -------------------------------------------------------------------------------------
+
+
+def test_what_needs_stored_responses_is_refused_in_openais_shape(gw, emulator):
+    c = client(gw, "gemini")
+    with pytest.raises(openai.BadRequestError) as err:
+        c.responses.create(model=MODELS["gemini"], input="And then?", previous_response_id="resp_1")
+    assert err.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    assert err.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as err:
+        c.responses.create(
+            model=MODELS["gemini"],
+            input="x",
+            tools=[{"type": "web_search"}],
+            tool_choice={"type": "web_search"},
+        )
+    assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve("resp_1")
+    with pytest.raises(openai.BadRequestError) as err:
+        c.responses.create(model="gpt-4o", input="x")
+    assert "cannot use own model" in err.value.message
+    assert emulator.requests == []
+    assert gw.records() == []
+
+
+def test_upstream_errors_keep_their_status(gw):
+    c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/errors/429.json", "x-emulator-status": "429"})
+    with pytest.raises(openai.RateLimitError) as err:
+        c.responses.create(model=MODELS["gemini"], input="x")
+    assert err.value.body["type"] == "rate_limit_error"  # type: ignore[index]
+
+
+# --- forwarded: openai and azure ----------------------------------------------------------------------
+
+
+def test_openai_create_is_forwarded_with_the_routes_auth(gw, emulator):
+    response = client(gw, "openai").responses.create(model=OPENAI_MODEL, input="What is 1 + 1?")
+    assert (response.id, response.output_text) == ("resp_1", "1 + 1 = 2.")
+    sent = emulator.last
+    assert (sent.method, sent.path) == ("POST", "/v1/responses")
+    assert sent.headers["authorization"] == AUTH["openai"]["header_value"]
+    assert sent.json() == {"model": OPENAI_MODEL, "input": "What is 1 + 1?"}
+    [record] = gw.wait_records(1)
+    usage = record["ai"]["proxy"]["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (36, 87, 123)
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 12}
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 64}
+    assert record["ai"]["proxy"]["meta"]["response_model"] == "gpt-5-mini-2025-08-07"
+
+
+def test_openai_stream_is_passed_through_and_accounted(gw, emulator):
+    raw = (emulator.root / "openai/responses/stream.sse").read_bytes()
+    with client(gw, "openai").responses.stream(model=OPENAI_MODEL, input="What is 1 + 1?") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds == [line[7:] for line in raw.decode().splitlines() if line.startswith("event: ")]
+    assert final.output_text == "1 + 1 = 2."
+    assert emulator.last.json()["stream"] is True
+    [record] = gw.wait_records(1)
+    assert usage_of(record) == (36, 87)
+    assert record["ai"]["proxy"]["meta"]["request_mode"] == "stream"
+
+
+def test_openai_retrieve_delete_input_items_and_cancel_are_forwarded_unaccounted(gw, emulator):
+    c = client(gw, "openai")
+    assert c.responses.retrieve("resp_1").id == "resp_1"
+    assert [item.id for item in c.responses.input_items.list("resp_1")] == ["msg_0"]
+    assert c.responses.cancel("resp_1").status == "cancelled"
+    c.responses.delete("resp_1")
+    assert [(r.method, r.path.split("?")[0]) for r in emulator.requests] == [
+        ("GET", "/v1/responses/resp_1"),
+        ("GET", "/v1/responses/resp_1/input_items"),
+        ("POST", "/v1/responses/resp_1/cancel"),
+        ("DELETE", "/v1/responses/resp_1"),
+    ]
+    assert all(r.headers["authorization"] == AUTH["openai"]["header_value"] for r in emulator.requests)
+    assert gw.wait_records(1, timeout=0.5) == []
+
+
+def test_azure_preview_uses_the_v1_path_with_the_deployment_as_model(gw, emulator):
+    response = client(gw, "azure").responses.create(model=OPENAI_MODEL, input="What is 1 + 1?")
+    assert response.output_text == "1 + 1 = 2."
+    sent = emulator.last
+    assert sent.path == "/openai/v1/responses?api-version=preview"
+    assert sent.json()["model"] == "gpt5-deployment"
+    assert sent.headers["api-key"] == AUTH["azure"]["header_value"]
+    client(gw, "azure").responses.retrieve("resp_1")
+    assert emulator.last.path == "/openai/v1/responses/resp_1?api-version=preview"
+    [record] = gw.wait_records(1)
+    assert usage_of(record) == (36, 87)
