@@ -4,6 +4,10 @@ provider."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -338,3 +342,52 @@ def test_azure_preview_uses_the_v1_path_with_the_deployment_as_model(gw, emulato
     assert emulator.last.path == "/openai/v1/responses/resp_1?api-version=preview"
     [record] = gw.wait_records(1)
     assert usage_of(record) == (36, 87)
+
+
+# --- the Codex CLI (npm @openai/codex), when installed ------------------------------------------------
+
+CODEX = (
+    os.environ.get("AI_PROXY_CODEX_BIN")
+    or shutil.which("codex")
+    or "/tmp/responses-codex/node_modules/.bin/codex"
+)
+
+
+@pytest.mark.skipif(not Path(CODEX).exists(), reason="the Codex CLI (npm @openai/codex) is not installed")
+@pytest.mark.parametrize("provider", ["gemini", "ollama"])
+def test_codex_exec_runs_on_other_providers(gw, emulator, tmp_path, provider):
+    """``codex exec`` (non-interactive) with a model provider whose base_url is a Responses route:
+    its streamed Responses calls are translated and accounted."""
+    model = ADAPTED_MODELS[provider]
+    provider_config = f'{{name="ai-proxy", base_url="{gw.url}/{provider}/v1", env_key="AI_PROXY_KEY", wire_api="responses"}}'
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "CODEX_HOME": str(tmp_path / ".codex"),
+        "AI_PROXY_KEY": CLIENT_KEY,
+    }
+    (tmp_path / ".codex").mkdir()
+    done = subprocess.run(
+        [
+            CODEX,
+            "exec",
+            "--skip-git-repo-check",
+            "-m",
+            model,
+            "-c",
+            "model_provider=aiproxy",
+            "-c",
+            f"model_providers.aiproxy={provider_config}",
+            "What is 1 + 1?",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
+    assert ADAPTED_ANSWERS[provider][0] in done.stdout
+    records = gw.wait_records(1)
+    assert {r["ai"]["proxy"]["meta"]["route"] for r in records} == {f"responses-on-{provider}"}
