@@ -44,25 +44,30 @@ from addon.ingress_endpoints import IngressEndpoints  # noqa: E402
 from addon.inspection import Inspector  # noqa: E402
 from addon.models import ModelsEndpoint  # noqa: E402
 from addon.prompt_plugins import PromptPluginsAddon  # noqa: E402
+from addon.responses_store import ResponseKeeper, ResponseStore, StoredResponses  # noqa: E402
 from addon.summary import UsageSummary  # noqa: E402
 
 addon._script_loaded = True  # type: ignore[attr-defined]
 
 contentviews.add(LLMConversationContentview)
 gateway = AIProxy()
+responses = ResponseStore()
 # Order is hook order. Access control first: a refused request is answered before the gateway
 # prepares anything. The models endpoint next: it answers GET <prefix>/v1/models before the gateway
 # routes the request. FlowMasking before the gateway: in `error` it must read what was attached before
 # the gateway forgets it. The gateway asks the inspector (a hook point it owns) about flows no route
 # matches, and the prompt plugins (another hook point it owns; no mitmproxy hooks of their own) on
 # routes that configure some. Cassettes after both: they record and replay flows the gateway (or the
-# inspector) has prepared. The summary totals every statistics record.
+# inspector) has prepared. The summary totals every statistics record. Stored Responses API answers:
+# answered and continued before the gateway prepares a request, kept after it has translated the answer.
 addons = [
     AccessControl(gateway),
     ModelsEndpoint(gateway),
     IngressEndpoints(gateway),
+    StoredResponses(gateway, responses),
     FlowMasking(gateway),
     gateway,
+    ResponseKeeper(gateway, responses),
     Inspector(gateway),
     PromptPluginsAddon(gateway),
     Cassettes(gateway),

@@ -180,8 +180,8 @@ def test_script_loads_our_packages_even_when_foreign_ones_exist(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (
-        "AccessControl ModelsEndpoint IngressEndpoints FlowMasking AIProxy Inspector PromptPluginsAddon Cassettes "
-        "UsageSummary"
+        "AccessControl ModelsEndpoint IngressEndpoints StoredResponses FlowMasking AIProxy ResponseKeeper "
+        "Inspector PromptPluginsAddon Cassettes UsageSummary"
     )
 
 
@@ -200,18 +200,22 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
             "AccessControl",
             "ModelsEndpoint",
             "IngressEndpoints",
+            "StoredResponses",
             "FlowMasking",
             "AIProxy",
+            "ResponseKeeper",
             "Inspector",
             "PromptPluginsAddon",
             "Cassettes",
             "UsageSummary",
         ], names
         assert not set(map(id, second.addons)) & set(map(id, first.addons))
-        assert second.addons[1].gateway is second.addons[4]
-        assert second.addons[6].gateway is second.addons[4]
-        assert second.addons[4].plugins is second.addons[6]
-        assert second.addons[7].gateway is second.addons[4]
+        assert second.addons[1].gateway is second.addons[5]
+        assert second.addons[6].gateway is second.addons[5]
+        assert second.addons[7].gateway is second.addons[5]
+        assert second.addons[5].plugins is second.addons[8]
+        assert second.addons[9].gateway is second.addons[5]
+        assert second.addons[3].store is second.addons[6].store
         assert sys.path.count({str(ROOT)!r}) == 1
         print("ok")
         """

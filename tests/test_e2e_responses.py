@@ -256,10 +256,10 @@ def test_json_schema_output(gw, emulator):
 
 def test_what_needs_stored_responses_is_refused_in_openais_shape(gw, emulator):
     c = client(gw, "gemini")
-    with pytest.raises(openai.BadRequestError) as err:
-        c.responses.create(model=MODELS["gemini"], input="And then?", previous_response_id="resp_1")
+    with pytest.raises(openai.NotFoundError) as err:
+        c.responses.create(model=MODELS["gemini"], input="And then?", previous_response_id="resp_unknown")
     assert err.value.body["param"] == "previous_response_id"  # type: ignore[index]
-    assert err.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
+    assert err.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as err:
         c.responses.create(
             model=MODELS["gemini"],
@@ -275,6 +275,54 @@ def test_what_needs_stored_responses_is_refused_in_openais_shape(gw, emulator):
     assert "cannot use own model" in err.value.message
     assert emulator.requests == []
     assert gw.records() == []
+
+
+def test_stored_responses_chain_retrieve_list_and_delete(gw, emulator):
+    c = client(gw, "gemini")
+    first = c.responses.create(model=MODELS["gemini"], input="What is 1 + 1?")
+    again = c.responses.retrieve(first.id)
+    assert again.model_dump(exclude_unset=True) == first.model_dump(exclude_unset=True)
+    [item] = c.responses.input_items.list(first.id).data
+    assert (item.type, item.role, item.content[0].text) == ("message", "user", "What is 1 + 1?")  # type: ignore[union-attr]
+    second = c.responses.create(model=MODELS["gemini"], input="And 2 + 2?", previous_response_id=first.id)
+    assert second.id != first.id
+    contents = emulator.last.json()["contents"]
+    assert [(m["role"], m["parts"][0]["text"]) for m in contents] == [
+        ("user", "What is 1 + 1?"),
+        ("model", ANSWERS["gemini"][0]),
+        ("user", "And 2 + 2?"),
+    ]
+    listed = c.responses.input_items.list(second.id, order="asc").data
+    assert [(i.type, i.role) for i in listed] == [
+        ("message", "user"),
+        ("message", "assistant"),
+        ("message", "user"),
+    ]  # type: ignore[union-attr]
+    assert [i.role for i in c.responses.input_items.list(second.id).data] == ["user", "assistant", "user"][
+        ::-1
+    ]  # type: ignore[union-attr]
+    with pytest.raises(openai.BadRequestError):
+        c.responses.cancel(first.id)
+    c.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(first.id)
+    sent = len(emulator.requests)
+    with pytest.raises(openai.NotFoundError) as err:
+        c.responses.create(model=MODELS["gemini"], input="x", previous_response_id=first.id)
+    assert err.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
+    assert len(emulator.requests) == sent  # nothing sent
+    assert len(gw.wait_records(2)) == 2  # the two calls; the store's own answers are not accounted
+
+
+def test_streamed_responses_are_stored_and_store_false_keeps_nothing(gw):
+    c = client(gw, "ollama")
+    with c.responses.stream(model=ADAPTED_MODELS["ollama"], input="What is 1 + 1?") as stream:
+        final = stream.get_final_response()
+    assert c.responses.retrieve(final.id).output_text == final.output_text == ANSWERS["ollama"][0]
+    unkept = c.responses.create(model=ADAPTED_MODELS["ollama"], input="What is 1 + 1?", store=False)
+    assert unkept.store is False
+    with pytest.raises(openai.NotFoundError):
+        c.responses.retrieve(unkept.id)
 
 
 def test_upstream_errors_keep_their_status(gw):

@@ -180,6 +180,7 @@ class IngressStream(ObservedStream):
         super().__init__(inner)
         self._inner = inner
         self._events = events
+        self.events = events  # the client's writer: what it wrote, for addons that keep answers
         self._prompt_text = prompt_text
         self._sse = SSEParser()
         self._ended = False

@@ -60,11 +60,17 @@ def _bad(message: str, param: str | None = None) -> GatewayError:
 
 def _stateful(body: Mapping[str, Any]) -> None:
     """What only a provider that keeps responses can do."""
-    for name in ("previous_response_id", "conversation"):
+    # previous_response_id reaches here only when the gateway keeps no responses (the store addon
+    # otherwise replaces it with the stored context).
+    reasons = {
+        "previous_response_id": "the gateway keeps no responses (ai_proxy_responses_store is 0)",
+        "conversation": "conversations live at OpenAI only",
+    }
+    for name, reason in reasons.items():
         if body.get(name):
             raise GatewayError(
                 400,
-                f"{name}: this route's provider keeps no responses; send the whole conversation in 'input'",
+                f"{name}: {reason}; send the whole conversation in 'input'",
                 "unsupported_parameter",
                 param=name,
             )
@@ -270,7 +276,7 @@ def echo(body: Mapping[str, Any]) -> dict[str, Any]:
     out["parallel_tool_calls"] = body.get("parallel_tool_calls") is not False
     text = body.get("text")
     out["text"] = text if isinstance(text, dict) and "format" in text else {"format": {"type": "text"}}
-    out["store"] = False  # nothing is kept: previous_response_id cannot name this response
+    out["store"] = body.get("store") is not False  # kept by the gateway (addon/responses_store.py)
     return out
 
 
@@ -291,8 +297,10 @@ def response_usage(usage: Usage | None) -> dict[str, Any]:
     }
 
 
-def response_id(chat_id: Any, ctx: CallContext) -> str:
-    return f"resp_{chat_id}" if isinstance(chat_id, str) and chat_id else f"resp_{ctx.request_id}"
+def response_id(ctx: CallContext) -> str:
+    """The gateway's own request id, not the provider's answer id: unique per gateway, as the ids
+    the stored responses are found by must be."""
+    return f"resp_{ctx.request_id}"
 
 
 def _response(
@@ -345,7 +353,7 @@ def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) ->
     choices = chat.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    rid = response_id(chat.get("id"), ctx)
+    rid = response_id(ctx)
     output: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning:
@@ -369,6 +377,74 @@ def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) ->
     return out
 
 
+# --- stored responses (the state kept by addon/responses_store.py) ----------------------------------
+
+_ITEM_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
+def input_items(body: Mapping[str, Any], response_id: str) -> list[dict[str, Any]]:
+    """A request's ``input`` as items with ids, as ``input_items`` lists them and as a later
+    request's ``previous_response_id`` continues them."""
+    given = body.get("input")
+    items: list[Any] = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or [])
+    out = []
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        item = {"type": "message", **item} if "type" not in item else dict(item)
+        if item["type"] == "message" and isinstance(item.get("content"), str):
+            kind = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": kind, "text": item["content"]}]
+        if item["type"] == "message":
+            item.setdefault("status", "completed")
+        item.setdefault("id", f"{_ITEM_PREFIXES.get(item['type'], 'item')}_{response_id}_in{n}")
+        out.append(item)
+    return out
+
+
+def continued(body: Mapping[str, Any], context: list[dict[str, Any]]) -> dict[str, Any]:
+    """A request that names ``previous_response_id`` as the stateless request it stands for: the
+    earlier context (its inputs and outputs) first, then its own input."""
+    out = {k: v for k, v in body.items() if k != "previous_response_id"}
+    given = body.get("input")
+    own = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or [])
+    out["input"] = [*context, *own]
+    return out
+
+
+def item_page(items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    """``GET /responses/{id}/input_items``: newest first unless ``order=asc``; ``after`` and
+    ``limit`` (1-100, default 20) page through them."""
+    ordered = items if query.get("order") == "asc" else items[::-1]
+    after = query.get("after")
+    if after:
+        ids = [item.get("id") for item in ordered]
+        ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+    try:
+        limit = min(max(int(query.get("limit") or 20), 1), 100)
+    except ValueError:
+        limit = 20
+    page = ordered[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0].get("id") if page else None,
+        "last_id": page[-1].get("id") if page else None,
+        "has_more": len(ordered) > limit,
+    }
+
+
+def not_found(response_id: str, param: str | None = None) -> GatewayError:
+    if param == "previous_response_id":
+        return GatewayError(
+            404,
+            f"Previous response with id '{response_id}' not found.",
+            "previous_response_not_found",
+            param=param,
+        )
+    return GatewayError(404, f"No response found with id '{response_id}'.", "not_found")
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 
@@ -387,7 +463,7 @@ class ResponsesEvents:
     def __init__(self, ctx: CallContext) -> None:
         self.ctx = ctx
         self._seq = 0
-        self._id = response_id(None, ctx)
+        self._id = response_id(ctx)
         self._model = ctx.model
         self._started = False
         self._output: list[dict[str, Any]] = []  # items done, and the open one last
@@ -396,6 +472,7 @@ class ResponsesEvents:
         self._calls: dict[Any, int] = {}  # chat tool-call index -> output index
         self._finish: str | None = None
         self._ended = False
+        self.final: dict[str, Any] | None = None  # the whole Response, once the stream has ended
 
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
         data = {"type": kind, **data, "sequence_number": self._seq}
@@ -410,7 +487,6 @@ class ResponsesEvents:
             return []
         self._started = True
         chunk = chunk or {}
-        self._id = response_id(chunk.get("id"), self.ctx)
         if isinstance(chunk.get("model"), str) and chunk["model"]:
             self._model = chunk["model"]
         created = self._snapshot("in_progress", None)
@@ -546,6 +622,7 @@ class ResponsesEvents:
         out = [*self.start(None), *self._close()]
         final = self._snapshot("completed", response_usage(usage))
         _finish(final, self._finish)
+        self.final = final
         kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
         out.append(self._event(kind, {"response": final}))
         return out
