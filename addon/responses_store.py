@@ -23,6 +23,7 @@ import orjson
 from mitmproxy import ctx, http
 
 from addon.gateway import AIProxy
+from addon.stats import CONSUMER_METADATA
 from transforms.config import Route
 from transforms.errors import GatewayError
 from transforms.ingress import ADAPTERS, RESPONSES, ingress_for
@@ -37,6 +38,7 @@ _JSON = {"content-type": "application/json"}
 class Stored:
     response: dict[str, Any]
     inputs: list[dict[str, Any]]  # every input item the response answered, earlier context included
+    owner: str | None = None  # the gateway key that created it: only that key's clients see it
 
 
 @dataclass(slots=True)
@@ -46,10 +48,11 @@ class ResponseStore:
 
     size: int = DEFAULT_SIZE
     kept: OrderedDict[str, Stored] = field(default_factory=OrderedDict)
-    pending: dict[str, tuple[Route, list[dict[str, Any]], Any]] = field(default_factory=dict)
+    pending: dict[str, tuple[list[dict[str, Any]], str | None, Any]] = field(default_factory=dict)
 
-    def get(self, response_id: str) -> Stored | None:
-        return self.kept.get(response_id)
+    def get(self, response_id: str, owner: str | None = None) -> Stored | None:
+        found = self.kept.get(response_id)
+        return found if found is not None and found.owner == owner else None
 
     def put(self, response_id: str, stored: Stored) -> None:
         self.kept[response_id] = stored
@@ -103,12 +106,13 @@ class StoredResponses:
         if found is None or not _adapted(route):
             return
         rest, create = found
+        owner = flow.metadata.get(CONSUMER_METADATA)  # named by AccessControl, which runs first
         if create:
             if req.method == "POST":
-                self._create(flow, route)  # type: ignore[arg-type]
+                self._create(flow, owner)
             return
         parts = rest.strip("/").split("/")
-        stored = self.store.get(parts[0])
+        stored = self.store.get(parts[0], owner)
         if len(parts) > 2 or (len(parts) == 2 and parts[1] not in ("input_items", "cancel")):
             return  # not a Responses path: the gateway answers it
         if stored is None:
@@ -124,7 +128,7 @@ class StoredResponses:
             message = "Only responses created with background set to true can be cancelled."
             _error(flow, GatewayError(400, message, "invalid_request"))
 
-    def _create(self, flow: http.HTTPFlow, route: Route) -> None:
+    def _create(self, flow: http.HTTPFlow, owner: str | None) -> None:
         try:
             body = orjson.loads(flow.request.get_content(strict=False) or b"")
         except orjson.JSONDecodeError:
@@ -134,7 +138,7 @@ class StoredResponses:
         previous = body.get("previous_response_id")
         context: list[dict[str, Any]] = []
         if isinstance(previous, str) and previous:
-            stored = self.store.get(previous)
+            stored = self.store.get(previous, owner)
             if stored is None:
                 _error(flow, not_found(previous, "previous_response_id"))
                 return
@@ -143,7 +147,7 @@ class StoredResponses:
             flow.request.content = orjson.dumps(body)
         if body.get("store") is not False:
             own = input_items({**body, "input": body["input"][len(context) :]} if context else body, flow.id)
-            self.store.pending[flow.id] = (route, [*context, *own], None)
+            self.store.pending[flow.id] = ([*context, *own], owner, None)
 
 
 class ResponseKeeper:
@@ -157,14 +161,14 @@ class ResponseKeeper:
         pending = self.store.pending.get(flow.id)
         state = self.gateway.flow_state(flow) if pending is not None else None
         if pending is not None and state is not None and state.translator is not None:
-            route, inputs, _ = pending  # the stream's writer holds the Response once it has ended
-            self.store.pending[flow.id] = (route, inputs, getattr(state.translator, "events", None))
+            inputs, owner, _ = pending  # the stream's writer holds the Response once it has ended
+            self.store.pending[flow.id] = (inputs, owner, getattr(state.translator, "events", None))
 
     def response(self, flow: http.HTTPFlow) -> None:
         pending = self.store.pending.pop(flow.id, None)
         if pending is None or flow.response is None or not 200 <= flow.response.status_code < 300:
             return
-        _, inputs, events = pending
+        inputs, owner, events = pending
         if events is not None:
             response = getattr(events, "final", None)
         else:
@@ -173,7 +177,7 @@ class ResponseKeeper:
             except orjson.JSONDecodeError:
                 return
         if isinstance(response, dict) and isinstance(response.get("id"), str):
-            self.store.put(response["id"], Stored(response, inputs))
+            self.store.put(response["id"], Stored(response, inputs, owner))
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.store.pending.pop(flow.id, None)

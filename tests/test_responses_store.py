@@ -63,3 +63,11 @@ def test_unknown_ids_are_404s_in_openais_shape():
         "previous_response_id",
     )
     assert not_found("resp_x").code == "not_found"
+
+
+def test_a_stored_response_is_seen_only_by_the_gateway_key_that_made_it():
+    store = ResponseStore()
+    store.put("resp_a", Stored({"id": "resp_a"}, [], owner="team-a"))
+    assert store.get("resp_a", "team-a") is not None
+    assert store.get("resp_a", "team-b") is None
+    assert store.get("resp_a") is None  # a client with no gateway key
