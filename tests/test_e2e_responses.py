@@ -237,6 +237,19 @@ def test_streamed_tool_calls(gw):
     assert names[-1] == "get_time" and "get_weather" in names
 
 
+def test_built_in_tools_are_left_out_and_said_once(gw, emulator):
+    c = client(gw, "ollama")
+    for _ in range(2):
+        response = c.responses.create(
+            model=ADAPTED_MODELS["ollama"], input="What is 1 + 1?", tools=[WEATHER, {"type": "web_search"}]
+        )
+        assert response.output_text == ANSWERS["ollama"][0]
+        assert [t["function"]["name"] for t in emulator.last.json()["tools"]] == ["get_weather"]
+    gw.wait_records(2)
+    line = "route=responses-on-ollama: responses clients' built-in tools web_search left out of the offer"
+    assert gw.log.count(line) == 1
+
+
 def test_json_schema_output(gw, emulator):
     schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
     c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/json_schema/response.json"})

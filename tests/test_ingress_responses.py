@@ -14,7 +14,7 @@ from streams import splits
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
 from transforms.ingress import ADAPTERS, RESPONSES, IngressStream, client_error, ingress_for
-from transforms.ingress.responses import ResponsesEvents, echo, from_chat, to_chat
+from transforms.ingress.responses import ResponsesEvents, echo, from_chat, notes, to_chat
 from transforms.stream import OpenAIStream
 from transforms.types import CallContext, Usage
 
@@ -424,3 +424,11 @@ def test_openai_and_azure_are_forwarded_every_other_provider_is_adapted():
 def test_gateway_errors_keep_openais_shape_with_code_and_param():
     body = GatewayError(400, "bad", "unsupported_parameter", param="background").body()
     assert client_error(route("gemini"), 400, body) == body
+
+
+def test_built_in_tools_left_out_are_noted_for_the_event_log():
+    assert notes({"tools": [WEATHER, {"type": "web_search"}, {"type": "custom", "name": "apply_patch"}]}) == {
+        "responses-builtin-custom-web_search": "responses clients' built-in tools custom, web_search left out of "
+        "the offer: they run at OpenAI only"
+    }
+    assert notes({"tools": [WEATHER]}) == {}

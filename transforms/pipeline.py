@@ -233,6 +233,8 @@ def _client_to_chat(
     if counts_tokens:
         chat.pop("stream", None)  # a count is one JSON answer, whatever the client's body says
     notes = {f"ingress-ignored-{'-'.join(ignored)}": note} if ignored else {}
+    if ingress.notes is not None:
+        notes.update(ingress.notes(body))
     return chat, notes, counts_tokens, (ingress.echo(body) if ingress.echo is not None else {})
 
 

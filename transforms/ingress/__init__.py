@@ -73,6 +73,9 @@ class Ingress:
     # The client's errors are OpenAI's own: the gateway's error bodies go out unchanged (with their
     # code and param) instead of through error_body.
     openai_errors: bool = False
+    # Event-log notes on what a request offered that the chat form leaves out (built-in tools):
+    # rule -> text, said once per route.
+    notes: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
 
     def operation(self, path: str) -> str | None:
         for suffix, operation in self.operations.items():
@@ -106,6 +109,7 @@ ADAPTERS: Mapping[str, Ingress] = {
         ignored_fields=responses.IGNORED_FIELDS,
         echo=responses.echo,
         openai_errors=True,
+        notes=responses.notes,
     ),
 }
 # Providers that serve the Responses API themselves: their routes forward it (transforms/pipeline).

@@ -204,6 +204,22 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
     return out
 
 
+def notes(body: Mapping[str, Any]) -> dict[str, str]:
+    """The built-in tools a request offered, left out of the provider's offer (for the event log)."""
+    tools = body.get("tools")
+    kinds = sorted(
+        {str(t.get("type")) for t in tools if isinstance(t, dict) and t.get("type") != "function"}
+        if isinstance(tools, list)
+        else ()
+    )
+    if not kinds:
+        return {}
+    text = (
+        f"responses clients' built-in tools {', '.join(kinds)} left out of the offer: they run at OpenAI only"
+    )
+    return {f"responses-builtin-{'-'.join(kinds)}": text}
+
+
 def _tool_choice(choice: Any) -> Any:
     if choice in ("auto", "none", "required"):
         return choice
