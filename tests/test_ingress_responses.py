@@ -15,8 +15,10 @@ from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
 from transforms.ingress import ADAPTERS, RESPONSES, IngressStream, client_error, ingress_for
 from transforms.ingress.responses import ResponsesEvents, echo, from_chat, notes, to_chat
+from transforms.pipeline import prepare
+from transforms.recognize import UNMETERED
 from transforms.stream import OpenAIStream
-from transforms.types import CallContext, Usage
+from transforms.types import CallContext, Inbound, Usage
 
 PARAMS = TypeAdapter(ResponseCreateParams)
 EVENT = TypeAdapter(ResponseStreamEvent)
@@ -432,3 +434,68 @@ def test_built_in_tools_left_out_are_noted_for_the_event_log():
         "the offer: they run at OpenAI only"
     }
     assert notes({"tools": [WEATHER]}) == {}
+
+
+# --- forwarded: the URL rules of openai and azure (pure prepare) ------------------------------------
+
+
+def forwarded(provider: str, method: str = "POST", path: str = "/x/v1/responses", query=(), **options: Any):
+    route = Route.model_validate(
+        {
+            "name": "r",
+            "route_type": "llm/v1/responses",
+            "match": {"path": "/x/v1/responses"},
+            "auth": {"header_name": "api-key", "header_value": "configured-key-0123"},
+            "model": {"provider": provider, "name": "gpt-5-mini", "options": options},
+        }
+    )
+    body = orjson.dumps({"model": "gpt-5-mini", "input": "hi"}) if method == "POST" else b""
+    inbound = Inbound(method, "gw", path, list(query), {"api-key": "client"}, body)
+    return prepare(route, inbound, request_id="abc", now=1700000000)
+
+
+AZURE = {"azure_instance": "inst", "azure_deployment_id": "dep"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "options", "method", "path", "query", "url"),
+    [
+        ("openai", {}, "POST", "/x/v1/responses", (), "https://api.openai.com/v1/responses"),
+        ("openai", {}, "GET", "/x/v1/responses/resp_1/input_items", [("limit", "2")], "https://api.openai.com/v1/responses/resp_1/input_items?limit=2"),
+        ("openai", {"upstream_url": "http://h:1/base/responses"}, "DELETE", "/x/v1/responses/resp_1", (), "http://h:1/base/responses/resp_1"),
+        ("openai", {"upstream_url": "http://h:1"}, "POST", "/x/v1/responses/resp_1/cancel", (), "http://h:1/v1/responses/resp_1/cancel"),
+        ("azure", {**AZURE, "azure_api_version": "preview"}, "POST", "/x/v1/responses", (), "https://inst.openai.azure.com/openai/v1/responses?api-version=preview"),
+        ("azure", {**AZURE, "azure_api_version": "2025-04-01-preview"}, "GET", "/x/v1/responses/r", (), "https://inst.openai.azure.com/openai/responses/r?api-version=2025-04-01-preview"),
+        ("azure", {**AZURE, "azure_api_version": "preview"}, "POST", "/x/v1/responses", [("api-version", "2025-05-01")], "https://inst.openai.azure.com/openai/v1/responses?api-version=2025-05-01"),
+    ],
+)  # fmt: skip
+def test_forwarded_urls(provider, options, method, path, query, url):
+    prep = forwarded(provider, method, path, query, **options)
+    assert prep.upstream.url == url
+    assert prep.upstream.method == method
+    assert prep.upstream.set_headers["api-key"] == "configured-key-0123"
+    assert prep.metered is (method == "POST" and path == "/x/v1/responses")
+    assert prep.native is not None and prep.native.operation == ("responses" if prep.metered else UNMETERED)
+
+
+def test_forwarded_create_enforces_the_model_and_azure_names_its_deployment():
+    assert orjson.loads(forwarded("azure", **AZURE).upstream.body)["model"] == "dep"
+    route = Route.model_validate(
+        {
+            "name": "r",
+            "route_type": "llm/v1/responses",
+            "model": {"provider": "openai", "name": "gpt-5-mini", "options": {"max_tokens": 64}},
+        }
+    )
+    with pytest.raises(GatewayError) as e:
+        prepare(
+            route,
+            Inbound("POST", "gw", "/v1/responses", [], {}, b'{"model":"gpt-4o","input":"x"}'),
+            request_id="a",
+            now=1,
+        )
+    assert (e.value.status, e.value.code) == (400, "model_not_allowed")
+    prep = prepare(
+        route, Inbound("POST", "gw", "/v1/responses", [], {}, b'{"input":"x"}'), request_id="a", now=1
+    )
+    assert orjson.loads(prep.upstream.body) == {"input": "x", "model": "gpt-5-mini", "max_output_tokens": 64}
