@@ -55,6 +55,14 @@ CLAUDE_CODE_VERSION ?= 2.1
 claude-code:
 	npm install --prefix tests/.node --no-audit --no-fund @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 
+.PHONY: codex
+
+## Install the Codex CLI (npm @openai/codex) into tests/.node (git-ignored) for the Codex end-to-end
+## tests on Responses API routes, which are skipped without it (AI_PROXY_CODEX_BIN may name another one).
+CODEX_VERSION ?= 0.171
+codex:
+	npm install --prefix tests/.node --no-audit --no-fund @openai/codex@$(CODEX_VERSION)
+
 .PHONY: bench bench-smoke bench-profile
 
 ## Benchmark (issue 6): fetches nginx, wrk and the Portkey gateway into bench/.scratch (git-ignored),

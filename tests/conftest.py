@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -196,6 +197,19 @@ def gateway(
         return gw
 
     return start
+
+
+def npm_cli(name: str, env_var: str) -> str | None:
+    """An npm CLI the end-to-end tests drive (claude, codex): the one ``env_var`` names, else the
+    project-local install in tests/.node (``make claude-code`` / ``make codex``; git-ignored), else
+    ``name`` on PATH. None: not installed (CI has no npm; those tests are skipped)."""
+    named = os.environ.get(env_var)
+    if named:
+        return named if Path(named).is_file() else None
+    local = ROOT / "tests" / ".node" / "node_modules" / ".bin" / name
+    if local.is_file():
+        return str(local)
+    return shutil.which(name)
 
 
 def route(

@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-from pathlib import Path
 
 import anthropic
 import httpx
 import orjson
 import pytest
 from anthropic.types import Message
-from conftest import fixture_bytes, route
+from conftest import fixture_bytes, npm_cli, route
 
 MODELS = {
     "openai": "gpt-4o-mini",
@@ -381,21 +379,8 @@ def test_claude_code_extras_do_not_fail_the_call(gw, emulator):
 
 # --- Claude Code itself ---------------------------------------------------------------------------
 
-# `make claude-code` installs the CLI here (git-ignored); CI has no npm and skips these tests.
-LOCAL_CLAUDE = Path(__file__).resolve().parent / ".node" / "node_modules" / ".bin" / "claude"
-
-
-def claude_bin() -> str | None:
-    """The Claude Code CLI: AI_PROXY_CLAUDE_BIN, else the project-local install, else `claude` on PATH."""
-    named = os.environ.get("AI_PROXY_CLAUDE_BIN")
-    if named:
-        return named if Path(named).is_file() else None
-    if LOCAL_CLAUDE.is_file():
-        return str(LOCAL_CLAUDE)
-    return shutil.which("claude")
-
-
-CLAUDE = claude_bin()
+# `make claude-code` installs the CLI into tests/.node (git-ignored); CI has no npm and skips these tests.
+CLAUDE = npm_cli("claude", "AI_PROXY_CLAUDE_BIN")
 
 
 @pytest.mark.skipif(

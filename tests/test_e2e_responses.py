@@ -5,15 +5,13 @@ provider."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import openai
 import orjson
 import pytest
-from conftest import route
+from conftest import npm_cli, route
 from openai.types.responses import Response
 from test_e2e_ingress_anthropic import ANSWERS, AUTH, MODELS, OPTIONS
 
@@ -407,14 +405,13 @@ def test_azure_preview_uses_the_v1_path_with_the_deployment_as_model(gw, emulato
 
 # --- the Codex CLI (npm @openai/codex), when installed ------------------------------------------------
 
-CODEX = (
-    os.environ.get("AI_PROXY_CODEX_BIN")
-    or shutil.which("codex")
-    or "/tmp/responses-codex/node_modules/.bin/codex"
+# `make codex` installs the CLI into tests/.node (git-ignored); CI has no npm and skips these tests.
+CODEX = npm_cli("codex", "AI_PROXY_CODEX_BIN")
+
+
+@pytest.mark.skipif(
+    CODEX is None, reason="the Codex CLI is not installed: `make codex` (npm), or set AI_PROXY_CODEX_BIN"
 )
-
-
-@pytest.mark.skipif(not Path(CODEX).exists(), reason="the Codex CLI (npm @openai/codex) is not installed")
 @pytest.mark.parametrize("provider", ["gemini", "ollama"])
 def test_codex_exec_runs_on_other_providers(gw, emulator, tmp_path, provider):
     """``codex exec`` (non-interactive) with a model provider whose base_url is a Responses route:
@@ -430,7 +427,7 @@ def test_codex_exec_runs_on_other_providers(gw, emulator, tmp_path, provider):
     (tmp_path / ".codex").mkdir()
     done = subprocess.run(
         [
-            CODEX,
+            CODEX,  # type: ignore[list-item]
             "exec",
             "--skip-git-repo-check",
             "-m",

@@ -98,3 +98,9 @@ def test_claude_code_installs_into_the_git_ignored_tests_node(tree: Path) -> Non
     [line] = [line for line in dry_run(tree, "claude-code") if not line.startswith("make")]  # not make[1]: …
     assert line == "npm install --prefix tests/.node --no-audit --no-fund @anthropic-ai/claude-code@2.1"
     assert "tests/.node/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_codex_installs_into_the_git_ignored_tests_node(tree: Path) -> None:
+    """The Codex e2e tests look for the CLI in tests/.node (tests/test_e2e_responses.py)."""
+    [line] = [line for line in dry_run(tree, "codex") if not line.startswith("make")]
+    assert line == "npm install --prefix tests/.node --no-audit --no-fund @openai/codex@0.171"
