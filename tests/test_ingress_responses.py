@@ -499,3 +499,41 @@ def test_forwarded_create_enforces_the_model_and_azure_names_its_deployment():
         route, Inbound("POST", "gw", "/v1/responses", [], {}, b'{"input":"x"}'), request_id="a", now=1
     )
     assert orjson.loads(prep.upstream.body) == {"input": "x", "model": "gpt-5-mini", "max_output_tokens": 64}
+
+
+@pytest.mark.parametrize("provider", ["gemini", "openai"])
+def test_streaming_policy_and_body_limit_hold_on_responses_routes(provider):
+    def route(**extra: Any) -> Route:
+        return Route.model_validate(
+            {
+                "name": "r",
+                "route_type": "llm/v1/responses",
+                "model": {"provider": provider, "name": "m"},
+                **extra,
+            }
+        )
+
+    body = b'{"model":"m","input":"hi","stream":true}'
+    with pytest.raises(GatewayError) as e:
+        prepare(
+            route(response_streaming="deny"),
+            Inbound("POST", "gw", "/v1/responses", [], {}, body),
+            request_id="a",
+            now=1,
+        )
+    assert (e.value.status, e.value.code) == (400, "streaming_disabled")
+    with pytest.raises(GatewayError) as e:
+        prepare(
+            route(max_request_body_size=10),
+            Inbound("POST", "gw", "/v1/responses", [], {}, body),
+            request_id="a",
+            now=1,
+        )
+    assert e.value.status == 413
+    prep = prepare(
+        route(response_streaming="always"),
+        Inbound("POST", "gw", "/v1/responses", [], {}, body[:-15] + b"}"),
+        request_id="a",
+        now=1,
+    )
+    assert prep.stream is True
