@@ -212,7 +212,6 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
         assert not set(map(id, second.addons)) & set(map(id, first.addons))
         assert second.addons[1].gateway is second.addons[5]
         assert second.addons[6].gateway is second.addons[5]
-        assert second.addons[7].gateway is second.addons[5]
         assert second.addons[5].plugins is second.addons[8]
         assert second.addons[9].gateway is second.addons[5]
         assert second.addons[3].store is second.addons[6].store
