@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
 
@@ -295,6 +296,34 @@ async def test_an_unreadable_stream_passes_byte_for_byte_and_is_recorded_with_an
         meta = flow.metadata["ai_proxy"]["ai"]["proxy"]["meta"]
         assert meta["error"] == "cannot read the provider's stream: JSONDecodeError"
         assert meta["request_mode"] == "stream"
+
+
+@pytest.mark.parametrize("encoding", ["", "gzip"])
+async def test_a_recognised_stream_keeps_its_transcript_for_the_view(tmp_path, encoding):
+    """mitmproxy stores no streamed body: the view shows what the gateway assembled while counting,
+    for recognised traffic too, and through a gzip-encoded stream."""
+    gateway, inspector, summary = addons()
+    config = tmp_path / "routes.json"
+    config.write_bytes(b'{"routes": []}')
+    with taddons.context(gateway, inspector, summary) as tctx:
+        tctx.configure(gateway, ai_proxy_config=str(config))
+        body = b'{"model": "claude-sonnet-4-5", "stream": true, "messages": []}'
+        flow = provider_flow("api.anthropic.com", "/v1/messages", body)
+        await gateway.request(flow)
+        headers = [(b"content-type", b"text/event-stream")]
+        raw = fixture_bytes("anthropic/chat/stream.sse")
+        if encoding:
+            headers.append((b"content-encoding", encoding.encode()))
+            raw = gzip.compress(raw)
+        flow.response = tutils.tresp(content=None, headers=headers)
+        gateway.responseheaders(flow)
+        chunks = [raw[i : i + 7] for i in range(0, len(raw), 7)] + [b""]
+        assert [flow.response.stream(c) for c in chunks] == chunks  # the provider's bytes, as they came
+        gateway.response(flow)
+        kept = flow.metadata["ai_proxy"]
+        assert kept["assembled"]["text"] == "The capital of Australia is Canberra — not Sydney."
+        assert kept["ai"]["proxy"]["usage"]["completion_tokens"] == 13
+        assert "error" not in kept["ai"]["proxy"]["meta"]
 
 
 async def test_an_explicit_reject_policy_wins_over_inspection(tmp_path):
