@@ -22,7 +22,8 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from addon.gateway import AIProxy, FlowState
+from addon.flows import FlowState
+from addon.gateway import AIProxy
 from transforms.cassette import (
     RECORD_MODES,
     RECORDED_STATUSES,

@@ -18,7 +18,8 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from addon.gateway import AIProxy, ai_metadata, set_headers
+from addon.flows import ai_metadata, set_headers
+from addon.gateway import AIProxy
 from transforms.auth import apply_auth
 from transforms.errors import GatewayError
 from transforms.masking import (

@@ -3,6 +3,8 @@
 Hooks stay thin: they adapt a flow to plain data (``Inbound``), call ``transforms.pipeline`` and
 write the result back. Every hook of a matched flow fails closed: an unexpected error answers the
 client with a 500 instead of letting an untranslated request (with its credential) go upstream.
+The flow helpers are in ``addon/flows.py``; recognised traffic no route matches is handled by
+``addon/inspected_flows.py``.
 """
 
 from __future__ import annotations
@@ -14,38 +16,38 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import traverse
-from mitmproxy.net.http import url
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from addon.config_loader import ConfigError, load_config
-from addon.gcp_auth import GcpTokenSource
-from addon.stats import (
-    CONSUMER_METADATA,
-    MAX_PAYLOAD,
-    ORIGINAL_REQUEST_METADATA,
-    PLUGINS_METADATA,
-    CallFacts,
-    StatsSink,
-    build_record,
+from addon.flows import (
+    FlowState,
+    ai_metadata,
+    answer_error,
+    apply_upstream,
+    call_facts,
+    inbound_from,
+    is_stream,
+    set_headers,
+    stream_translator,
+    translated_stream,
 )
+from addon.gcp_auth import GcpTokenSource
+from addon.inspected_flows import UnmatchedInspector, claim_unmatched, observe_inspected, read_inspected
+from addon.stats import StatsSink, build_record
 from transforms.config import GatewayConfig, Route
-from transforms.errors import GatewayError, error_body
-from transforms.ingress import IngressStream, client_error
+from transforms.errors import GatewayError
+from transforms.ingress import client_error
 from transforms.limits import header_value
 from transforms.masking import CLIENT_REQUEST_BODY_LIMIT, client_request
-from transforms.native import decoded, usage_reader
 from transforms.pipeline import Answer, Prepared, prepare, translate_response
 from transforms.redact import redact_text
-from transforms.stream import ObservedStream, OpenAIStream
 from transforms.transcript import assembled
-from transforms.types import Inbound, StreamTranslator, Upstream, Usage
+from transforms.types import Inbound, Usage
 from transforms.usage import estimate_usage
 
 logger = logging.getLogger("ai_proxy")
@@ -54,21 +56,6 @@ UNMATCHED_CHOICES = ("auto", "pass", "reject")
 CONFIG_POLL_SECONDS = 1.0
 OVERHEAD_HEADER = "x-ai-proxy-overhead-ms"
 MODEL_HEADER = "x-ai-proxy-model"
-OPENAI_FORMATS = frozenset({"openai", "azure", "mistral", "llama2"})
-# Upstream content types that are streams even when the request did not say so (passthrough routes).
-STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream", "application/x-ndjson")
-
-
-class UnmatchedInspector(Protocol):
-    """What the gateway asks about flows no configured route matches (addon/inspection.py)."""
-
-    def claim(self, flow: http.HTTPFlow) -> Prepared | None:
-        """The flow's accounting (``inspected`` set) if it calls a known LLM API; the flow is not changed."""
-        ...
-
-    def passes(self, flow: http.HTTPFlow) -> bool:
-        """True when the flow goes to a known provider: passed on even where unmatched flows are rejected."""
-        ...
 
 
 class PromptPlugins(Protocol):
@@ -82,28 +69,6 @@ class PromptPlugins(Protocol):
     async def after_answer(self, flow: http.HTTPFlow, route: Route) -> None:
         """Rewrites ``flow.response`` (the translated answer) with the response transformer."""
         ...
-
-
-@dataclass(slots=True)
-class FlowState:
-    """Per-flow working state; lives from the request hook to the response or error hook."""
-
-    route: Route
-    prep: Prepared | None = None
-    sent_at: float = 0.0  # when the request left for the upstream
-    overhead: float = 0.0  # seconds spent in our hooks
-    translator: StreamTranslator | None = None
-    streamed: list[bytes] = field(default_factory=list)  # client-bound bytes, kept for payload logs
-    streamed_size: int = 0  # kept only up to the payload log's MAX_PAYLOAD
-    first_token_at: float | None = None
-    broken: bool = False  # a hook failed after the request went out: answer 500 when the body is in
-    error: str | None = None  # inspected traffic whose answer could not be read (recorded, never failed)
-    # The provider's own answer before translation, for addons that keep it (cassettes): headers as
-    # mitmproxy's immutable field tuple, body only for answers read whole.
-    upstream_status: int = 0
-    upstream_headers: tuple[tuple[bytes, bytes], ...] = ()
-    upstream_body: bytes | None = None
-    replayed: bool = False  # answered from a cassette: the statistics record says so
 
 
 class AIProxy:
@@ -241,11 +206,13 @@ class AIProxy:
         host = flow.request.pretty_host if self._match_hosts else ""
         route = self._find(host, flow.request.path.partition("?")[0])
         if route is None:
-            if ctx.options.ai_proxy_unmatched != "reject" and self._claim_unmatched(flow):
+            policy = ctx.options.ai_proxy_unmatched
+            if policy != "reject" and (claimed := claim_unmatched(self.inspectors, flow)) is not None:
+                self._live[flow.id] = claimed
                 return
             if self._reject_unmatched(flow):
                 path = flow.request.path.split("?", 1)[0]
-                _answer_error(
+                answer_error(
                     flow, GatewayError(404, f"no route for {flow.request.method} {path}", "unknown_route")
                 )
             return
@@ -276,7 +243,7 @@ class AIProxy:
             self._live[flow.id] = state
         except GatewayError as e:
             logger.info(f"ai_proxy route={route.name} rejected the request ({e.status}): {e.message}")
-            _answer_error(flow, e, route)
+            answer_error(flow, e, route)
         except Exception:
             self._fail_closed(flow, route, "request")
         finally:
@@ -286,18 +253,18 @@ class AIProxy:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = self._live.get(flow.id)
         if state is None or state.prep is None or flow.response is None:
-            if flow.response is not None and not flow.response.stream and _is_stream(flow.response):
+            if flow.response is not None and not flow.response.stream and is_stream(flow.response):
                 flow.response.stream = True  # never buffer someone's event stream, even unmatched
             return
         state.upstream_status = flow.response.status_code
         state.upstream_headers = flow.response.headers.fields
         if state.prep.inspected:
-            self._observe_inspected(flow, state)
+            observe_inspected(flow, state)
             return
         started = time.perf_counter()
         try:
             # An error answer to a stream request is read whole and translated as JSON.
-            streaming = state.prep.stream or (state.prep.passthrough and _is_stream(flow.response))
+            streaming = state.prep.stream or (state.prep.passthrough and is_stream(flow.response))
             if streaming and 200 <= flow.response.status_code < 300:
                 self._start_stream(flow, state)
         except Exception:
@@ -336,7 +303,7 @@ class AIProxy:
             await self._prompt_plugins().after_answer(flow, state.route)
         except GatewayError as e:
             state.error = f"response_transformer: {e.message}"  # the provider call is recorded still
-            _answer_error(flow, e, state.route)
+            answer_error(flow, e, state.route)
         except Exception:
             self._fail_closed(flow, state.route, "response")
         self._record_answer(flow, state, answer)
@@ -383,71 +350,10 @@ class AIProxy:
         key = route.auth.gcp_service_account_json or self.env.get("GCP_SERVICE_ACCOUNT")
         return {"gcp_access_token": await self.gcp_tokens.token(key)}
 
-    def _claim_unmatched(self, flow: http.HTTPFlow) -> bool:
-        for inspector in self.inspectors:
-            try:
-                prep = inspector.claim(flow)
-            except Exception:  # inspection must never cost a client its call: pass the flow on
-                logger.exception("ai_proxy: internal error while recognising an unmatched flow")
-                continue
-            if prep is not None:
-                self._live[flow.id] = FlowState(prep.route, prep, sent_at=time.time())
-                return True
-        return False
-
-    # --- recognised traffic: read on the side, never changed, never failed -------------------------
-
-    def _observe_inspected(self, flow: http.HTTPFlow, state: FlowState) -> None:
-        prep, resp = state.prep, flow.response
-        assert prep is not None and resp is not None
-        if not (prep.stream or _is_stream(resp)) or not 200 <= resp.status_code < 300:
-            if not resp.stream and _is_stream(resp):
-                resp.stream = True
-            return
-        try:
-            translator = decoded(stream_translator(prep), resp.headers.get("content-encoding", ""))
-        except Exception as e:
-            state.error = f"cannot read the provider's stream: {e}"
-            resp.stream = True  # passed on unread; recorded without usage
-            return
-        state.translator = translator
-
-        def observe(data: bytes) -> list[bytes] | bytes:
-            if state.first_token_at is None and data:
-                state.first_token_at = time.time()
-            if state.error is None:
-                try:
-                    translator.feed(data) if data else translator.finish()
-                except Exception as e:
-                    state.error = f"cannot read the provider's stream: {type(e).__name__}"
-            return data  # the client gets the provider's bytes, as they arrive
-
-        resp.stream = observe
-
     def _account_inspected(self, flow: http.HTTPFlow, state: FlowState) -> None:
-        prep, resp = state.prep, flow.response
-        assert prep is not None and resp is not None
-        try:
-            if state.translator is not None:
-                usage = state.translator.usage
-                model = state.translator.response_model
-                state.error = state.error or getattr(state.translator, "error", None)
-                transcript = assembled(state.translator, usage)
-                if transcript is not None:  # the view shows it: mitmproxy keeps no streamed body
-                    ai_metadata(flow)["assembled"] = transcript
-            elif state.error is not None:
-                usage, model = None, None
-            else:
-                headers = {k.lower(): v for k, v in resp.headers.items()}
-                raw = resp.get_content(strict=False) or b""
-                state.upstream_body = raw
-                answer = translate_response(prep, resp.status_code, raw, headers)
-                usage, model = answer.usage, answer.response_model
-                state.error = state.error or answer.error
-        except Exception as e:
-            usage, model = None, None
-            state.error = f"cannot read the provider's answer: {type(e).__name__}"
-        self._record(flow, state, usage, model, resp.status_code, None)
+        assert flow.response is not None
+        usage, model = read_inspected(flow, state)
+        self._record(flow, state, usage, model, flow.response.status_code, None)
 
     def _reject_unmatched(self, flow: http.HTTPFlow) -> bool:
         policy = ctx.options.ai_proxy_unmatched
@@ -507,29 +413,7 @@ class AIProxy:
             changes[MODEL_HEADER] = header_value(f"{state.route.provider}/{prep.request_model}")
         changes[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
         set_headers(flow.response, changes)
-        keep_payload = state.route.logging.log_payloads
-        route_name = state.route.name
-
-        def on_chunk(data: bytes) -> list[bytes]:
-            try:
-                out = translator.feed(data) if data else translator.finish()
-            except Exception:
-                logger.exception(f"ai_proxy route={route_name}: stream translation failed")
-                out = _stream_error_frames(prep, "the gateway failed to translate the upstream stream")
-                translator.feed = lambda _data: []  # type: ignore[method-assign]
-                translator.finish = lambda: []  # type: ignore[method-assign]
-            if out and state.first_token_at is None:
-                state.first_token_at = time.time()
-            if len(out) > 1:
-                # One write to the client per network chunk: mitmproxy sends every item of the list
-                # as its own HTTP message event and socket write, which cost more than translating.
-                out = [b"".join(out)]
-            if keep_payload and state.streamed_size < MAX_PAYLOAD:
-                state.streamed.extend(out)
-                state.streamed_size += sum(map(len, out))
-            return out
-
-        flow.response.stream = on_chunk
+        flow.response.stream = translated_stream(state, translator)
 
     def _finish_stream(self, flow: http.HTTPFlow, state: FlowState) -> None:
         translator = state.translator
@@ -558,30 +442,7 @@ class AIProxy:
         route, prep = state.route, state.prep
         if prep is None or not prep.metered or not route.logging.log_statistics:
             return
-        resp = flow.response
-        latency = int(max(0.0, (resp.timestamp_start - state.sent_at)) * 1000) if resp else 0
-        ttft = None
-        if state.first_token_at is not None:
-            ttft = int(max(0.0, state.first_token_at - state.sent_at) * 1000)
-        facts = CallFacts(
-            route=route,
-            request_model=prep.request_model,
-            response_model=response_model,
-            usage=usage,
-            llm_latency_ms=latency,
-            stream=state.translator is not None,
-            status=status,
-            time_to_first_token_ms=ttft,
-            request_payload=prep.upstream.body,
-            response_payload=response_body,
-            secrets=prep.secrets,
-            consumer=flow.metadata.get(CONSUMER_METADATA),
-            error="; ".join(e for e in (prep.error, state.error, error) if e) or None,
-            replayed=state.replayed,
-            plugins=tuple(flow.metadata.get(PLUGINS_METADATA, ())),
-            original_request=flow.metadata.get(ORIGINAL_REQUEST_METADATA),
-        )
-        record = build_record(facts)
+        record = build_record(call_facts(flow, state, usage, response_model, status, response_body, error))
         ai_metadata(flow).update(record)
         self.stats.emit(record)
 
@@ -604,102 +465,9 @@ class AIProxy:
         message = f"internal error in the AI gateway ({hook}); the request was not forwarded"
         if hook != "request":
             message = f"internal error in the AI gateway ({hook})"
-        _answer_error(flow, GatewayError(500, message, "gateway_error"), route)
+        answer_error(flow, GatewayError(500, message, "gateway_error"), route)
 
 
 def _add_log_hooks() -> bool:
     """Whether a loaded addon defines the deprecated ``add_log`` hook (see stats.line_is_heard)."""
     return any(callable(getattr(addon, "add_log", None)) for addon in traverse(ctx.master.addons.chain))
-
-
-def ai_metadata(flow: http.HTTPFlow) -> dict[str, Any]:
-    """``flow.metadata["ai_proxy"]``: the statistics record, the client's request, the assembled
-    stream, the credential mask. Plain JSON-able values only: flows are saved with ``-w``."""
-    return flow.metadata.setdefault("ai_proxy", {})
-
-
-def stream_translator(prep: Prepared) -> StreamTranslator:
-    """Translated routes get their provider's translator; passthrough bytes are only observed, by the
-    provider's own reader where it has one (native formats), else as OpenAI SSE."""
-    native = prep.native
-    reader = usage_reader(native.format, native.operation) if native is not None else None
-    if reader is not None:  # native operations the chat translator does not read
-        return ObservedStream(reader)
-    route_type = "llm/v1/chat" if prep.passthrough or prep.ctx is None else prep.ctx.route_type
-    chat = prep.spec.routes.get(route_type)
-    reader = chat.new_stream(prep.ctx) if chat and chat.new_stream and prep.ctx else None
-    if not prep.passthrough and reader is not None:
-        if prep.ingress is not None and prep.ctx is not None:  # chat chunks -> the client's events
-            return IngressStream(reader, prep.ingress.new_events(prep.ctx), prep.prompt_text)
-        return reader
-    if reader is None or prep.spec.name in OPENAI_FORMATS:
-        return OpenAIStream()
-    return ObservedStream(reader)
-
-
-def inbound_from(flow: http.HTTPFlow, host: str) -> Inbound:
-    """The flow's request as plain data. Reads mitmproxy's raw header fields: its Mapping views
-    cost tens of microseconds per request."""
-    req = flow.request
-    path, _, query = req.path.partition("?")
-    headers = {
-        name.decode("latin-1").lower(): value.decode("utf-8", "surrogateescape")
-        for name, value in req.headers.fields
-    }
-    return Inbound(
-        method=req.method,
-        host=host,
-        path=path,
-        query=parse_qsl(query, keep_blank_values=True) if query else [],
-        headers=headers,
-        body=req.get_content(strict=False) or b"",
-    )
-
-
-def apply_upstream(req: http.Request, up: Upstream) -> None:
-    """Point the request at the provider, in one pass over the headers (the Host header and the
-    body's length included) instead of one mitmproxy header operation per change."""
-    body = up.body
-    changes: dict[str, str | None] = dict.fromkeys((*up.remove_headers, "host"))
-    changes.update(up.set_headers)
-    changes["content-length"] = str(len(body))
-    set_headers(req, changes)
-    req.method = up.method
-    req.data.scheme = up.scheme.encode()
-    req.data.host = up.host
-    req.data.port = up.port
-    req.data.path = up.target.encode()
-    req.host_header = url.hostport(up.scheme, up.host, up.port)  # Host (HTTP/1) or :authority (HTTP/2)
-    req.raw_content = body
-
-
-def set_headers(message: http.Message, changes: Mapping[str, str | None]) -> None:
-    """Set headers (None: remove them) in one pass over mitmproxy's raw header fields: each of its
-    Headers operations scans and rebuilds them, which costs more than the rest of a hook."""
-    if not changes:
-        return
-    dropped = {name.lower().encode() for name in changes}
-    fields = [(name, value) for name, value in message.headers.fields if name.lower() not in dropped]
-    fields.extend(
-        (name.encode(), value.encode("utf-8", "surrogateescape"))
-        for name, value in changes.items()
-        if value is not None
-    )
-    message.headers.fields = tuple(fields)
-
-
-def _is_stream(response: http.Response) -> bool:
-    return response.headers.get("content-type", "").startswith(STREAM_TYPES)
-
-
-def _answer_error(flow: http.HTTPFlow, error: GatewayError, route: Route | None = None) -> None:
-    """The gateway's own error, in the format of the route's clients."""
-    body = client_error(route, error.status, error.body())
-    flow.response = http.Response.make(error.status, body, {"content-type": "application/json"})
-
-
-def _stream_error_frames(prep: Prepared, message: str) -> list[bytes]:
-    """The error that ends a stream the gateway failed to translate, in the client's format."""
-    if prep.ingress is not None and prep.ctx is not None:
-        return prep.ingress.new_events(prep.ctx).error(500, message)
-    return [b"data: " + error_body(message, "api_error", "stream_error") + b"\n\n"]

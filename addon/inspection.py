@@ -12,7 +12,8 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from addon.gateway import AIProxy, inbound_from
+from addon.flows import inbound_from
+from addon.gateway import AIProxy
 from transforms.pipeline import Origin, Prepared, prepare_inspected
 from transforms.recognize import InspectHost, format_of_host, parse_inspect_hosts, recognize
 

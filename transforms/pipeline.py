@@ -1,6 +1,8 @@
 """From a client's standard-format request to the provider call, and from the provider's answer back.
 
-Pure: the caller passes the request, the route, an id and the clock; nothing here does I/O.
+Pure: the caller passes the request, the route, an id and the clock; nothing here does I/O. The
+untranslated paths (preserve, native, Responses API, inspected traffic) are in ``transforms.passthrough``;
+the shared ``Prepared``, ``Answer`` and ``Origin`` in ``transforms.prepared`` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -8,9 +10,7 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -18,10 +18,28 @@ from transforms.auth import apply_auth
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
 from transforms.ingress import COUNT, CREATE, RESPONSES, Ingress, ingress_for, provider_counts
-from transforms.masking import NO_MASK, CredentialMask, attached_credentials
-from transforms.native import read_usage, response_model
-from transforms.recognize import UNMETERED, Recognized, inspect_route, operation_of, responses_operation
-from transforms.redact import client_secrets, redact_text
+from transforms.masking import attached_credentials
+from transforms.passthrough import (
+    _native_answer,
+    _passthrough_answer,
+    _prepare_passthrough,
+    _prepare_responses,
+    prepare_inspected,
+)
+from transforms.prepared import (
+    _BODY_HEADERS,
+    Answer,
+    Origin,
+    Prepared,
+    _encode,
+    _resolve_model,
+    _resolve_stream,
+    _sign,
+    _split_origin,
+    _too_deep,
+    forwarded_path,
+)
+from transforms.redact import redact_text
 from transforms.registry import spec_for
 from transforms.types import (
     ESTIMATED_MARK,
@@ -38,67 +56,27 @@ from transforms.types import (
 from transforms.usage import estimate_usage, request_text, response_text, usage_from_openai
 from transforms.validation import check_prompt_shape, parse_json_object, validate
 
+__all__ = [
+    "Answer",
+    "Origin",
+    "Prepared",
+    "encode_embeddings",
+    "forwarded_path",
+    "generic_error",
+    "normalize",
+    "prepare",
+    "prepare_inspected",
+    "translate_error",
+    "translate_response",
+]
+
 _RESPONSE_OBJECTS = {
     "llm/v1/chat": ("chat.completion", "chatcmpl-"),
     "llm/v1/completions": ("text_completion", "cmpl-"),
     "llm/v1/embeddings": ("list", None),
 }
-# Hop-by-hop or length headers that must not survive a body rewrite.
-_BODY_HEADERS = ("content-length", "content-encoding", "transfer-encoding")
 # Headers of a client format that mean nothing to the provider its request is translated for.
 _CLIENT_FORMAT_HEADERS = ("anthropic-version", "anthropic-beta")
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A request ready to go upstream, and what is needed to translate its answer."""
-
-    route: Route
-    spec: ProviderSpec
-    upstream: Upstream
-    request_model: str
-    stream: bool
-    passthrough: bool  # preserve or native llm_format: bodies are not translated
-    ctx: CallContext | None
-    prompt_text: str
-    secrets: tuple[str, ...]
-    # The client asked for base64 embeddings; providers other than OpenAI answer with floats.
-    embeddings_base64: bool = False
-    # The credentials this request carries on the user's behalf, to mask once it has gone upstream.
-    mask: CredentialMask = NO_MASK
-    # Native traffic: the (wire format, operation) its usage is read by (transforms.native).
-    native: Recognized | None = None
-    # Recognised traffic no route matched: accounted for, never changed (no upstream rewrite).
-    inspected: bool = False
-    error: str | None = None  # why the request could not be read (recorded; the call still goes out)
-    # Model rules applied to this request (rule -> text), for the event log: see ProviderRequest.notes.
-    notes: Mapping[str, str] = field(default_factory=dict)
-    # The client's format when it is not OpenAI chat (transforms/ingress): its answers are written back.
-    ingress: Ingress | None = None
-    # The client asked for a token count (ingress COUNT) that the provider's counting API answers.
-    counts_tokens: bool = False
-    # False for calls that are no LLM call to account for (a Responses retrieve, delete, cancel or
-    # input_items list, forwarded as is): no statistics record.
-    metered: bool = True
-
-
-@dataclass(slots=True)
-class Origin:
-    """Where the client's own request goes."""
-
-    scheme: str
-    host: str
-    port: int
-
-
-@dataclass(slots=True)
-class Answer:
-    status: int
-    body: bytes
-    usage: Usage | None
-    response_model: str | None
-    translated: bool  # False when the body is an error or passed through
-    error: str | None = None  # a passed-through answer whose usage could not be read
 
 
 # --- request -------------------------------------------------------------------------------------
@@ -268,49 +246,6 @@ def _build_request(
     return preq
 
 
-def _encode(body: Any) -> bytes:
-    try:
-        return orjson.dumps(body)
-    except orjson.JSONEncodeError as e:
-        raise _too_deep(e) from None
-
-
-def _too_deep(error: orjson.JSONEncodeError) -> GatewayError:
-    """orjson reads 1024 levels of nesting but writes only 255: deeper client JSON is a 400, not a
-    500."""
-    return bad_request(f"request body cannot be re-encoded: {error} (JSON nested too deeply)", "invalid_body")
-
-
-def _sign(spec: ProviderSpec, route: Route, upstream: Upstream, env: Mapping[str, str], now: int) -> None:
-    """Signatures (AWS SigV4) cover the final request, so they come last."""
-    if spec.sign is not None:
-        spec.sign(upstream, route.auth, env, now, route.model.options)
-
-
-def _resolve_model(route: Route, body: dict[str, Any]) -> str:
-    configured = route.model.name
-    asked = body.get("model")
-    if configured:
-        if isinstance(asked, str) and asked and asked != configured:
-            raise bad_request(f"cannot use own model - must be: {configured}", "model_not_allowed")
-        return configured
-    if isinstance(asked, str) and asked:
-        return asked
-    raise bad_request("model parameter not found in request, nor in gateway configuration", "model_not_found")
-
-
-def _resolve_stream(route: Route, body: dict[str, Any]) -> bool:
-    if route.route_type == "llm/v1/embeddings":
-        return False
-    asked = body.get("stream") is True
-    if asked and route.response_streaming == "deny":
-        raise bad_request("response streaming is not enabled for this LLM", "streaming_disabled")
-    if route.response_streaming == "always":
-        body["stream"] = True
-        return True
-    return asked
-
-
 def _apply_defaults(route_type: str, body: dict[str, Any], options: ModelOptions) -> None:
     """Configured tuning values are defaults: a client's own value wins."""
     if route_type == "llm/v1/embeddings":
@@ -327,13 +262,6 @@ def _apply_defaults(route_type: str, body: dict[str, Any], options: ModelOptions
             body[name] = value
 
 
-def _split_origin(url: str) -> tuple[str, str, int, str, list[tuple[str, str]]]:
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, parts.hostname or "", port, parts.path, parse_qsl(parts.query)
-
-
 def _target(
     spec: ProviderSpec, route: Route, model: str, provider_path: str, env: Mapping[str, str]
 ) -> tuple[str, str, int, str, list[tuple[str, str]]]:
@@ -347,234 +275,6 @@ def _target(
         return scheme, host, port, provider_path, query
     scheme, host, port, prefix, query = _split_origin(spec.base_url(route.model.options, model, env))
     return scheme, host, port, prefix.rstrip("/") + provider_path, query
-
-
-def forwarded_path(route: Route, path: str) -> str:
-    """The client path for passthrough routes, without the prefix its route matched on."""
-    pattern = route.match.path
-    if pattern and pattern.endswith("/*"):
-        rest = path[len(pattern) - 2 :]
-        return rest if rest.startswith("/") else "/" + rest
-    return path
-
-
-def _prepare_passthrough(
-    route: Route,
-    spec: ProviderSpec,
-    inbound: Inbound,
-    env: Mapping[str, str],
-    credentials: Mapping[str, str],
-    now: int,
-) -> Prepared:
-    body: Any = None
-    if inbound.body:
-        try:
-            body = orjson.loads(inbound.body)
-        except orjson.JSONDecodeError:
-            body = None  # not JSON: forwarded as is, counted as nothing
-    parsed = body if isinstance(body, dict) else {}
-    model = parsed.get("model") if isinstance(parsed.get("model"), str) else None
-    model = model or route.model.name or _model_from_path(inbound.path) or "UNSPECIFIED"
-    auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), parsed, credentials)
-    payload = inbound.body
-    if auth.body_params and isinstance(body, dict):
-        payload = _encode({**body, **auth.body_params})
-    upstream_url = route.model.options.upstream_url
-    if upstream_url:
-        scheme, host, port, path, query = _split_origin(upstream_url)
-        if not path or path == "/":
-            path = forwarded_path(route, inbound.path)
-    else:
-        scheme, host, port, _, query = _split_origin(spec.base_url(route.model.options, model, env))
-        path = forwarded_path(route, inbound.path)
-    dropped = {route.auth.param_name} if route.auth.param_name else set()
-    query = [*query, *((k, v) for k, v in inbound.query if k not in dropped), *auth.query.items()]
-    stream = _native_stream(parsed, inbound.path)
-    remove = (*auth.remove_headers, *_BODY_HEADERS[:2])
-    upstream = Upstream(
-        inbound.method, scheme, host, port, path, query, dict(auth.set_headers), remove, payload
-    )
-    _sign(spec, route, upstream, env, now)
-    return Prepared(
-        route=route,
-        spec=spec,
-        upstream=upstream,
-        request_model=model,
-        stream=stream,
-        passthrough=True,
-        ctx=_native_context(route, model, stream, now),
-        prompt_text=request_text(parsed),
-        secrets=route.auth.secrets(),
-        mask=attached_credentials(route.name, auth, upstream),
-        native=operation_of(route.llm_format, path) if route.llm_format != "openai" else None,
-    )
-
-
-def _prepare_responses(
-    route: Route,
-    spec: ProviderSpec,
-    inbound: Inbound,
-    env: Mapping[str, str],
-    credentials: Mapping[str, str],
-    now: int,
-) -> Prepared:
-    """A Responses API call on OpenAI or Azure, forwarded with the route's auth and URL rules. The
-    create call has its model enforced (Azure's is the deployment) and its usage read from the
-    answer or the ``response.completed`` event; retrieve, delete, cancel and input_items go as they
-    came and are not accounted."""
-    found = responses_operation(inbound.path)
-    if found is None:
-        raise GatewayError(
-            404, f"{inbound.method} {inbound.path} is not a Responses API path", "unknown_route"
-        )
-    rest, create = found
-    create = create and inbound.method == "POST"
-    payload = inbound.body
-    body: dict[str, Any] = {}
-    stream = False
-    model = route.model.name or "UNSPECIFIED"
-    if create:
-        body = parse_json_object(inbound.body)
-        model = _resolve_model(route, body)
-        stream = _resolve_stream(route, body)
-        opts = route.model.options
-        body["model"] = opts.azure_deployment_id if route.provider == "azure" else model
-        if opts.max_tokens is not None and body.get("max_output_tokens") is None:
-            body["max_output_tokens"] = opts.max_tokens
-        for name in ("temperature", "top_p"):
-            if getattr(opts, name) is not None and body.get(name) is None:
-                body[name] = getattr(opts, name)
-    elif inbound.method not in ("GET", "DELETE", "POST"):
-        raise GatewayError(405, f"{inbound.method} is not a Responses API method", "method_not_allowed")
-    auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body, credentials)
-    if create:
-        payload = _encode({**body, **auth.body_params})
-    client_query = dict(inbound.query)
-    scheme, host, port, path, query = _responses_target(
-        spec, route, model, rest.rstrip("/"), env, client_query.get("api-version")
-    )
-    dropped = {route.auth.param_name, "api-version"} if route.auth.param_name else {"api-version"}
-    query = [*query, *((k, v) for k, v in inbound.query if k not in dropped), *auth.query.items()]
-    remove = (*auth.remove_headers, *_BODY_HEADERS[:2])
-    headers = {**auth.set_headers, **({"accept-encoding": "identity"} if stream else {})}
-    upstream = Upstream(inbound.method, scheme, host, port, path, query, headers, remove, payload)
-    _sign(spec, route, upstream, env, now)
-    return Prepared(
-        route=route,
-        spec=spec,
-        upstream=upstream,
-        request_model=model,
-        stream=stream,
-        passthrough=True,
-        ctx=_native_context(route, model, stream, now),
-        prompt_text=request_text({"input": body.get("input")}) if create else "",
-        secrets=route.auth.secrets(),
-        mask=attached_credentials(route.name, auth, upstream),
-        native=Recognized(route.provider, "responses" if create else UNMETERED),
-        metered=create,
-    )
-
-
-def _responses_target(
-    spec: ProviderSpec,
-    route: Route,
-    model: str,
-    rest: str,
-    env: Mapping[str, str],
-    client_version: str | None,
-) -> tuple[str, str, int, str, list[tuple[str, str]]]:
-    """``rest`` is what follows the collection (``/{id}/cancel``). OpenAI: ``/v1/responses``.
-    Azure: ``azure_api_version: preview`` gives the v1 path ``/openai/v1/responses``; a dated
-    version ``/openai/responses``, with the version in ``api-version`` (a client's own wins)."""
-    opts = route.model.options
-    query: list[tuple[str, str]] = []
-    if route.provider == "azure":
-        version = opts.azure_api_version or "preview"
-        collection = "/openai/v1/responses" if version == "preview" else "/openai/responses"
-        query.append(("api-version", client_version or version))
-    else:
-        collection = "/v1/responses"
-    if opts.upstream_url:
-        scheme, host, port, path, extra = _split_origin(opts.upstream_url)
-        if path and path != "/":  # Kong's rule: a URL with a path names the collection itself
-            collection = path.rstrip("/")
-    else:
-        scheme, host, port, prefix, extra = _split_origin(spec.base_url(opts, model, env))
-        collection = prefix.rstrip("/") + collection
-    return scheme, host, port, collection + rest, [*extra, *query]
-
-
-def _native_context(route: Route, model: str, stream: bool, now: int) -> CallContext:
-    # Native streams are read with the provider's own translator, for statistics only.
-    options = route.model.options
-    return CallContext(route.name, "llm/v1/chat", route.provider, model, options, stream, "native", now)
-
-
-def _native_stream(parsed: Mapping[str, Any], path: str) -> bool:
-    return parsed.get("stream") is True or path.endswith(
-        (":streamGenerateContent", "/converse-stream", "/invoke-with-response-stream", "/generate_stream")
-    )
-
-
-def prepare_inspected(found: Recognized, origin: Origin, inbound: Inbound, now: int) -> Prepared:
-    """Recognised traffic under the synthetic ``inspect`` route: the request is described (its
-    model, whether it streams, the client's own credentials to keep out of records) but never
-    changed; ``upstream`` is the client's own request. A body that is not JSON is no reason to fail
-    the call: it is noted in ``error``."""
-    route = inspect_route(found, origin.host, inbound.query)
-    spec = spec_for(route)
-    assert spec is not None  # every recognisable format has a spec
-    parsed: Any = {}
-    error = None
-    if inbound.body:
-        try:
-            parsed = orjson.loads(inbound.body)
-        except orjson.JSONDecodeError:
-            # File uploads (multipart) are not JSON and need not be: only metered calls must be.
-            error = "the request body is not JSON" if found.operation != UNMETERED else None
-    if not isinstance(parsed, dict):
-        parsed = {}
-    asked = parsed.get("model")
-    model = (asked if isinstance(asked, str) and asked else None) or found.model or "UNSPECIFIED"
-    stream = _native_stream(parsed, inbound.path)
-    upstream = Upstream(
-        inbound.method,
-        origin.scheme,
-        origin.host,
-        origin.port,
-        inbound.path,
-        list(inbound.query),
-        {},
-        (),
-        inbound.body,
-    )
-    return Prepared(
-        route=route,
-        spec=spec,
-        upstream=upstream,
-        request_model=model,
-        stream=stream,
-        passthrough=True,
-        ctx=_native_context(route, model, stream, now),
-        prompt_text="",
-        secrets=client_secrets(inbound.headers, inbound.query),
-        native=found,
-        inspected=True,
-        error=error,
-    )
-
-
-def _model_from_path(path: str) -> str | None:
-    # Native Gemini (/models/<m>:<op>) and Bedrock (/model/<m>/<op>) carry the model in the path.
-    for marker in ("/models/", "/model/"):
-        if marker in path:
-            rest = path.split(marker, 1)[1]
-            name = rest.split(":", 1)[0] if marker == "/models/" else rest.split("/", 1)[0]
-            if name:
-                from urllib.parse import unquote
-
-                return unquote(name)
-    return None
 
 
 # --- response ------------------------------------------------------------------------------------
@@ -652,48 +352,6 @@ def encode_embeddings(out: dict[str, Any]) -> None:
         vector = item.get("embedding") if isinstance(item, dict) else None
         if isinstance(vector, list):
             item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
-def _passthrough_answer(prep: Prepared, status: int, raw: bytes) -> Answer:
-    usage = None
-    model = None
-    if 200 <= status < 300 and raw[:1] in (b"{", b"["):
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            parsed = None
-        if prep.spec.native_usage is not None and prep.route.llm_format != "openai":
-            usage = prep.spec.native_usage(parsed)
-        else:
-            usage = usage_from_openai(parsed)
-        if isinstance(parsed, dict):
-            found = parsed.get("model") or parsed.get("modelVersion")
-            model = found if isinstance(found, str) else None
-            if usage is None:  # an answer without its token counts: estimated (OpenAI-shaped text only)
-                usage = estimate_usage(prep.prompt_text, response_text(parsed))
-    return Answer(status, raw, usage, model or prep.request_model, False)
-
-
-def _native_answer(prep: Prepared, status: int, raw: bytes, headers: Mapping[str, str]) -> Answer:
-    """Native traffic goes back as it came; its usage is read by the (format, operation) reader."""
-    found = prep.native
-    assert found is not None
-    if not 200 <= status < 300:
-        return Answer(status, raw, None, prep.request_model, False)
-    if found.operation == UNMETERED:  # billed without token counts in the answer: nothing to read
-        return Answer(status, raw, Usage(), prep.request_model, False)
-    parsed: Any = None
-    error = None
-    if raw:
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            error = "the provider's answer is not JSON"
-    try:
-        usage = read_usage(found.format, found.operation, parsed, headers)
-    except Exception as e:  # a reader must never fail a passed-through call
-        usage, error = None, f"cannot read usage: {type(e).__name__}"
-    return Answer(status, raw, usage, response_model(parsed) or prep.request_model, False, error)
 
 
 def translate_error(prep: Prepared, status: int, raw: bytes) -> bytes:

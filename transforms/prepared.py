@@ -1,0 +1,136 @@
+"""What the pipeline's request paths produce and share: the prepared request (``Prepared``), the
+client's answer (``Answer``), where inspected traffic goes (``Origin``), and the small helpers both the
+translated paths (``transforms.pipeline``) and the untranslated ones (``transforms.passthrough``) use.
+
+Pure: nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from transforms.config import Route
+from transforms.errors import GatewayError, bad_request
+from transforms.ingress import Ingress
+from transforms.masking import NO_MASK, CredentialMask
+from transforms.recognize import Recognized
+from transforms.types import CallContext, ProviderSpec, Upstream, Usage
+
+# Hop-by-hop or length headers that must not survive a body rewrite.
+_BODY_HEADERS = ("content-length", "content-encoding", "transfer-encoding")
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request ready to go upstream, and what is needed to translate its answer."""
+
+    route: Route
+    spec: ProviderSpec
+    upstream: Upstream
+    request_model: str
+    stream: bool
+    passthrough: bool  # preserve or native llm_format: bodies are not translated
+    ctx: CallContext | None
+    prompt_text: str
+    secrets: tuple[str, ...]
+    # The client asked for base64 embeddings; providers other than OpenAI answer with floats.
+    embeddings_base64: bool = False
+    # The credentials this request carries on the user's behalf, to mask once it has gone upstream.
+    mask: CredentialMask = NO_MASK
+    # Native traffic: the (wire format, operation) its usage is read by (transforms.native).
+    native: Recognized | None = None
+    # Recognised traffic no route matched: accounted for, never changed (no upstream rewrite).
+    inspected: bool = False
+    error: str | None = None  # why the request could not be read (recorded; the call still goes out)
+    # Model rules applied to this request (rule -> text), for the event log: see ProviderRequest.notes.
+    notes: Mapping[str, str] = field(default_factory=dict)
+    # The client's format when it is not OpenAI chat (transforms/ingress): its answers are written back.
+    ingress: Ingress | None = None
+    # The client asked for a token count (ingress COUNT) that the provider's counting API answers.
+    counts_tokens: bool = False
+    # False for calls that are no LLM call to account for (a Responses retrieve, delete, cancel or
+    # input_items list, forwarded as is): no statistics record.
+    metered: bool = True
+
+
+@dataclass(slots=True)
+class Origin:
+    """Where the client's own request goes."""
+
+    scheme: str
+    host: str
+    port: int
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    body: bytes
+    usage: Usage | None
+    response_model: str | None
+    translated: bool  # False when the body is an error or passed through
+    error: str | None = None  # a passed-through answer whose usage could not be read
+
+
+def _encode(body: Any) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as e:
+        raise _too_deep(e) from None
+
+
+def _too_deep(error: orjson.JSONEncodeError) -> GatewayError:
+    """orjson reads 1024 levels of nesting but writes only 255: deeper client JSON is a 400, not a
+    500."""
+    return bad_request(f"request body cannot be re-encoded: {error} (JSON nested too deeply)", "invalid_body")
+
+
+def _sign(spec: ProviderSpec, route: Route, upstream: Upstream, env: Mapping[str, str], now: int) -> None:
+    """Signatures (AWS SigV4) cover the final request, so they come last."""
+    if spec.sign is not None:
+        spec.sign(upstream, route.auth, env, now, route.model.options)
+
+
+def _resolve_model(route: Route, body: dict[str, Any]) -> str:
+    configured = route.model.name
+    asked = body.get("model")
+    if configured:
+        if isinstance(asked, str) and asked and asked != configured:
+            raise bad_request(f"cannot use own model - must be: {configured}", "model_not_allowed")
+        return configured
+    if isinstance(asked, str) and asked:
+        return asked
+    raise bad_request("model parameter not found in request, nor in gateway configuration", "model_not_found")
+
+
+def _resolve_stream(route: Route, body: dict[str, Any]) -> bool:
+    if route.route_type == "llm/v1/embeddings":
+        return False
+    asked = body.get("stream") is True
+    if asked and route.response_streaming == "deny":
+        raise bad_request("response streaming is not enabled for this LLM", "streaming_disabled")
+    if route.response_streaming == "always":
+        body["stream"] = True
+        return True
+    return asked
+
+
+def _split_origin(url: str) -> tuple[str, str, int, str, list[tuple[str, str]]]:
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, parts.hostname or "", port, parts.path, parse_qsl(parts.query)
+
+
+def forwarded_path(route: Route, path: str) -> str:
+    """The client path for passthrough routes, without the prefix its route matched on."""
+    pattern = route.match.path
+    if pattern and pattern.endswith("/*"):
+        rest = path[len(pattern) - 2 :]
+        return rest if rest.startswith("/") else "/" + rest
+    return path
