@@ -22,6 +22,7 @@ import orjson
 
 from transforms.common import dumps_arguments, tool_arguments
 from transforms.errors import bad_request
+from transforms.ingress.chat_chunks import ChatChunkWriter
 from transforms.types import TOOL_ERROR_MARK, CallContext, Usage
 from transforms.usage import estimate_tokens, request_text
 
@@ -431,7 +432,7 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-class MessagesEvents:
+class MessagesEvents(ChatChunkWriter):
     """Chat completion chunks (parsed) -> Messages events. One content block is open at a time:
     reasoning opens a thinking block, text a text block, each tool call a tool_use block; a
     change of kind closes the open block first, as Anthropic's own streams do."""
@@ -478,29 +479,18 @@ class MessagesEvents:
     def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
         return _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
 
-    def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
-        out = self.start(chunk)
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-            reasoning = delta.get("reasoning_content")
-            if isinstance(reasoning, str) and reasoning:
-                if self._open != ("thinking", None):
-                    out += self._open_block(
-                        "thinking", None, {"type": "thinking", "thinking": "", "signature": ""}
-                    )
-                out.append(self._delta(self._index, {"type": "thinking_delta", "thinking": reasoning}))
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                if self._open != ("text", None):
-                    out += self._open_block("text", None, {"type": "text", "text": ""})
-                out.append(self._delta(self._index, {"type": "text_delta", "text": text}))
-            for call in delta.get("tool_calls") or ():
-                if isinstance(call, dict):
-                    out += self._tool_call(call)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
+    def _reasoning(self, text: str) -> list[bytes]:
+        out: list[bytes] = []
+        if self._open != ("thinking", None):
+            out += self._open_block("thinking", None, {"type": "thinking", "thinking": "", "signature": ""})
+        out.append(self._delta(self._index, {"type": "thinking_delta", "thinking": text}))
+        return out
+
+    def _output_text(self, text: str) -> list[bytes]:
+        out: list[bytes] = []
+        if self._open != ("text", None):
+            out += self._open_block("text", None, {"type": "text", "text": ""})
+        out.append(self._delta(self._index, {"type": "text_delta", "text": text}))
         return out
 
     def _tool_call(self, call: Mapping[str, Any]) -> list[bytes]:

@@ -23,6 +23,7 @@ import orjson
 
 from transforms.errors import GatewayError, error_type_for
 from transforms.errors import error_body as openai_error_body
+from transforms.ingress.chat_chunks import ChatChunkWriter
 from transforms.types import CallContext, Usage
 
 # Fields of a Responses request with no counterpart in the chat form: accepted, ignored. Agents
@@ -471,7 +472,7 @@ def error_body(status: int, message: str) -> bytes:
 # --- stream -------------------------------------------------------------------------------------
 
 
-class ResponsesEvents:
+class ResponsesEvents(ChatChunkWriter):
     """Chat completion chunks (parsed) -> Responses events. One output item is open at a time:
     reasoning opens a reasoning item, text a message, each tool call a function_call item; a change
     of kind closes the open item first, as OpenAI's own streams do."""
@@ -551,25 +552,6 @@ class ResponsesEvents:
         self._text = ""
         self._output.append(item)
         out.append(self._event("response.output_item.added", {"output_index": self._index, "item": item}))
-        return out
-
-    def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
-        out = self.start(chunk)
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-            reasoning = delta.get("reasoning_content")
-            if isinstance(reasoning, str) and reasoning:
-                out += self._reasoning(reasoning)
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                out += self._output_text(text)
-            for call in delta.get("tool_calls") or ():
-                if isinstance(call, dict):
-                    out += self._tool_call(call)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
         return out
 
     def _reasoning(self, text: str) -> list[bytes]:
