@@ -401,7 +401,6 @@ def test_harmless_openai_fields_are_ignored() -> None:
         ({"presence_penalty": 0.5}, "'presence_penalty' is not supported by the anthropic provider"),
         ({"frequency_penalty": -1}, "'frequency_penalty' is not supported by the anthropic provider"),
         ({"logit_bias": {"50256": -100}}, "'logit_bias' is not supported by the anthropic provider"),
-        ({"reasoning_effort": "high"}, "'reasoning_effort' is not supported by the anthropic provider"),
         ({"audio": {"voice": "alloy"}}, "'audio' is not supported by the anthropic provider"),
         (
             {"modalities": ["text", "audio"]},
@@ -861,19 +860,25 @@ def test_empty_tool_input_gives_parseable_arguments() -> None:
     assert out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == "{}"
 
 
-def test_thinking_goes_to_reasoning_content_without_signature() -> None:
+def test_thinking_goes_to_reasoning_content_and_the_signed_block_to_thinking_blocks() -> None:
     out = CHAT.parse_response(fixture_json("anthropic/thinking/response.json"), make_ctx())
     message = out["choices"][0]["message"]
     assert message["reasoning_content"].startswith("1001 = 7 \u00d7 143")
-    assert "EqQBCgIYAhIM" not in orjson.dumps(out).decode()
+    assert "EqQBCgIYAhIM" not in message["reasoning_content"] + message["content"]
+    assert [b["signature"][:12] for b in message["thinking_blocks"]] == ["EqQBCgIYAhIM"]
     assert out["usage"]["completion_tokens_details"] == {"reasoning_tokens": 71}
 
 
-def test_redacted_thinking_is_dropped() -> None:
+def test_redacted_thinking_is_kept_for_the_next_turn_only() -> None:
     out = CHAT.parse_response(
         message_body([{"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"}, *TEXT]), make_ctx()
     )
-    assert out["choices"][0]["message"] == {"role": "assistant", "content": "Hello", "refusal": None}
+    assert out["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "Hello",
+        "refusal": None,
+        "thinking_blocks": [{"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix"}],
+    }
 
 
 def test_usage_counts_cache_reads_and_writes_as_prompt_tokens() -> None:
@@ -1052,7 +1057,7 @@ def test_parallel_tool_call_stream() -> None:
     assert translator.usage.completion_tokens == 161
 
 
-def test_thinking_stream_keeps_the_signature_out() -> None:
+def test_thinking_stream_sends_the_signed_block_once_it_is_complete() -> None:
     raw, _ = run_stream(fixture_bytes("anthropic/stream_thinking/stream.sse"), include_usage=True)
     out = frames(raw)
     assert_chunks_valid(out)
@@ -1061,7 +1066,10 @@ def test_thinking_stream_keeps_the_signature_out() -> None:
         "1001 = 7 \u00d7 143, and 143 = 11 \u00d7 13.",
         " So 1001 is composite.",
     ]
-    assert "EqQBCgIYAhIM" not in raw.decode()
+    signed = [d["thinking_blocks"] for d in deltas if "thinking_blocks" in d]
+    assert len(signed) == 1 and signed[0][0]["type"] == "thinking"
+    assert signed[0][0]["thinking"] == "1001 = 7 \u00d7 143, and 143 = 11 \u00d7 13. So 1001 is composite."
+    assert signed[0][0]["signature"].startswith("EqQBCgIYAhIM")
     assert [d["content"] for d in deltas if d.get("content")] == ["No. 1,001 = 7 \u00d7 11 \u00d7 13."]
     assert out[-2]["usage"] == {
         "prompt_tokens": 1042,

@@ -598,7 +598,6 @@ def test_guardrail_from_extra_body_for_a_stream_with_processing_mode() -> None:
         ({"logit_bias": {"50256": -100}}, "'logit_bias' is not supported by the bedrock provider"),
         ({"temperature": 1.5}, "'temperature' above 1 is not supported by the bedrock provider"),
         ({"stop": ["ok", ""]}, "'stop' with an empty sequence is not supported by the bedrock provider"),
-        ({"reasoning_effort": "high"}, "'reasoning_effort' is not supported by the bedrock provider"),
         ({"audio": {"voice": "alloy"}}, "'audio' is not supported by the bedrock provider"),
         (
             {"parallel_tool_calls": False},
@@ -864,7 +863,7 @@ def test_text_blocks_are_joined_and_tool_only_reply_has_null_content() -> None:
     assert_chat_completion(out)
 
 
-def test_citations_content_counts_as_text_and_redacted_reasoning_is_left_out() -> None:
+def test_citations_content_counts_as_text_and_redacted_reasoning_is_kept_aside() -> None:
     blocks = [
         {"reasoningContent": {"redactedContent": "c2VjcmV0"}},
         {"citationsContent": {"content": [{"text": "Cited answer."}], "citations": []}},
@@ -872,7 +871,12 @@ def test_citations_content_counts_as_text_and_redacted_reasoning_is_left_out() -
     raw = reply(blocks)
     assert_shape(raw, _OPS["Converse"].output_shape)
     message = CHAT.parse_response(raw, make_ctx())["choices"][0]["message"]
-    assert message == {"role": "assistant", "content": "Cited answer.", "refusal": None}
+    assert message == {
+        "role": "assistant",
+        "content": "Cited answer.",
+        "refusal": None,
+        "thinking_blocks": [{"type": "redacted_thinking", "data": "c2VjcmV0"}],
+    }
 
 
 def test_usage_with_cache_tokens_and_without_usage() -> None:
@@ -1339,17 +1343,24 @@ def test_parallel_tool_call_stream() -> None:
     ]
 
 
+SIGNED_REASONING = {
+    "type": "thinking",
+    "thinking": "1001 = 7 × 143, and 143 = 11 × 13.",  # noqa: RUF001
+    "signature": "EqoBCkgIARABGAIiQKg2oqHD3zJlJm0ZHTNFTR9xCFlPGX+4zq0tDngR1mP7QK8zK8nM2yTnCqz4IhXc",
+}
+
+
 def test_reasoning_stream() -> None:
     raw, translator = run_stream(stream_bytes("stream_reasoning"))
     assert deltas(raw) == [
         ({"role": "assistant", "content": ""}, None),
         ({"reasoning_content": "1001 = 7 × 143, "}, None),  # noqa: RUF001
         ({"reasoning_content": "and 143 = 11 × 13."}, None),  # noqa: RUF001
+        ({"thinking_blocks": [SIGNED_REASONING]}, None),  # whole, once its signature came
         ({"content": "No. 1001 = 7 × 11 × 13,"}, None),  # noqa: RUF001
         ({"content": " so it is not prime."}, None),
         ({}, "stop"),
     ]
-    assert b"EqoBCkgIARABGAIiQ" not in raw  # the signature stays out
     assert translator.usage.completion_tokens == 96
 
 

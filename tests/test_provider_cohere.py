@@ -404,7 +404,6 @@ def test_parameters(fields, expected) -> None:
             {"modalities": ["text", "audio"]},
             "'modalities' other than ['text'] is not supported by the cohere provider",
         ),
-        ({"reasoning_effort": "low"}, "'reasoning_effort' is not supported by the cohere provider"),
         ({"audio": {"voice": "alloy"}}, "'audio' is not supported by the cohere provider"),
         ({"functions": [{"name": "f"}]}, "'functions' is not supported by the cohere provider"),
         ({"some_future_field": 1}, "'some_future_field' is not supported by the cohere provider"),

@@ -421,7 +421,6 @@ def test_stream_flag_does_not_enter_the_body() -> None:
             {"parallel_tool_calls": False, "tools": [{"type": "function", "function": {"name": "f"}}]},
             "'parallel_tool_calls' set to false is not supported by the gemini provider",
         ),
-        ({"reasoning_effort": "low"}, "'reasoning_effort' is not supported by the gemini provider"),
         ({"audio": {"voice": "alloy"}}, "'audio' is not supported by the gemini provider"),
         (
             {"modalities": ["text", "audio"]},

@@ -78,6 +78,13 @@ class ChunkWriter:
         self.transcript.reasoning(text)
         return [*self.start(), self._delta({"reasoning_content": text})]
 
+    def thinking_block(self, block: dict[str, Any]) -> list[bytes]:
+        """A complete signed thinking block (Anthropic's shape), for clients that keep
+        ``thinking_blocks`` and send them back; its text already went out as reasoning."""
+        if self.completions:
+            return []
+        return [*self.start(), self._delta({"thinking_blocks": [block]})]
+
     def tool_call_start(self, key: Hashable, call_id: str, name: str, arguments: str = "") -> list[bytes]:
         """Opens tool call ``key`` (any provider-side identity): index, id and name come first."""
         index = self._tools.get(key)

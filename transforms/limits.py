@@ -32,6 +32,9 @@ MAX_STREAM_EVENT_BYTES = 16 * 1024 * 1024
 MAX_TOOL_ARGUMENTS_CHARS = 8 * 1024 * 1024
 # Tool calls in one streamed answer (each keeps a little state until the stream ends).
 MAX_STREAM_TOOL_CALLS = 4096
+# Characters of one streamed thinking block, kept whole until its signature arrives so that it can
+# ride in the next tool call's id (thinking budgets stop far below).
+MAX_CARRIED_THINKING_CHARS = 4 * 1024 * 1024
 
 # --- what the gateway shows of client- or upstream-chosen names ---------------------------------
 

@@ -5,6 +5,8 @@ Each rule has its table here, so that a new model generation is one line to add:
 - Claude (Anthropic, and Claude on Bedrock): from the versions in ``CLAUDE_ONE_SAMPLING_PARAMETER_FROM``
   on, the API answers 400 "`temperature` and `top_p` cannot both be specified for this model". When
   both would be sent, only ``temperature`` is.
+- Claude thinking: Opus and Sonnet from 4.6 on (and the Fable and Mythos families) think adaptively
+  (``CLAUDE_ADAPTIVE_THINKING_FROM``); older Claude models take a fixed ``budget_tokens``.
 - OpenAI reasoning models (o-series, gpt-5 and later; ``OPENAI_REASONING``): ``max_tokens`` is
   refused in favour of ``max_completion_tokens``, and the sampling fields in
   ``REASONING_REFUSED`` are refused unless at their neutral value.
@@ -50,6 +52,24 @@ def claude_takes_one_sampling_parameter(model: str) -> bool:
         return False
     family, major, minor = version
     return (major, minor) >= CLAUDE_ONE_SAMPLING_PARAMETER_FROM[family]
+
+
+# Claude thinks adaptively (thinking {"type": "adaptive"} with output_config.effort) from these
+# versions on; Opus 4.7 and the families below refuse a fixed budget_tokens altogether.
+CLAUDE_ADAPTIVE_THINKING_FROM: Mapping[str, tuple[int, int]] = {"opus": (4, 6), "sonnet": (4, 6)}
+CLAUDE_ADAPTIVE_ONLY_FAMILIES = re.compile(r"claude-(?:fable|mythos)(?![a-z])")
+
+
+def claude_adaptive_thinking(model: str) -> bool:
+    """Whether the model takes adaptive thinking (and budget_tokens no more, or only deprecated)."""
+    if CLAUDE_ADAPTIVE_ONLY_FAMILIES.search(model.lower()):
+        return True
+    version = claude_version(model)
+    if version is None:
+        return False
+    family, major, minor = version
+    start = CLAUDE_ADAPTIVE_THINKING_FROM.get(family)
+    return start is not None and (major, minor) >= start
 
 
 CLAUDE_SAMPLING_NOTE = "claude_temperature_top_p"

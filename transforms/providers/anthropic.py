@@ -28,6 +28,14 @@ from transforms.common import (
 )
 from transforms.errors import bad_request
 from transforms.model_rules import claude_sampling
+from transforms.reasoning import (
+    ThinkingCarrier,
+    ThinkingText,
+    claude_thinking,
+    reasoning_of,
+    replayed_turn,
+    split_call_id,
+)
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -94,6 +102,8 @@ _CHAT_FIELDS = _COMMON_FIELDS | {
     "tool_choice",
     "parallel_tool_calls",
     "response_format",
+    "reasoning_effort",
+    "thinking",
 }
 _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt"}
 
@@ -219,7 +229,7 @@ def _tool_use(call: Mapping[str, Any], where: str) -> dict[str, Any]:
         raise bad_request(f"{where}: the tool name '{RESPONSE_TOOL}' is reserved by the gateway")
     return {
         "type": "tool_use",
-        "id": call["id"],
+        "id": split_call_id(call["id"])[0],  # without the thinking blocks the id carried
         "name": function["name"],
         "input": tool_arguments(function.get("arguments"), where),
     }
@@ -229,7 +239,7 @@ def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
         raise bad_request(f"{where}: a tool message needs a tool_call_id")
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": split_call_id(call_id)[0]}
     content = message.get("content")
     if isinstance(content, str):
         if content:
@@ -260,8 +270,9 @@ def _turn(message: Mapping[str, Any], where: str) -> tuple[str, list[dict[str, A
             raise refuse(PROVIDER, f"{where}.function_call", "(legacy functions) is not supported")
         blocks = _blocks(message.get("content"), where, _ASSISTANT_PARTS)
         calls = message.get("tool_calls") or ()
-        blocks += [_tool_use(call, f"{where}.tool_calls[{k}]") for k, call in enumerate(calls)]
-        return "assistant", blocks
+        uses = [(call["id"], _tool_use(call, f"{where}.tool_calls[{k}]")) for k, call in enumerate(calls)]
+        # The turn's signed thinking goes back in front of its tool uses, as Claude requires.
+        return "assistant", replayed_turn(message, blocks, uses)
     raise refuse(PROVIDER, f"{where}.role", f"'{role}' is not supported")
 
 
@@ -398,15 +409,18 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
     return {"type": "tool", "name": choice["function"]["name"]}
 
 
-def _tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
-    """tools, tool_choice, parallel_tool_calls and response_format."""
+def _tools(body: Mapping[str, Any], out: dict[str, Any], thinking: bool = False) -> None:
+    """tools, tool_choice, parallel_tool_calls and response_format. With thinking on, Claude takes
+    no forced tool choice: the answer tool is then offered, not forced."""
     tools = [_tool(t, f"tools[{k}]") for k, t in enumerate(body.get("tools") or ())]
     choice_asked = body.get("tool_choice")
     answer_tool = _response_tool(body.get("response_format"))
     choice: dict[str, Any] | None = _tool_choice(choice_asked) if choice_asked is not None else None
     # When the model must call a client tool (required / named) there is no text answer to shape.
     if answer_tool is not None and choice_asked in (None, "auto", "none"):
-        if tools and choice_asked != "none":
+        if thinking:
+            choice = {"type": "auto"}
+        elif tools and choice_asked != "none":
             choice = {"type": "any"}  # a client tool, or the answer through the answer tool
         else:
             choice = {"type": "tool", "name": RESPONSE_TOOL}
@@ -434,12 +448,20 @@ def _base(body: Mapping[str, Any], ctx: CallContext, messages: list) -> dict[str
 
 def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _check_fields(body, _CHAT_FIELDS)
-    notes = claude_sampling(body, ctx.model)
+    notes: dict[str, str] = {}
+    reasoning = reasoning_of(body)
+    thinking = claude_thinking(body, reasoning, ctx.model, PROVIDER, notes) if reasoning else None
+    notes.update(claude_sampling(body, ctx.model))
     system, messages = convert_messages(body["messages"])
     out = _base(body, ctx, messages)
     if system is not None:
         out["system"] = system
-    _tools(body, out)
+    _tools(body, out, thinking is not None)
+    if thinking is not None:
+        out["thinking"] = thinking.thinking
+        out["max_tokens"] = thinking.max_tokens
+        if thinking.effort is not None:
+            out["output_config"] = {"effort": thinking.effort}
     return ProviderRequest(out, MESSAGES_PATH, headers=_headers(ctx), notes=notes)
 
 
@@ -535,24 +557,31 @@ def _message_body(body: Json) -> dict[str, Any]:
     return body
 
 
-def _read_blocks(blocks: list[Any]) -> tuple[str, str, list[dict[str, Any]]]:
-    """(content text, reasoning text, OpenAI tool calls); the answer tool's input is content."""
+def _read_blocks(blocks: list[Any]) -> tuple[str, str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(content text, reasoning text, OpenAI tool calls, signed thinking blocks); the answer tool's
+    input is content. Each tool call's id carries the thinking blocks before it."""
     text: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
+    carrier = ThinkingCarrier()
     for block in blocks:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
             text.append(block["text"])
         elif kind == "thinking":
-            reasoning.append(block["thinking"])  # the signature stays out of the answer
+            reasoning.append(block["thinking"])
+            carrier.add(
+                {"type": "thinking", "thinking": block["thinking"], "signature": block.get("signature") or ""}
+            )
+        elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
+            carrier.add({"type": "redacted_thinking", "data": block["data"]})
         elif kind == "tool_use" and block["name"] == RESPONSE_TOOL:
             text.append(dumps_arguments(block.get("input")))
         elif kind == "tool_use":
             function = {"name": block["name"], "arguments": dumps_arguments(block.get("input"))}
-            calls.append({"id": block["id"], "type": "function", "function": function})
-        # redacted_thinking and server-side tool blocks carry nothing an OpenAI client can read.
-    return "".join(text), "".join(reasoning), calls
+            calls.append({"id": carrier.call_id(block["id"]), "type": "function", "function": function})
+        # server-side tool blocks carry nothing an OpenAI client can read.
+    return "".join(text), "".join(reasoning), calls, carrier.blocks
 
 
 def _envelope(body: dict[str, Any], ctx: CallContext, obj: str, choice: dict[str, Any]) -> dict[str, Any]:
@@ -571,7 +600,7 @@ def _envelope(body: dict[str, Any], ctx: CallContext, obj: str, choice: dict[str
 
 def parse_chat(body: Json, ctx: CallContext) -> Json:
     message_body = _message_body(body)
-    text, reasoning, calls = _read_blocks(message_body["content"])
+    text, reasoning, calls, thinking = _read_blocks(message_body["content"])
     message: dict[str, Any] = {
         "role": "assistant",
         "content": text if text or not calls else None,
@@ -581,6 +610,8 @@ def parse_chat(body: Json, ctx: CallContext) -> Json:
         message["tool_calls"] = calls
     if reasoning:
         message["reasoning_content"] = reasoning
+    if thinking:
+        message["thinking_blocks"] = thinking  # Anthropic's shapes, for clients that send them back
     choice = {
         "index": 0,
         "message": message,
@@ -592,7 +623,7 @@ def parse_chat(body: Json, ctx: CallContext) -> Json:
 
 def parse_completions(body: Json, ctx: CallContext) -> Json:
     message_body = _message_body(body)
-    text, _, calls = _read_blocks(message_body["content"])
+    text, _, calls, _ = _read_blocks(message_body["content"])
     reason = finish_reason(message_body.get("stop_reason"), bool(calls))
     choice = {
         "text": text,
@@ -651,6 +682,9 @@ class AnthropicStream(StreamTranslatorBase):
         self.filled: set[int] = set()  # tool blocks that received argument text
         self.stop_reason: str | None = None
         self.called_client_tools = False
+        self.thinking: dict[int, dict[str, Any]] = {}  # open thinking blocks by index
+        self.thinking_text: dict[int, ThinkingText] = {}
+        self.carrier = ThinkingCarrier()
 
     def on_event(self, event: SSEEvent) -> list[bytes]:
         if not event.data:
@@ -682,14 +716,25 @@ class AnthropicStream(StreamTranslatorBase):
             return self.content(block.get("text") or "")
         if kind == "thinking":
             self.blocks[index] = "thinking"
-            return self.out.reasoning(block.get("thinking") or "")
+            text = block.get("thinking") or ""
+            self.thinking[index] = {
+                "type": "thinking",
+                "thinking": "",
+                "signature": block.get("signature") or "",
+            }
+            self.thinking_text[index] = ThinkingText(text)
+            return self.out.reasoning(text)
+        if kind == "redacted_thinking" and isinstance(block.get("data"), str):
+            self.blocks[index] = "thinking"
+            self.thinking[index] = {"type": "redacted_thinking", "data": block["data"]}
+            return []
         if kind == "tool_use" and block.get("name") == RESPONSE_TOOL:
             self.blocks[index] = "answer"
             return []
         if kind == "tool_use":
             self.blocks[index] = "tool"
             self.called_client_tools = True
-            return self.out.tool_call_start(index, block["id"], block["name"])
+            return self.out.tool_call_start(index, self.carrier.call_id(block["id"]), block["name"])
         self.blocks[index] = "other"
         return []
 
@@ -699,7 +744,13 @@ class AnthropicStream(StreamTranslatorBase):
         if kind == "text_delta":
             return self.content(delta.get("text") or "")
         if kind == "thinking_delta":
-            return self.out.reasoning(delta.get("thinking") or "")
+            text = delta.get("thinking") or ""
+            if index in self.thinking_text:
+                self.thinking_text[index].add(text)
+            return self.out.reasoning(text)
+        if kind == "signature_delta" and index in self.thinking:
+            self.thinking[index]["signature"] = delta.get("signature") or ""
+            return []
         if kind == "input_json_delta":
             fragment = delta.get("partial_json") or ""
             if fragment:
@@ -707,10 +758,16 @@ class AnthropicStream(StreamTranslatorBase):
             if self.blocks.get(index) == "answer":
                 return self.content(fragment)
             return self.out.tool_call_arguments(index, fragment)
-        return []  # signature_delta (kept out of the answer), citations_delta
+        return []  # citations_delta
 
     def _block_stop(self, data: dict[str, Any]) -> list[bytes]:
         index = data["index"]
+        block = self.thinking.pop(index, None)
+        if block is not None:  # complete with its signature: carried by the next tool call's id
+            if index in self.thinking_text:
+                block["thinking"] = str(self.thinking_text.pop(index))
+            self.carrier.add(block)
+            return self.out.thinking_block(block)
         if index in self.filled:
             return []
         # A call without input streams no fragment at all; clients expect parseable arguments.

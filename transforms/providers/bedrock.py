@@ -55,6 +55,14 @@ from transforms.config import Auth, ModelOptions
 from transforms.errors import GatewayError, bad_request
 from transforms.limits import MAX_STREAM_EVENT_BYTES, element_too_large
 from transforms.model_rules import claude_sampling
+from transforms.reasoning import (
+    ThinkingCarrier,
+    ThinkingText,
+    claude_thinking,
+    reasoning_of,
+    replayed_turn,
+    split_call_id,
+)
 from transforms.sigv4 import credentials_from, sign
 from transforms.types import (
     TOOL_ERROR_MARK,
@@ -167,6 +175,8 @@ _CHAT_FIELDS = _COMMON_FIELDS | {
     "tools",
     "tool_choice",
     "response_format",
+    "reasoning_effort",
+    "thinking",
 }
 _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt"}
 _EMBEDDINGS_FIELDS = frozenset({"input", "dimensions", "encoding_format"})
@@ -324,7 +334,7 @@ def _tool_use(call: Mapping[str, Any], where: str) -> dict[str, Any]:
     function = call["function"]
     return {
         "toolUse": {
-            "toolUseId": call["id"],
+            "toolUseId": split_call_id(call["id"])[0],  # without the thinking blocks it carried
             "name": function["name"],
             "input": tool_arguments(function.get("arguments"), where),
         }
@@ -348,7 +358,7 @@ def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
         parsed = None
     if isinstance(parsed, dict):
         result = {"json": parsed}
-    block: dict[str, Any] = {"toolUseId": call_id, "content": [result]}
+    block: dict[str, Any] = {"toolUseId": split_call_id(call_id)[0], "content": [result]}
     if message.get(TOOL_ERROR_MARK) is True:  # a failed tool (Anthropic clients' is_error)
         block["status"] = "error"
     return {"toolResult": block}
@@ -366,9 +376,31 @@ def _turn(message: Mapping[str, Any], where: str) -> tuple[str, list[dict[str, A
             raise refuse(PROVIDER, f"{where}.function_call", "(legacy functions) is not supported")
         blocks = _blocks(message.get("content"), where, _ASSISTANT_PARTS)
         calls = message.get("tool_calls") or ()
-        blocks += [_tool_use(call, f"{where}.tool_calls[{k}]") for k, call in enumerate(calls)]
-        return "assistant", blocks
+        uses = [(call["id"], _tool_use(call, f"{where}.tool_calls[{k}]")) for k, call in enumerate(calls)]
+        # Claude's signed reasoning goes back in front of the turn's tool uses, as it requires.
+        return "assistant", replayed_turn(message, blocks, uses, reasoning_block)
     raise refuse(PROVIDER, f"{where}.role", f"'{role}' is not supported")
+
+
+def reasoning_block(block: dict[str, Any]) -> dict[str, Any]:
+    """A thinking block (Anthropic's shape, as carried) as a Converse reasoningContent block."""
+    if block["type"] == "redacted_thinking":
+        return {"reasoningContent": {"redactedContent": block["data"]}}  # a blob: base64 on the wire
+    text: dict[str, Any] = {"text": block["thinking"]}
+    if block["signature"]:
+        text["signature"] = block["signature"]
+    return {"reasoningContent": {"reasoningText": text}}
+
+
+def thinking_of(reasoning: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A Converse reasoningContent block as a thinking block (Anthropic's shape); None for reasoning
+    with nothing to send back (no signature: models other than Claude)."""
+    if isinstance(reasoning.get("redactedContent"), str):
+        return {"type": "redacted_thinking", "data": reasoning["redactedContent"]}
+    text = reasoning.get("reasoningText")
+    if isinstance(text, dict) and isinstance(text.get("signature"), str) and text["signature"]:
+        return {"type": "thinking", "thinking": text.get("text") or "", "signature": text["signature"]}
+    return None
 
 
 def _merge_turns(turns: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
@@ -483,11 +515,35 @@ def _converse_body(
     return out
 
 
+def _reasoning(body: dict[str, Any], ctx: CallContext, notes: dict[str, str]) -> dict[str, Any]:
+    """Claude's thinking fields for ``additionalModelRequestFields`` (the body made to follow
+    Claude's thinking rules); other model families take no reasoning setting here."""
+    reasoning = reasoning_of(body)
+    if reasoning is None or reasoning.off:
+        return {}
+    if model_family(ctx.model) != "anthropic":
+        field = "thinking" if body.get("thinking") is not None else "reasoning_effort"
+        raise refuse(PROVIDER, field, f"is not supported for model '{ctx.model}' (only for Claude)")
+    thinking = claude_thinking(body, reasoning, ctx.model, PROVIDER, notes)
+    if thinking is None:
+        return {}
+    body["max_tokens"] = thinking.max_tokens
+    body.pop("max_completion_tokens", None)
+    fields: dict[str, Any] = {"thinking": thinking.thinking}
+    if thinking.effort is not None:
+        fields["output_config"] = {"effort": thinking.effort}
+    return fields
+
+
 def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _check_fields(body, _CHAT_FIELDS)
-    notes = claude_sampling(body, ctx.model)
+    notes: dict[str, str] = {}
+    thinking = _reasoning(body, ctx, notes)
+    notes.update(claude_sampling(body, ctx.model))
     system, messages = convert_messages(body["messages"])
     out = _converse_body(body, ctx, messages, system)
+    if thinking:  # the client's own additionalModelRequestFields win
+        out["additionalModelRequestFields"] = _merge(thinking, out.get("additionalModelRequestFields") or {})
     tool_config = _tool_config(body, messages)
     if tool_config is not None:
         out["toolConfig"] = tool_config
@@ -647,12 +703,14 @@ class _Reply:
     text: str
     reasoning: str
     calls: list[dict[str, Any]]
+    thinking: list[dict[str, Any]]  # signed reasoning blocks, in Anthropic's shapes
 
 
 def _read_blocks(blocks: list[Any]) -> _Reply:
     text: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
+    carrier = ThinkingCarrier()
     for block in blocks:
         if not isinstance(block, dict):
             continue
@@ -661,15 +719,18 @@ def _read_blocks(blocks: list[Any]) -> _Reply:
         elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
             function = {"name": use["name"], "arguments": dumps_arguments(use.get("input"))}
-            calls.append({"id": use["toolUseId"], "type": "function", "function": function})
+            calls.append({"id": carrier.call_id(use["toolUseId"]), "type": "function", "function": function})
         elif isinstance(block.get("reasoningContent"), dict):
-            # The signature and redacted reasoning have no OpenAI field: only the text is shown.
+            # The text is shown; the signed block rides in the next tool call's id.
             reasoning_text = block["reasoningContent"].get("reasoningText") or {}
             reasoning.append(reasoning_text.get("text") or "")
+            signed = thinking_of(block["reasoningContent"])
+            if signed is not None:
+                carrier.add(signed)
         elif isinstance(block.get("citationsContent"), dict):
             generated = block["citationsContent"].get("content") or ()
             text.extend(part["text"] for part in generated if isinstance(part.get("text"), str))
-    return _Reply("".join(text), "".join(reasoning), calls)
+    return _Reply("".join(text), "".join(reasoning), calls, carrier.blocks)
 
 
 def _stop_reason(body: Mapping[str, Any]) -> Any:
@@ -705,6 +766,8 @@ def parse_chat(body: Json, ctx: CallContext) -> Json:
         message["tool_calls"] = reply.calls
     if reply.reasoning:
         message["reasoning_content"] = reply.reasoning
+    if reply.thinking:
+        message["thinking_blocks"] = reply.thinking  # for clients that send them back
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
     return _envelope(body, ctx, "chat.completion", "chatcmpl-", choice)
 
@@ -856,6 +919,9 @@ class BedrockStream(StreamTranslatorBase):
         self.tool_blocks: set[int] = set()
         self.filled: set[int] = set()  # tool blocks that received argument text
         self.stop_reason: str | None = None
+        self.reasoning: dict[int, dict[str, Any]] = {}  # open reasoning blocks by index
+        self.reasoning_text: dict[int, ThinkingText] = {}
+        self.carrier = ThinkingCarrier()
 
     def split(self, chunk: bytes) -> list[Any]:
         return self._decoder.feed(chunk) if chunk else []
@@ -906,7 +972,7 @@ class BedrockStream(StreamTranslatorBase):
             return []
         index = data["contentBlockIndex"]
         self.tool_blocks.add(index)
-        return self.out.tool_call_start(index, use["toolUseId"], use["name"])
+        return self.out.tool_call_start(index, self.carrier.call_id(use["toolUseId"]), use["name"])
 
     def _block_delta(self, data: dict[str, Any]) -> list[bytes]:
         index, delta = data["contentBlockIndex"], data.get("delta") or {}
@@ -918,12 +984,36 @@ class BedrockStream(StreamTranslatorBase):
                 self.filled.add(index)
             return self.out.tool_call_arguments(index, fragment)
         reasoning = delta.get("reasoningContent")
-        if isinstance(reasoning, dict) and isinstance(reasoning.get("text"), str):
+        if isinstance(reasoning, dict):
+            return self._reasoning_delta(index, reasoning)
+        return []  # citations: nothing for OpenAI clients
+
+    def _reasoning_delta(self, index: int, reasoning: dict[str, Any]) -> list[bytes]:
+        """Text streams as reasoning; the text, signature and redacted content are kept until the
+        block ends, to ride in the next tool call's id."""
+        if isinstance(reasoning.get("redactedContent"), str):
+            self.reasoning[index] = {"redactedContent": reasoning["redactedContent"]}
+            return []
+        kept = self.reasoning.setdefault(index, {})
+        if isinstance(reasoning.get("signature"), str):
+            kept["signature"] = reasoning["signature"]
+        if isinstance(reasoning.get("text"), str):
+            self.reasoning_text.setdefault(index, ThinkingText()).add(reasoning["text"])
             return self.out.reasoning(reasoning["text"])
-        return []  # reasoning signature / redacted content, citations: nothing for OpenAI clients
+        return []
 
     def _block_stop(self, data: dict[str, Any]) -> list[bytes]:
         index = data["contentBlockIndex"]
+        kept = self.reasoning.pop(index, None)
+        if kept is not None:
+            text = self.reasoning_text.pop(index, None)
+            if "redactedContent" not in kept:
+                kept = {"reasoningText": {"text": str(text or ""), "signature": kept.get("signature")}}
+            signed = thinking_of(kept)
+            if signed is None:
+                return []
+            self.carrier.add(signed)
+            return self.out.thinking_block(signed)
         # A call without input streams no fragment; clients expect parseable arguments.
         if index in self.tool_blocks and index not in self.filled:
             self.filled.add(index)

@@ -30,6 +30,7 @@ from transforms.common import (
 )
 from transforms.config import ModelOptions
 from transforms.errors import GatewayError, bad_request
+from transforms.reasoning import reasoning_of
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -86,6 +87,8 @@ _CHAT_FIELDS = _COMMON_FIELDS | {
     "tool_choice",
     "response_format",
     "documents",
+    "reasoning_effort",
+    "thinking",
 }
 _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt"}
 _EMBEDDINGS_FIELDS = frozenset({"input", "dimensions", "encoding_format"})
@@ -321,6 +324,12 @@ def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     out = _chat_body(body, ctx, convert_messages(body["messages"]))
     _tools(body, out)
     _documents(body, out)
+    reasoning = reasoning_of(body)
+    if reasoning is not None:
+        # Cohere's reasoning models (command-a-reasoning) take a token budget, or thinking off.
+        out["thinking"] = (
+            {"type": "disabled"} if reasoning.off else {"type": "enabled", "token_budget": reasoning.tokens}
+        )
     return ProviderRequest(out, CHAT_PATH)
 
 

@@ -49,6 +49,7 @@ from transforms.limits import (
     SchemaTooLarge,
     element_too_large,
 )
+from transforms.reasoning import BUDGETS, Reasoning, carried, carry, reasoning_of
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -64,8 +65,6 @@ from transforms.usage import estimate_tokens, token_count
 PROVIDER = "gemini"
 AI_STUDIO_BASE = "https://generativelanguage.googleapis.com"
 JSON_MIME = "application/json"
-# Separates a made-up tool-call id from the thought signature of the call it stands for.
-SIGNATURE_MARKER = "__thought__"
 
 # --- which client fields are translated, harmless, or refused --------------------------------------
 
@@ -109,7 +108,15 @@ _SAMPLING = frozenset(
         "frequency_penalty",
     }
 )
-_CHAT_FIELDS = _SAMPLING | {"messages", "max_completion_tokens", "tools", "tool_choice", "response_format"}
+_CHAT_FIELDS = _SAMPLING | {
+    "messages",
+    "max_completion_tokens",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "reasoning_effort",
+    "thinking",
+}
 _COMPLETIONS_FIELDS = _SAMPLING | {"prompt"}
 _EMBEDDINGS_FIELDS = frozenset({"input", "dimensions"})
 
@@ -184,6 +191,34 @@ def _generation_config(body: Mapping[str, Any], ctx: CallContext) -> dict[str, A
         if body.get(openai_name):
             config[gemini_name] = body[openai_name]
     return config
+
+
+# Gemini 3 and later think by level, Gemini 2.5 by a token budget; Pro models cannot stop thinking.
+_GEMINI_VERSION = re.compile(r"gemini-(\d+)(?:\.(\d+))?")
+# The largest thinking budget of Gemini 2.5 Flash and Flash-Lite (Pro takes up to 32768).
+_FLASH_MAX_BUDGET = 24576
+_PRO_LEVELS = {"minimal": "low", "low": "low"}  # Gemini 3 Pro: low or high
+_LEVELS = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high"}
+
+
+def thinking_config(reasoning: Reasoning, model: str) -> dict[str, Any] | None:
+    """``generationConfig.thinkingConfig`` for a reasoning request (thoughts included in the answer,
+    so that they come back as ``reasoning_content``); None: leave the model's default."""
+    name = model.lower()
+    found = _GEMINI_VERSION.search(name)
+    pro = "pro" in name
+    if found is not None and int(found.group(1)) >= 3:
+        effort = reasoning.effort or "high"
+        if reasoning.off:
+            return {"thinkingLevel": "low" if pro else "minimal"}
+        level = _PRO_LEVELS.get(effort, "high") if pro else _LEVELS.get(effort, "high")
+        return {"thinkingLevel": level, "includeThoughts": True}
+    if reasoning.off:
+        return None if pro else {"thinkingBudget": 0}
+    if reasoning.adaptive:
+        return {"thinkingBudget": -1, "includeThoughts": True}  # dynamic: the model decides
+    budget = reasoning.budget if reasoning.budget is not None else BUDGETS.get(reasoning.effort or "high")
+    return {"thinkingBudget": min(budget or BUDGETS["high"], _FLASH_MAX_BUDGET), "includeThoughts": True}
 
 
 def _response_format(response_format: Any, config: dict[str, Any], budget: SchemaBudget) -> None:
@@ -573,8 +608,7 @@ def _parts(content: Any, where: str, allowed: Mapping[str, Callable[..., dict[st
 
 def tool_call_id(request_id: str, n: int, signature: Any = None) -> str:
     """The id of a Gemini function call: made up, with the call's thought signature appended."""
-    base = f"call_{request_id}_{n}"
-    return f"{base}{SIGNATURE_MARKER}{signature}" if isinstance(signature, str) and signature else base
+    return carry(f"call_{request_id}_{n}", signature if isinstance(signature, str) else None)
 
 
 def _function_call_part(call: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -584,8 +618,8 @@ def _function_call_part(call: Mapping[str, Any], where: str) -> dict[str, Any]:
     part: dict[str, Any] = {
         "functionCall": {"name": function["name"], "args": tool_arguments(function.get("arguments"), where)}
     }
-    _, marker, signature = call["id"].partition(SIGNATURE_MARKER)
-    if marker and signature:
+    _, signature = carried(call["id"])
+    if signature:
         part["thoughtSignature"] = signature
     return part
 
@@ -689,6 +723,10 @@ def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     _tools(body, out, budget)
     config = _generation_config(body, ctx)
     _response_format(body.get("response_format"), config, budget)
+    reasoning = reasoning_of(body)
+    thinking = thinking_config(reasoning, ctx.model) if reasoning is not None else None
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     return _generate_request(_with_config(out, config), ctx)
 
 

@@ -29,6 +29,7 @@ import orjson
 
 from transforms.chunks import SSEEvent, StreamTranslatorBase
 from transforms.common import content_parts, refuse, requires_upstream_url
+from transforms.reasoning import reasoning_of
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -125,6 +126,9 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
     """What a raw text-generation endpoint cannot do; dropping any of these would change the answer."""
     if body.get("tools"):
         raise refuse(LABEL, "tools")
+    reasoning = reasoning_of(body)
+    if reasoning is not None and not reasoning.off:  # a raw text-generation endpoint cannot think
+        raise refuse(LABEL, "thinking" if body.get("thinking") is not None else "reasoning_effort")
     choice = body.get("tool_choice")
     if choice == "required" or isinstance(choice, dict):
         raise refuse(LABEL, "tool_choice")

@@ -21,6 +21,7 @@ from transforms.common import (
     tool_arguments,
 )
 from transforms.errors import bad_request
+from transforms.reasoning import Reasoning, reasoning_of
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -86,7 +87,23 @@ def _base(body: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
     options = _options(body)
     if options:
         out["options"] = options
+    reasoning = reasoning_of(body)
+    if reasoning is not None:
+        out["think"] = think(reasoning, ctx.model)
     return out
+
+
+# gpt-oss takes a thinking level instead of on/off.
+_THINK_LEVELS = {"minimal": "low", "low": "low", "medium": "medium"}
+
+
+def think(reasoning: Reasoning, model: str) -> bool | str:
+    """Ollama's ``think``: off for effort none, a level for gpt-oss models, else on."""
+    if reasoning.off:
+        return False
+    if "gpt-oss" in model.lower():
+        return _THINK_LEVELS.get(reasoning.effort or "medium", "high")
+    return True
 
 
 def _image(part: dict[str, Any], where: str, label: str) -> str:
