@@ -9,7 +9,9 @@ fixture folder has an ``emulator.json`` listing the requests it answers::
 A matched request gets ``<dir>/response.json`` (or ``<dir>/stream.*`` when it asks to stream).
 Headers steer it in tests: ``x-emulator-fixture: <path under fixtures/>``, ``x-emulator-status``,
 ``x-emulator-delay-ms`` (pause between stream events), ``x-emulator-cut-after: N`` (drop the
-connection after N stream events). Every request is recorded in ``requests``.
+connection after N stream events). Every request is recorded in ``requests``. A test may set a
+``responder``: a function of each request that answers it (a fake with rules, such as a provider's
+checks on thinking), or returns None to let the fixtures answer.
 
 Run alone: ``python addon/emulator.py --port 9000``.
 """
@@ -23,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -103,6 +106,7 @@ class Emulator:
         self.routes = load_routes(root)
         self.requests: list[Recorded] = []
         self.scripted: list[Scripted] = []
+        self.responder: Callable[[Recorded], Scripted | None] | None = None
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer((host, port), _handler_for(self))
         self.server.daemon_threads = True
@@ -142,6 +146,7 @@ class Emulator:
         with self._lock:
             self.requests.clear()
             self.scripted.clear()
+            self.responder = None
 
     @property
     def last(self) -> Recorded:
@@ -150,7 +155,10 @@ class Emulator:
     def _record(self, rec: Recorded) -> Scripted | None:
         with self._lock:
             self.requests.append(rec)
-            return self.scripted.pop(0) if self.scripted else None
+            if self.scripted:
+                return self.scripted.pop(0)
+            responder = self.responder
+        return responder(rec) if responder is not None else None
 
     def resolve(self, method: str, path: str) -> str | None:
         for want, pattern, folder in self.routes:
