@@ -150,7 +150,7 @@ def test_agent_loop_with_tools_and_thinking(gw, emulator, provider: str, whole: 
         (200, details)
     ] * 3
     if details is not None:
-        assert answers[0].usage.completion_tokens_details.reasoning_tokens == 12
+        assert reply.usage.completion_tokens_details.reasoning_tokens == 12
 
 
 def test_without_the_thinking_block_the_fake_refuses_like_anthropic(gw, emulator) -> None:
