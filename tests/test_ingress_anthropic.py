@@ -116,6 +116,8 @@ CHAT: dict[str, Any] = {
                 },
                 {"id": "toolu_2", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
             ],
+            # The signed thinking rides along; the provider puts it back in front of the calls.
+            "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "sig"}],
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "21C"},
         {"role": "tool", "tool_call_id": "toolu_2", "content": "no clock", "_ai_proxy_tool_error": True},
@@ -141,6 +143,7 @@ CHAT: dict[str, Any] = {
     "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
     "parallel_tool_calls": False,
     "stream": True,
+    "thinking": {"type": "enabled", "budget_tokens": 2048},
 }
 
 

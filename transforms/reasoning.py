@@ -116,6 +116,17 @@ def reasoning_of(body: Mapping[str, Any]) -> Reasoning | None:
     raise bad_request("'thinking.type' must be 'enabled', 'adaptive' or 'disabled'", "invalid_value")
 
 
+def thinking_as_effort(out: dict[str, Any]) -> None:
+    """OpenAI's format has no ``thinking`` object (Anthropic's shape, as LiteLLM-minded clients and
+    the Anthropic ingress send it): its budget becomes the nearest ``reasoning_effort``; an adaptive
+    or disabled one leaves the model's default."""
+    if out.get("thinking") is None:
+        return
+    reasoning = reasoning_of({"thinking": out.pop("thinking")})
+    if out.get("reasoning_effort") is None and reasoning is not None and reasoning.budget is not None:
+        out["reasoning_effort"] = reasoning.effort
+
+
 # --- Claude (Anthropic, Bedrock) --------------------------------------------------------------------
 
 
@@ -222,8 +233,9 @@ def unpack_blocks(payload: str | None) -> list[dict[str, Any]]:
 
 
 def thinking_blocks(value: Any) -> list[dict[str, Any]]:
-    """The well-formed thinking and redacted_thinking blocks of a list (a ``thinking_blocks`` field),
-    as Anthropic's shapes; anything else in it is left out."""
+    """The signed thinking and the redacted_thinking blocks of a list (a ``thinking_blocks`` field),
+    as Anthropic's shapes; anything else in it (an unsigned block says nothing a provider checks)
+    is left out."""
     if not isinstance(value, list):
         return []
     out = []
@@ -235,6 +247,7 @@ def thinking_blocks(value: Any) -> list[dict[str, Any]]:
             kind == "thinking"
             and isinstance(block.get("thinking"), str)
             and isinstance(block.get("signature"), str)
+            and block["signature"]
         ):
             out.append({"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]})
         elif kind == "redacted_thinking" and isinstance(block.get("data"), str):

@@ -8,8 +8,10 @@ Pure codecs, field names from the ``anthropic`` SDK's types (``MessageCreatePara
 - ``MessagesEvents``: chat completion chunks -> Messages server-sent events, one chunk at a time;
 - ``error_body``: any error -> ``{"type": "error", "error": {"type", "message"}}``.
 
-What has no chat counterpart is ignored (listed in ``IGNORED_FIELDS``); request-side ``thinking``
-is accepted and ignored until the chat form carries a reasoning setting (issue 18).
+What has no chat counterpart is ignored (listed in ``IGNORED_FIELDS``). ``thinking`` goes to the
+chat form as it is (every provider transform reads it, transforms/reasoning.py), with
+``output_config.effort`` as ``reasoning_effort``; signed thinking blocks travel as the chat
+message's ``thinking_blocks`` both ways, and streamed as thinking_delta then signature_delta.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orjson
 from transforms.common import dumps_arguments, tool_arguments
 from transforms.errors import bad_request
 from transforms.ingress.chat_chunks import ChatChunkWriter
+from transforms.reasoning import EFFORTS, split_call_id, thinking_blocks
 from transforms.types import TOOL_ERROR_MARK, CallContext, Usage
 from transforms.usage import estimate_tokens, request_text
 
@@ -30,7 +33,6 @@ from transforms.usage import estimate_tokens, request_text
 # sends several of them (context_management, output_config, betas through the query string).
 IGNORED_FIELDS = frozenset(
     {
-        "thinking",  # reasoning settings: issue 18 maps them
         "context_management",
         "output_config",
         "service_tier",
@@ -150,10 +152,13 @@ def _assistant_message(content: Any, where: str) -> dict[str, Any] | None:
         raise bad_request(f"{where}.content: expected a string or a list of content blocks")
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thinking: list[Any] = []
     for i, block in enumerate(content):
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
             texts.append(block.get("text") or "")
+        elif kind in ("thinking", "redacted_thinking"):
+            thinking.append(block)
         elif kind == "tool_use":
             at = f"{where}.content[{i}]"
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
@@ -166,13 +171,15 @@ def _assistant_message(content: Any, where: str) -> dict[str, Any] | None:
                     "function": {"name": block["name"], "arguments": arguments},
                 }
             )
-        # thinking / redacted_thinking: the chat form has no place for them in a request (issue 18).
     text = "".join(texts)
     if not text and not calls:
         return None
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
     if calls:
         message["tool_calls"] = calls
+    signed = thinking_blocks(thinking)  # the provider puts them back in front of the tool calls
+    if signed:
+        message["thinking_blocks"] = signed
     return message
 
 
@@ -266,7 +273,21 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
         _tool_choice(body["tool_choice"], out)
     if body.get("stream") is True:
         out["stream"] = True
+    _reasoning(body, out)
     return out
+
+
+def _reasoning(body: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """``thinking`` as it is (the chat form's providers read Anthropic's shape) and, beside it,
+    ``output_config.effort`` as ``reasoning_effort``."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return
+    out["thinking"] = thinking
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    if effort in EFFORTS:
+        out["reasoning_effort"] = effort
 
 
 # --- answer -------------------------------------------------------------------------------------
@@ -307,16 +328,26 @@ def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) ->
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     content: list[dict[str, Any]] = []
+    calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+    # Signed blocks as they came (those a later tool call carries go right before it); else the
+    # reasoning text as one unsigned block.
+    later = [split_call_id(c.get("id") or "")[1] for c in calls[1:]]
+    carried_later = [b for blocks in later for b in blocks]
+    signed = [b for b in thinking_blocks(message.get("thinking_blocks")) if b not in carried_later]
     reasoning = message.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
+    if signed:
+        content.extend(signed)
+    elif isinstance(reasoning, str) and reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, dict) else None
+    for n, call in enumerate(calls):
+        function = call.get("function")
         if not isinstance(function, dict):
             continue
+        if n > 0:
+            content.extend(later[n - 1])
         try:
             arguments = tool_arguments(function.get("arguments"))
         except Exception:  # a model's malformed arguments: kept as text rather than lost
@@ -485,6 +516,22 @@ class MessagesEvents(ChatChunkWriter):
             out += self._open_block("thinking", None, {"type": "thinking", "thinking": "", "signature": ""})
         out.append(self._delta(self._index, {"type": "thinking_delta", "thinking": text}))
         return out
+
+    def _thinking_block(self, block: Mapping[str, Any]) -> list[bytes]:
+        """A signed block complete: its signature ends the open thinking block (opened empty when
+        the provider showed no text); redacted thinking is a block of its own."""
+        out: list[bytes] = []
+        if block.get("type") == "redacted_thinking":
+            out += self._open_block(
+                "redacted", None, {"type": "redacted_thinking", "data": block.get("data") or ""}
+            )
+            return [*out, *self._close()]
+        if self._open != ("thinking", None):
+            out += self._open_block("thinking", None, {"type": "thinking", "thinking": "", "signature": ""})
+        out.append(
+            self._delta(self._index, {"type": "signature_delta", "signature": block.get("signature") or ""})
+        )
+        return [*out, *self._close()]
 
     def _output_text(self, text: str) -> list[bytes]:
         out: list[bytes] = []

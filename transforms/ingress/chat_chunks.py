@@ -24,6 +24,11 @@ class ChatChunkWriter:
     def _tool_call(self, call: Mapping[str, Any]) -> list[bytes]:
         raise NotImplementedError
 
+    def _thinking_block(self, block: Mapping[str, Any]) -> list[bytes]:
+        """A complete signed thinking block (its text came as reasoning before): formats that send
+        signatures back write it; others have nothing to write."""
+        return []
+
     def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
         out = self.start(chunk)
         for choice in chunk.get("choices") or ():
@@ -33,6 +38,9 @@ class ChatChunkWriter:
             reasoning = delta.get("reasoning_content")
             if isinstance(reasoning, str) and reasoning:
                 out += self._reasoning(reasoning)
+            for block in delta.get("thinking_blocks") or ():
+                if isinstance(block, dict):
+                    out += self._thinking_block(block)
             text = delta.get("content")
             if isinstance(text, str) and text:
                 out += self._output_text(text)

@@ -24,6 +24,7 @@ import orjson
 from transforms.errors import GatewayError, error_type_for
 from transforms.errors import error_body as openai_error_body
 from transforms.ingress.chat_chunks import ChatChunkWriter
+from transforms.reasoning import pack_blocks, thinking_blocks, unpack_blocks
 from transforms.types import CallContext, Usage
 
 # Fields of a Responses request with no counterpart in the chat form: accepted, ignored. Agents
@@ -35,7 +36,6 @@ IGNORED_FIELDS = frozenset(
         "prompt_cache_retention",
         "client_metadata",
         "store",
-        "reasoning",  # reasoning settings: issue 18 maps them to each provider's thinking budget
         "truncation",
         "service_tier",
         "safety_identifier",
@@ -50,6 +50,9 @@ IGNORED_FIELDS = frozenset(
 OPTIONAL_CHAT_FIELDS = frozenset({"parallel_tool_calls", "user"})
 # Request fields a Response repeats as they were asked.
 _ECHOED = ("instructions", "metadata", "temperature", "top_p", "max_output_tokens", "user", "reasoning")
+# Set in the echo (never sent: ``_response`` leaves it out) when the client asked for
+# ``include: ["reasoning.encrypted_content"]``: reasoning items then carry the signed thinking.
+_ENCRYPTED = "_reasoning_encrypted"
 
 # --- request ------------------------------------------------------------------------------------
 
@@ -129,6 +132,7 @@ def _messages(items: Any) -> list[dict[str, Any]]:
     if not isinstance(items, list):
         raise _bad("input: expected a string or a list of items", param="input")
     chat: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []  # signed thinking of reasoning items, for the next assistant turn
     for i, item in enumerate(items):
         where = f"input[{i}]"
         if not isinstance(item, dict):
@@ -170,7 +174,8 @@ def _messages(items: Any) -> list[dict[str, Any]]:
                 text = "".join(p.get("text", "") for p in text)
             chat.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         elif kind == "reasoning":
-            continue  # the chat form has no place for past reasoning in a request
+            # Its encrypted_content (when the client asked for it) is the signed thinking to restore.
+            thinking.extend(unpack_blocks(item.get("encrypted_content")))
         elif kind == "item_reference":
             raise _bad(
                 f"{where}: item_reference needs stored responses, which this route's provider does not keep",
@@ -178,6 +183,11 @@ def _messages(items: Any) -> list[dict[str, Any]]:
             )
         else:
             raise _bad(f"{where}.type: '{kind}' is not supported on this route's provider", param=where)
+        if thinking and kind in ("message", "function_call") and chat[-1]["role"] == "assistant":
+            # The thinking goes with the assistant turn that follows it: the provider puts it back
+            # in front of that turn's tool calls.
+            chat[-1].setdefault("thinking_blocks", []).extend(thinking)
+            thinking = []
     return chat
 
 
@@ -282,6 +292,9 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
         out["response_format"] = response_format
     if body.get("stream") is True:
         out["stream"] = True
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
+        out["reasoning_effort"] = reasoning["effort"]  # each provider maps it (transforms/reasoning.py)
     return out
 
 
@@ -294,6 +307,9 @@ def echo(body: Mapping[str, Any]) -> dict[str, Any]:
     text = body.get("text")
     out["text"] = text if isinstance(text, dict) and "format" in text else {"format": {"type": "text"}}
     out["store"] = body.get("store") is not False  # kept by the gateway (addon/responses_store.py)
+    include = body.get("include")
+    if isinstance(include, list) and "reasoning.encrypted_content" in include:
+        out[_ENCRYPTED] = True
     return out
 
 
@@ -335,6 +351,7 @@ def _response(
         **ctx.client,
         "usage": usage,
     }
+    out.pop(_ENCRYPTED, None)
     return out
 
 
@@ -350,8 +367,14 @@ def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
     return {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content}
 
 
-def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
-    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}]}
+def _reasoning_item(item_id: str, text: str, blocks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A reasoning item: the thinking text as its summary, and with ``blocks`` (signed thinking,
+    when the client asked for encrypted content) the blocks packed as ``encrypted_content``."""
+    summary = [{"type": "summary_text", "text": text}] if text else []
+    item: dict[str, Any] = {"type": "reasoning", "id": item_id, "summary": summary}
+    if blocks:
+        item["encrypted_content"] = pack_blocks(blocks)
+    return item
 
 
 def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
@@ -373,8 +396,9 @@ def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) ->
     rid = response_id(ctx)
     output: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
-        output.append(_reasoning_item(f"rs_{rid}", reasoning))
+    signed = thinking_blocks(message.get("thinking_blocks")) if ctx.client.get(_ENCRYPTED) else []
+    if (isinstance(reasoning, str) and reasoning) or signed:
+        output.append(_reasoning_item(f"rs_{rid}", reasoning if isinstance(reasoning, str) else "", signed))
     text = message.get("content")
     if isinstance(text, str) and text:
         output.append(_message_item(f"msg_{rid}", text, "completed"))
@@ -486,6 +510,7 @@ class ResponsesEvents(ChatChunkWriter):
         self._output: list[dict[str, Any]] = []  # items done, and the open one last
         self._open: tuple[str, Any] | None = None  # (kind, chat tool index) of the open item
         self._text = ""  # the open message's or reasoning item's text so far
+        self._signed: list[dict[str, Any]] = []  # the open reasoning item's signed thinking blocks
         self._calls: dict[Any, int] = {}  # chat tool-call index -> output index
         self._finish: str | None = None
         self._ended = False
@@ -534,9 +559,11 @@ class ResponsesEvents(ChatChunkWriter):
         elif kind == "reasoning":
             part = {"type": "summary_text", "text": self._text}
             where = {"item_id": item["id"], "output_index": at, "summary_index": 0}
-            out.append(self._event("response.reasoning_summary_text.done", {**where, "text": self._text}))
-            out.append(self._event("response.reasoning_summary_part.done", {**where, "part": part}))
-            item = _reasoning_item(item["id"], self._text)
+            if self._text:
+                out.append(self._event("response.reasoning_summary_text.done", {**where, "text": self._text}))
+                out.append(self._event("response.reasoning_summary_part.done", {**where, "part": part}))
+            item = _reasoning_item(item["id"], self._text, self._signed)
+            self._signed = []
         else:
             where = {"item_id": item["id"], "output_index": at}
             done = {**where, "name": item["name"], "arguments": item["arguments"]}
@@ -565,6 +592,17 @@ class ResponsesEvents(ChatChunkWriter):
         self._text += text
         where = {"item_id": self._output[-1]["id"], "output_index": self._index, "summary_index": 0}
         out.append(self._event("response.reasoning_summary_text.delta", {**where, "delta": text}))
+        return out
+
+    def _thinking_block(self, block: Mapping[str, Any]) -> list[bytes]:
+        """A signed block: kept for the reasoning item's encrypted_content, when the client asked."""
+        if not self.ctx.client.get(_ENCRYPTED):
+            return []
+        out: list[bytes] = []
+        if self._open != ("reasoning", None):  # thinking with no text shown
+            item_id = f"rs_{self._id}_{len(self._output)}"
+            out += self._open_item("reasoning", None, {"type": "reasoning", "id": item_id, "summary": []})
+        self._signed.extend(thinking_blocks([block]))
         return out
 
     def _output_text(self, text: str) -> list[bytes]:

@@ -21,6 +21,7 @@ import orjson
 from transforms.chunks import SSEEvent, StreamTranslatorBase
 from transforms.common import embedding_list, embedding_texts, fixed_base_url, refuse
 from transforms.config import ModelOptions
+from transforms.reasoning import thinking_as_effort
 from transforms.stream import DONE, sse_frame
 from transforms.types import (
     CallContext,
@@ -109,6 +110,7 @@ def _stream_fields(out: dict[str, Any], ctx: CallContext) -> None:
 def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     out = {k: v for k, v in body.items() if v is not None and k not in _BOOKKEEPING}
     out["model"] = ctx.model
+    thinking_as_effort(out)
     _tgi_names(out)
     _stream_fields(out, ctx)
     return ProviderRequest(out, _model_path(ctx.model, "/v1/chat/completions"), headers=_headers(ctx.options))

@@ -12,7 +12,7 @@ from typing import Any
 from transforms.common import fixed_base_url, requires_upstream_url
 from transforms.config import ModelOptions
 from transforms.model_rules import openai_reasoning_request
-from transforms.reasoning import reasoning_of
+from transforms.reasoning import thinking_as_effort
 from transforms.stream import OpenAIStream
 from transforms.types import CallContext, ErrorInfo, Json, ProviderRequest, ProviderSpec, RouteTransform
 
@@ -26,12 +26,14 @@ RESULT_KEYS = {"llm/v1/chat": "choices", "llm/v1/completions": "choices", "llm/v
 
 def _request(path: str, drop: tuple[str, ...] = (), ask_usage: bool = False, reasoning: bool = False):
     """``reasoning``: OpenAI's own chat models (OpenAI, Azure), where the reasoning-model rules apply."""
+    chat = path.endswith("/chat/completions")
 
     def build(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
         out = {k: v for k, v in body.items() if k not in drop}
         out["model"] = ctx.model
+        if chat:
+            thinking_as_effort(out)
         if reasoning:
-            _thinking_as_effort(out)
             # Azure names deployments freely: the model, else the deployment may tell.
             openai_reasoning_request(out, ctx.model, ctx.options.azure_deployment_id)
         if ctx.stream:
@@ -42,17 +44,6 @@ def _request(path: str, drop: tuple[str, ...] = (), ask_usage: bool = False, rea
         return ProviderRequest(out, path)
 
     return build
-
-
-def _thinking_as_effort(out: dict[str, Any]) -> None:
-    """OpenAI has no ``thinking`` object (Anthropic's shape, as LiteLLM-minded clients and the
-    Anthropic ingress send it): its budget becomes the nearest ``reasoning_effort``; an adaptive or
-    disabled one leaves the model's default."""
-    if out.get("thinking") is None:
-        return
-    reasoning = reasoning_of({"thinking": out.pop("thinking")})
-    if out.get("reasoning_effort") is None and reasoning is not None and reasoning.budget is not None:
-        out["reasoning_effort"] = reasoning.effort
 
 
 def _stream(asks_usage: bool):
