@@ -71,6 +71,7 @@ def test_string_input_with_instructions_and_tuning():
         "parallel_tool_calls": False,
         "user": "u-1",
         "stream": True,
+        "reasoning_effort": "low",  # each provider maps it to its own thinking setting
     }
 
 
