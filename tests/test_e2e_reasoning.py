@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import thinking_fakes
 from conftest import route
 
-from transforms.reasoning import SIGNATURE_MARKER, split_call_id
+from transforms.reasoning import SIGNATURE_MARKER, split_call_id, unpack_blocks
 
 ANTHROPIC_KEY = "sk-ant-api03-reasoning-test-key"
 GEMINI_KEY = "AIzaSyReasoning-0123456789abcdefghijklm"
@@ -90,6 +91,35 @@ def gw(gateway, emulator):
             options={"llama2_format": "raw"},
         ),
     ]
+    # Client formats on Claude (Bedrock) and Gemini: the ingress adapters carry reasoning too.
+    for provider in ("bedrock", "gemini"):
+        auth = AWS if provider == "bedrock" else {"header_name": "x-goog-api-key", "header_value": GEMINI_KEY}
+        options = {"bedrock": {"aws_region": "us-east-1"}} if provider == "bedrock" else None
+        routes.append(
+            route(
+                f"messages-on-{provider}",
+                f"/messages-{provider}/*",
+                "llm/v1/chat",
+                provider,
+                emulator.url,
+                model=MODELS[provider],
+                auth=auth,
+                options=options,
+                llm_format="anthropic",
+            )
+        )
+        routes.append(
+            route(
+                f"responses-on-{provider}",
+                f"/responses-{provider}/v1/responses",
+                "llm/v1/responses",
+                provider,
+                emulator.url,
+                model=MODELS[provider],
+                auth=auth,
+                options=options,
+            )
+        )
     emulator.responder = thinking_fakes.all_fakes
     gw = gateway(routes)
     assert "cannot load" not in gw.log, gw.log
@@ -226,3 +256,99 @@ def test_a_provider_without_reasoning_answers_400_naming_it(gw, emulator) -> Non
         "code": "unsupported_parameter",
     }
     assert emulator.requests == []  # nothing went upstream
+
+
+# --- client formats: Anthropic Messages and the Responses API ---------------------------------------
+
+ANTHROPIC_TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
+
+
+def signed(turn: int) -> dict[str, str]:
+    text = thinking_fakes.thought(turn)
+    return {"type": "thinking", "thinking": text, "signature": thinking_fakes.sign(text)}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_anthropic_client_thinks_across_tool_turns_on_bedrock_claude(gw, emulator, stream: bool) -> None:
+    """Claude Code's pattern on a Bedrock route: thinking on, the assistant content sent back as it
+    came (thinking blocks with their signatures), tool results; the strict fake checks each turn."""
+    api = anthropic.Anthropic(base_url=f"{gw.url}/messages-bedrock", api_key="unused", max_retries=0)
+    messages: list[Any] = [{"role": "user", "content": "Weather in Paris and Lyon?"}]
+    asked = {
+        "model": MODELS["bedrock"],
+        "max_tokens": 8000,
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "tools": ANTHROPIC_TOOLS,
+    }
+    for turn in (1, 2, 3):
+        if stream:
+            with api.messages.stream(messages=messages, **asked) as events:
+                kinds = [event.type for event in events]
+                message = events.get_final_message()
+            assert "signature" in kinds and "thinking" in kinds  # signature_delta and thinking_delta arrived
+        else:
+            message = api.messages.create(messages=messages, **asked)
+        assert message.content[0].model_dump() == signed(turn)
+        messages.append({"role": "assistant", "content": message.content})
+        uses = [block for block in message.content if block.type == "tool_use"]
+        if uses:
+            results = [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"} for use in uses]
+            messages.append({"role": "user", "content": results})
+    assert (message.stop_reason, message.content[-1].text) == ("end_turn", "Sunny in Paris and Lyon.")
+    sent = emulator.requests[1].json()
+    assert sent["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 2048}}
+    assert sent["messages"][1]["content"][0] == {
+        "reasoningContent": {
+            "reasoningText": {"text": signed(1)["thinking"], "signature": signed(1)["signature"]}
+        }
+    }
+
+
+def test_anthropic_client_thinking_reaches_gemini_as_a_budget(gw, emulator) -> None:
+    api = anthropic.Anthropic(base_url=f"{gw.url}/messages-gemini", api_key="unused", max_retries=0)
+    message = api.messages.create(
+        model=MODELS["gemini"],
+        max_tokens=4000,
+        thinking={"type": "enabled", "budget_tokens": 3000},
+        tools=ANTHROPIC_TOOLS,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+    )
+    config = emulator.requests[0].json()["generationConfig"]["thinkingConfig"]
+    assert config == {"thinkingBudget": 3000, "includeThoughts": True}
+    assert [block.type for block in message.content] == ["thinking", "tool_use"]
+    assert message.content[0].thinking == thinking_fakes.thought(1)
+
+
+def test_responses_client_reasoning_with_encrypted_content_on_bedrock_claude(gw, emulator) -> None:
+    api = openai.OpenAI(base_url=f"{gw.url}/responses-bedrock/v1", api_key="unused", max_retries=0)
+    tools = [{"type": "function", **TOOLS[0]["function"]}]
+    items: list[Any] = [{"role": "user", "content": "Weather in Paris and Lyon?"}]
+    for turn in (1, 2, 3):
+        response = api.responses.create(
+            model=MODELS["bedrock"],
+            input=items,
+            tools=tools,
+            reasoning={"effort": "low", "summary": "auto"},
+            include=["reasoning.encrypted_content"],
+            store=False,
+        )
+        reasoning = response.output[0]
+        assert reasoning.type == "reasoning"
+        assert [part.text for part in reasoning.summary] == [thinking_fakes.thought(turn)]
+        assert unpack_blocks(reasoning.encrypted_content) == [signed(turn)]
+        items += response.output
+        items += [
+            {"type": "function_call_output", "call_id": item.call_id, "output": "sunny"}
+            for item in response.output
+            if item.type == "function_call"
+        ]
+    assert response.output_text == "Sunny in Paris and Lyon."
+    assert emulator.requests[0].json()["additionalModelRequestFields"] == {
+        "thinking": {"type": "enabled", "budget_tokens": 2048}
+    }

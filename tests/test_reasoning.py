@@ -508,3 +508,171 @@ def test_carried_and_gemini_signatures_share_the_marker() -> None:
     assert split_call_id(f"toolu_1{SIGNATURE_MARKER}{payload}") == ("toolu_1", blocks)
     assert split_call_id(f"call_1{SIGNATURE_MARKER}{SIGNATURE}") == ("call_1", [])  # a Gemini signature
     assert fixture_bytes("anthropic/thinking/response.json")  # the recorded answer the unit tests use
+
+
+# --- ingress adapters: Anthropic Messages and Responses clients ----------------------------------------
+
+
+def ingress_ctx(client: dict[str, Any] | None = None) -> CallContext:
+    return CallContext(
+        "r", "llm/v1/chat", "bedrock", BEDROCK_CLAUDE, ModelOptions(), True, "abc", 1700000000, client=client or {}
+    )  # fmt: skip
+
+
+def chat_stream(*deltas: dict[str, Any]) -> bytes:
+    chunks = [
+        {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": d, "finish_reason": None}]}
+        for d in deltas
+    ]
+    chunks.append(
+        {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+    )
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+CARRIED_ID = f"toolu_01{SIGNATURE_MARKER}{pack_blocks([THINK])}"
+SIGNED_STREAM = chat_stream(
+    {"role": "assistant", "reasoning_content": "Paris: "},
+    {"reasoning_content": "call the tool."},
+    {"thinking_blocks": [THINK]},
+    {"tool_calls": [{"index": 0, "id": CARRIED_ID, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+)  # fmt: skip
+
+
+def test_anthropic_clients_thinking_maps_to_the_chat_form_and_back() -> None:
+    from transforms.ingress import anthropic as messages
+
+    body = {
+        "model": "m",
+        "max_tokens": 4000,
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "medium"},
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": [THINK, REDACTED, {**USE_1}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": "sunny"}],
+            },
+        ],
+        "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+    }
+    chat = messages.to_chat(body)
+    assert (chat["thinking"], chat["reasoning_effort"]) == ({"type": "adaptive"}, "medium")
+    assert chat["messages"][1]["thinking_blocks"] == [THINK, REDACTED]
+    # Bare tool ids (history from elsewhere): the blocks still go back first, in Converse's shape.
+    out = converse_body({k: v for k, v in chat.items() if k != "model"})
+    assert [next(iter(b)) for b in out["messages"][1]["content"]] == [
+        "reasoningContent",
+        "reasoningContent",
+        "toolUse",
+    ]
+    # The answer: signed blocks as they came, the carried id kept for the next turn.
+    answer = {
+        "id": "x",
+        "model": "m",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "reasoning_content": THINK["thinking"], "thinking_blocks": [THINK],
+            "tool_calls": [{"id": CARRIED_ID, "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+        }}],
+    }  # fmt: skip
+    message = Message.model_validate(messages.from_chat(answer, None, ingress_ctx()))
+    assert [b.model_dump() for b in message.content][:1] == [THINK]
+    assert message.content[1].id == CARRIED_ID
+
+
+def test_anthropic_clients_stream_gets_thinking_then_its_signature() -> None:
+    from test_ingress_anthropic import events
+
+    from transforms.ingress import IngressStream
+    from transforms.ingress.anthropic import MessagesEvents
+    from transforms.stream import OpenAIStream
+
+    stream = IngressStream(OpenAIStream(), MessagesEvents(ingress_ctx()), "")
+    raw = b"".join(stream.feed(SIGNED_STREAM)) + b"".join(stream.finish())
+    kinds = [
+        (e["type"], e.get("index"), (e.get("delta") or e.get("content_block") or {}).get("type"))
+        for e in events(raw)
+    ]
+    assert kinds[1:8] == [
+        ("content_block_start", 0, "thinking"),
+        ("content_block_delta", 0, "thinking_delta"),
+        ("content_block_delta", 0, "thinking_delta"),
+        ("content_block_delta", 0, "signature_delta"),
+        ("content_block_stop", 0, None),
+        ("content_block_start", 1, "tool_use"),
+        ("content_block_delta", 1, "input_json_delta"),
+    ]
+    signature = next(
+        e["delta"]["signature"]
+        for e in events(raw)
+        if (e.get("delta") or {}).get("type") == "signature_delta"
+    )
+    assert signature == SIGNATURE
+
+
+def test_responses_reasoning_items_carry_and_restore_signed_thinking() -> None:
+    from openai.types.responses import Response
+
+    from transforms.ingress import responses
+
+    asked = {
+        "input": "Weather?",
+        "reasoning": {"effort": "high", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
+    }
+    assert responses.to_chat(asked)["reasoning_effort"] == "high"
+    answer = {
+        "id": "x",
+        "model": "m",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "reasoning_content": THINK["thinking"], "thinking_blocks": [THINK],
+            "tool_calls": [{"id": "tooluse_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+        }}],
+    }  # fmt: skip
+    out = responses.from_chat(answer, None, ingress_ctx(responses.echo(asked)))
+    Response.model_validate(out)
+    assert "_reasoning_encrypted" not in out
+    item = out["output"][0]
+    assert (item["summary"][0]["text"], item["encrypted_content"]) == (
+        THINK["thinking"],
+        pack_blocks([THINK]),
+    )
+    # Not asked for: no encrypted content.
+    plain = responses.from_chat(answer, None, ingress_ctx(responses.echo({"input": "Weather?"})))
+    assert "encrypted_content" not in plain["output"][0]
+    # Sent back as input (the call id bare): the signed thinking goes back in front of the call.
+    follow = {
+        "input": [
+            {"role": "user", "content": "Weather?"},
+            item,
+            {"type": "function_call", "call_id": "tooluse_1", "name": "get_weather", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "tooluse_1", "output": "sunny"},
+        ],
+        "reasoning": {"effort": "low"},
+    }
+    chat = responses.to_chat(follow)
+    assert chat["messages"][1]["thinking_blocks"] == [THINK]
+    sent = converse_body({"messages": chat["messages"], "reasoning_effort": "low"})
+    assert sent["messages"][1]["content"][0] == {
+        "reasoningContent": {"reasoningText": {"text": THINK["thinking"], "signature": SIGNATURE}}
+    }
+
+
+def test_responses_stream_reasoning_item_gets_encrypted_content() -> None:
+    from test_ingress_responses import events
+
+    from transforms.ingress import IngressStream
+    from transforms.ingress.responses import ResponsesEvents, echo
+    from transforms.stream import OpenAIStream
+
+    c = ingress_ctx(echo({"input": "x", "include": ["reasoning.encrypted_content"]}))
+    stream = IngressStream(OpenAIStream(), ResponsesEvents(c), "")
+    out = events(b"".join(stream.feed(SIGNED_STREAM)) + b"".join(stream.finish()))
+    done = [e["item"] for e in out if e["type"] == "response.output_item.done"]
+    assert done[0]["type"] == "reasoning"
+    assert (done[0]["summary"][0]["text"], done[0]["encrypted_content"]) == (
+        THINK["thinking"],
+        pack_blocks([THINK]),
+    )
+    assert done[1]["call_id"] == CARRIED_ID

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from addon.emulator import Recorded, Scripted
+from transforms.eventstream import encode_message
 
 SECRET = b"fake-provider-signing-key"
 CITIES = ["Paris", "Lyon"]
@@ -227,7 +228,7 @@ def _bedrock_rules(body: dict[str, Any]) -> str | None:
 
 
 def bedrock(rec: Recorded) -> Scripted | None:
-    if not rec.path.startswith("/model/") or not rec.path.endswith("/converse"):
+    if not rec.path.startswith("/model/") or not rec.path.endswith(("/converse", "/converse-stream")):
         return None
     body = rec.json()
     problem = _bedrock_rules(body)
@@ -252,15 +253,72 @@ def bedrock(rec: Recorded) -> Scripted | None:
     else:
         content.append({"text": "Sunny in Paris and Lyon."})
         stop = "end_turn"
+    usage = {"inputTokens": 50, "outputTokens": 30, "totalTokens": 80}
+    if rec.path.endswith("/converse-stream"):
+        return Scripted(
+            200, _converse_stream(content, stop, usage), "application/vnd.amazon.eventstream", events=True
+        )
     return _json(
         200,
         {
             "output": {"message": {"role": "assistant", "content": content}},
             "stopReason": stop,
-            "usage": {"inputTokens": 50, "outputTokens": 30, "totalTokens": 80},
+            "usage": usage,
             "metrics": {"latencyMs": 5},
         },
     )
+
+
+def _converse_stream(content: list[dict[str, Any]], stop: str, usage: dict[str, int]) -> bytes:
+    """ConverseStream events for ``content``, as AWS event-stream frames."""
+    events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
+    for index, block in enumerate(content):
+        if "reasoningContent" in block:
+            text = block["reasoningContent"]["reasoningText"]
+            events.append(
+                (
+                    "contentBlockDelta",
+                    {"contentBlockIndex": index, "delta": {"reasoningContent": {"text": text["text"]}}},
+                )
+            )
+            events.append(
+                (
+                    "contentBlockDelta",
+                    {
+                        "contentBlockIndex": index,
+                        "delta": {"reasoningContent": {"signature": text["signature"]}},
+                    },
+                )
+            )
+        elif "toolUse" in block:
+            use = block["toolUse"]
+            events.append(
+                (
+                    "contentBlockStart",
+                    {
+                        "contentBlockIndex": index,
+                        "start": {"toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}},
+                    },
+                )
+            )
+            events.append(
+                (
+                    "contentBlockDelta",
+                    {
+                        "contentBlockIndex": index,
+                        "delta": {"toolUse": {"input": orjson.dumps(use["input"]).decode()}},
+                    },
+                )
+            )
+        else:
+            events.append(
+                ("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": block["text"]}})
+            )
+        events.append(("contentBlockStop", {"contentBlockIndex": index}))
+    events.append(("messageStop", {"stopReason": stop}))
+    events.append(("metadata", {"usage": usage, "metrics": {"latencyMs": 5}}))
+    headers = {":content-type": "application/json", ":message-type": "event"}
+    return b"".join(encode_message({":event-type": name, **headers}, orjson.dumps(data)) for name, data in events)  # fmt: skip
 
 
 # --- Gemini 2.5 -------------------------------------------------------------------------------------
