@@ -372,8 +372,10 @@ def test_claude_code_extras_do_not_fail_the_call(gw, emulator):
     assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
     assert sent["user"] == "user_abc" and sent["max_tokens"] == 1000
     assert "thinking" not in sent and "context_management" not in sent
+    # Thinking reaches OpenAI as its own setting: output_config.effort, else the budget's effort.
+    assert sent["reasoning_effort"] == "high"
     gw.wait_records(1)
-    note = "anthropic clients' context_management, output_config, thinking ignored: no counterpart in the chat form"
+    note = "anthropic clients' context_management, output_config ignored: no counterpart in the chat form"
     assert note in gw.log
 
 
