@@ -33,6 +33,8 @@ from transforms.model_rules import claude_adaptive_thinking
 # Separates a tool-call id from what it carries: a Gemini thought signature, or packed thinking
 # blocks (``pack_blocks``) for Claude on Anthropic and Bedrock.
 SIGNATURE_MARKER = "__thought__"
+# The chat fields that ask for reasoning: providers with a reasoning setting translate both.
+REASONING_FIELDS = frozenset({"reasoning_effort", "thinking"})
 # reasoning_effort values as the openai SDK types them (ReasoningEffort).
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 # Thinking tokens per effort, where a provider takes a budget (Claude before adaptive thinking,

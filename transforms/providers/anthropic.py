@@ -29,6 +29,7 @@ from transforms.common import (
 from transforms.errors import bad_request
 from transforms.model_rules import claude_sampling
 from transforms.reasoning import (
+    REASONING_FIELDS,
     ThinkingCarrier,
     ThinkingText,
     claude_thinking,
@@ -95,16 +96,18 @@ _NEUTRAL: Mapping[str, tuple[Callable[[Any], bool], str]] = {
 _COMMON_FIELDS = frozenset(
     {"max_tokens", "stop", "temperature", "top_p", "top_k", "user", "safety_identifier"}
 )
-_CHAT_FIELDS = _COMMON_FIELDS | {
-    "messages",
-    "max_completion_tokens",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "reasoning_effort",
-    "thinking",
-}
+_CHAT_FIELDS = (
+    _COMMON_FIELDS
+    | {
+        "messages",
+        "max_completion_tokens",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+    }
+    | REASONING_FIELDS
+)
 _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt"}
 
 

@@ -56,6 +56,7 @@ from transforms.errors import GatewayError, bad_request
 from transforms.limits import MAX_STREAM_EVENT_BYTES, element_too_large
 from transforms.model_rules import claude_sampling
 from transforms.reasoning import (
+    REASONING_FIELDS,
     ThinkingCarrier,
     ThinkingText,
     claude_thinking,
@@ -169,15 +170,17 @@ NATIVE_FIELDS = ("guardrailConfig", "additionalModelRequestFields")
 _COMMON_FIELDS = frozenset(
     {"max_tokens", "stop", "temperature", "top_p", "top_k", "extra_body", *NATIVE_FIELDS}
 )
-_CHAT_FIELDS = _COMMON_FIELDS | {
-    "messages",
-    "max_completion_tokens",
-    "tools",
-    "tool_choice",
-    "response_format",
-    "reasoning_effort",
-    "thinking",
-}
+_CHAT_FIELDS = (
+    _COMMON_FIELDS
+    | {
+        "messages",
+        "max_completion_tokens",
+        "tools",
+        "tool_choice",
+        "response_format",
+    }
+    | REASONING_FIELDS
+)
 _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt"}
 _EMBEDDINGS_FIELDS = frozenset({"input", "dimensions", "encoding_format"})
 

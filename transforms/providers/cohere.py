@@ -30,7 +30,7 @@ from transforms.common import (
 )
 from transforms.config import ModelOptions
 from transforms.errors import GatewayError, bad_request
-from transforms.reasoning import reasoning_of
+from transforms.reasoning import REASONING_FIELDS, reasoning_of
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -80,16 +80,18 @@ _COMMON_FIELDS = frozenset(
         "presence_penalty",
     }
 )
-_CHAT_FIELDS = _COMMON_FIELDS | {
-    "messages",
-    "max_completion_tokens",
-    "tools",
-    "tool_choice",
-    "response_format",
-    "documents",
-    "reasoning_effort",
-    "thinking",
-}
+_CHAT_FIELDS = (
+    _COMMON_FIELDS
+    | {
+        "messages",
+        "max_completion_tokens",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "documents",
+    }
+    | REASONING_FIELDS
+)
 _COMPLETIONS_FIELDS = _COMMON_FIELDS | {"prompt"}
 _EMBEDDINGS_FIELDS = frozenset({"input", "dimensions", "encoding_format"})
 

@@ -49,7 +49,7 @@ from transforms.limits import (
     SchemaTooLarge,
     element_too_large,
 )
-from transforms.reasoning import BUDGETS, Reasoning, carried, carry, reasoning_of
+from transforms.reasoning import BUDGETS, REASONING_FIELDS, Reasoning, carried, carry, reasoning_of
 from transforms.types import (
     CallContext,
     ErrorInfo,
@@ -108,15 +108,17 @@ _SAMPLING = frozenset(
         "frequency_penalty",
     }
 )
-_CHAT_FIELDS = _SAMPLING | {
-    "messages",
-    "max_completion_tokens",
-    "tools",
-    "tool_choice",
-    "response_format",
-    "reasoning_effort",
-    "thinking",
-}
+_CHAT_FIELDS = (
+    _SAMPLING
+    | {
+        "messages",
+        "max_completion_tokens",
+        "tools",
+        "tool_choice",
+        "response_format",
+    }
+    | REASONING_FIELDS
+)
 _COMPLETIONS_FIELDS = _SAMPLING | {"prompt"}
 _EMBEDDINGS_FIELDS = frozenset({"input", "dimensions"})
 
