@@ -199,6 +199,7 @@ def _generation_config(body: Mapping[str, Any], ctx: CallContext) -> dict[str, A
 _GEMINI_VERSION = re.compile(r"gemini-(\d+)(?:\.(\d+))?")
 # The largest thinking budget of Gemini 2.5 Flash and Flash-Lite (Pro takes up to 32768).
 _FLASH_MAX_BUDGET = 24576
+_PRO = re.compile(r"(?:^|[-_/])pro(?:$|[-_@.])")
 _PRO_LEVELS = {"minimal": "low", "low": "low"}  # Gemini 3 Pro: low or high
 _LEVELS = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high"}
 
@@ -208,7 +209,7 @@ def thinking_config(reasoning: Reasoning, model: str) -> dict[str, Any] | None:
     so that they come back as ``reasoning_content``); None: leave the model's default."""
     name = model.lower()
     found = _GEMINI_VERSION.search(name)
-    pro = "pro" in name
+    pro = _PRO.search(name) is not None
     if found is not None and int(found.group(1)) >= 3:
         effort = reasoning.effort or "high"
         if reasoning.off:
