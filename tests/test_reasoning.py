@@ -676,3 +676,59 @@ def test_responses_stream_reasoning_item_gets_encrypted_content() -> None:
         pack_blocks([THINK]),
     )
     assert done[1]["call_id"] == CARRIED_ID
+
+
+# --- Mistral: reasoning models answer content as typed chunks ------------------------------------------
+
+MISTRAL_CONTENT = [
+    {
+        "type": "thinking",
+        "thinking": [{"type": "text", "text": "Two and two "}, {"type": "text", "text": "make four."}],
+    },
+    {"type": "text", "text": "4"},
+]
+
+
+def test_mistral_thinking_chunks_become_reasoning_content() -> None:
+    raw = {
+        "id": "m1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "magistral-medium-2509",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": MISTRAL_CONTENT},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14},
+    }
+    out = SPECS["mistral"].routes["llm/v1/chat"].parse_response(raw, ctx("mistral", "magistral-medium-2509"))
+    message = ChatCompletion.model_validate(out).choices[0].message
+    assert (message.content, message.reasoning_content) == ("4", "Two and two make four.")  # type: ignore[attr-defined]
+
+
+def test_mistral_stream_reframes_only_chunked_content() -> None:
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk = {"id": "m1", "object": "chat.completion.chunk", "created": 1, "model": "magistral", "choices": [
+            {"index": 0, "delta": delta, "finish_reason": finish}
+        ]}  # fmt: skip
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    plain = event({"content": "4"})
+    raw = (
+        event({"role": "assistant", "content": MISTRAL_CONTENT[:1]})
+        + plain
+        + event({}, "stop")
+        + b"data: [DONE]\n\n"
+    )
+    translator = SPECS["mistral"].routes["llm/v1/chat"].new_stream(ctx("mistral", "magistral", stream=True))
+    out = drive(translator, [raw[i : i + 11] for i in range(0, len(raw), 11)])
+    assert plain in out  # an ordinary chunk goes through byte for byte
+    parsed = frames(out)
+    assert_chunks_valid(parsed)
+    deltas = chunk_deltas(parsed)
+    assert deltas[0] == {"role": "assistant", "content": "", "reasoning_content": "Two and two make four."}
+    assert [d.get("content") for d in deltas[1:2]] == ["4"]
+    assert translator.text == "4"

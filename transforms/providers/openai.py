@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from transforms.common import fixed_base_url, requires_upstream_url
 from transforms.config import ModelOptions
+from transforms.errors import error_body
+from transforms.limits import StreamLimitExceeded
 from transforms.model_rules import openai_reasoning_request
 from transforms.reasoning import thinking_as_effort
-from transforms.stream import OpenAIStream
+from transforms.stream import DONE, OpenAIStream, SSEEvent, sse_frame
 from transforms.types import CallContext, ErrorInfo, Json, ProviderRequest, ProviderSpec, RouteTransform
 
 PATHS = {
@@ -62,6 +66,87 @@ def _response(route_type: str):
         return body
 
     return parse
+
+
+# --- Mistral's reasoning: content as typed chunks -----------------------------------------------------
+
+
+def mistral_content(holder: dict[str, Any]) -> bool:
+    """Mistral's reasoning models (Magistral, and others with ``reasoning_effort``) give a message's
+    or delta's content as typed chunks; the thinking chunks become ``reasoning_content`` and the text
+    chunks the content string, as OpenAI clients read them. Whether anything changed."""
+    content = holder.get("content")
+    if not isinstance(content, list):
+        return False
+    text: list[str] = []
+    thinking: list[str] = []
+    for chunk in content:
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        if kind == "text":
+            text.append(chunk.get("text") or "")
+        elif kind == "thinking":
+            parts = chunk.get("thinking") if isinstance(chunk.get("thinking"), list) else ()
+            thinking.extend(p.get("text") or "" for p in parts if isinstance(p, dict))
+    holder["content"] = "".join(text)
+    if thinking:
+        holder["reasoning_content"] = "".join(thinking)
+    return True
+
+
+def _mistral_chat(body: Json, ctx: CallContext) -> Json:
+    if not isinstance(body, dict) or "choices" not in body:
+        raise ValueError("'choices' not in llm/v1/chat response")
+    for choice in body["choices"] or ():
+        if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+            mistral_content(choice["message"])
+    return body
+
+
+class MistralStream(OpenAIStream):
+    """Mistral's OpenAI-format stream, re-framed where a delta's content comes as typed chunks
+    (thinking as ``reasoning_content``); other events go through as they came."""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if not chunk or self.error is not None:
+            return []
+        try:
+            events = self._parser.feed(chunk)
+        except StreamLimitExceeded as e:
+            return self._cut(str(e), StreamLimitExceeded.code)
+        return [frame for event in events if (frame := self._frame(event))]
+
+    def finish(self) -> list[bytes]:
+        if self.error is not None:
+            return []
+        out = [frame for event in self._parser.finish() if (frame := self._frame(event))]
+        if not self._done:  # the upstream stopped without [DONE]: say so
+            message = "the upstream stream ended before the response was complete"
+            out += [sse_frame(error_body(message, "api_error", "stream_error")), DONE]
+        return out
+
+    def _frame(self, event: SSEEvent) -> bytes | None:
+        if '"content":[' in event.data or '"content": [' in event.data:
+            data = orjson.loads(event.data)
+            changed = [
+                mistral_content(c["delta"])
+                for c in data.get("choices") or ()
+                if isinstance(c, dict) and isinstance(c.get("delta"), dict)
+            ]
+            if any(changed):
+                event = SSEEvent(event.event, orjson.dumps(data).decode())
+        self._observe(event)
+        return sse_frame(event.data.encode()) if event.data else None
+
+
+def _mistral_stream(ctx: CallContext) -> OpenAIStream:
+    return MistralStream()
+
+
+def _mistral_routes() -> dict[str, RouteTransform]:
+    routes = _routes(("top_k",), PATHS)
+    chat = routes["llm/v1/chat"]
+    routes["llm/v1/chat"] = RouteTransform(chat.build_request, _mistral_chat, _mistral_stream)
+    return routes
 
 
 def parse_error(status: int, body: Json) -> ErrorInfo | None:
@@ -129,8 +214,6 @@ SPECS = (
         parse_error,
     ),
     ProviderSpec("azure", _azure_base, _azure_routes(), parse_error),
-    ProviderSpec(
-        "mistral", fixed_base_url("https://api.mistral.ai"), _routes(("top_k",), PATHS), parse_error
-    ),
+    ProviderSpec("mistral", fixed_base_url("https://api.mistral.ai"), _mistral_routes(), parse_error),
     ProviderSpec("llama2", requires_upstream_url("the llama2 provider"), _routes((), PATHS), parse_error),
 )
