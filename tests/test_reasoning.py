@@ -507,6 +507,13 @@ def test_carried_and_gemini_signatures_share_the_marker() -> None:
     assert set(payload) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
     assert split_call_id(f"toolu_1{SIGNATURE_MARKER}{payload}") == ("toolu_1", blocks)
     assert split_call_id(f"call_1{SIGNATURE_MARKER}{SIGNATURE}") == ("call_1", [])  # a Gemini signature
+    for junk in (
+        "!!!",
+        pack_blocks([{"type": "thinking", "thinking": "x"}]),
+        "W10",
+        "e30",
+    ):  # damaged, unsigned, [], {}
+        assert split_call_id(f"toolu_1{SIGNATURE_MARKER}{junk}") == ("toolu_1", [])
     assert fixture_bytes("anthropic/thinking/response.json")  # the recorded answer the unit tests use
 
 
