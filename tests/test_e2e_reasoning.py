@@ -166,13 +166,8 @@ def test_agent_loop_with_tools_and_thinking(gw, emulator, provider: str, whole: 
     if provider != "gemini":  # Claude's signed block rides in the id and in thinking_blocks
         base, blocks = split_call_id(first_call.id)
         assert base in ("toolu_01", "tooluse_1")
-        signed = {
-            "type": "thinking",
-            "thinking": thinking_fakes.thought(1),
-            "signature": thinking_fakes.sign(thinking_fakes.thought(1)),
-        }
-        assert blocks == [signed]
-        assert answers[0].thinking_blocks == [signed]  # type: ignore[attr-defined]
+        assert blocks == [signed(1)]
+        assert answers[0].thinking_blocks == [signed(1)]  # type: ignore[attr-defined]
     records = [r["ai"]["proxy"] for r in gw.wait_records(3)]
     # Converse reports no reasoning token count; Anthropic and Gemini do.
     details = None if provider == "bedrock" else {"reasoning_tokens": 12}
