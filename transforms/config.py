@@ -29,7 +29,17 @@ Provider = Literal[
     "huggingface",
     "ollama",
 ]
-RouteType = Literal["llm/v1/chat", "llm/v1/completions", "llm/v1/embeddings", "llm/v1/responses", "preserve"]
+RouteType = Literal[
+    "llm/v1/chat",
+    "llm/v1/completions",
+    "llm/v1/embeddings",
+    "llm/v1/responses",
+    "preserve",
+    "image/v1/images/generations",
+    "image/v1/images/edits",
+    "realtime/v1/realtime",
+]
+REALTIME = "realtime/v1/realtime"
 # REST route types: ``match.path`` names the collection, and the route serves what lies below it too
 # (``<path>/{id}``, ``<path>/{id}/cancel``...).
 REST_ROUTE_TYPES = frozenset({"llm/v1/responses"})
@@ -179,7 +189,8 @@ class ModelOptions(_Strict):
         if v is None:
             return v
         parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        # ws(s) only for realtime routes (checked by Route): the WebSocket upgrade is an HTTP request.
+        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
             raise ValueError("must be an absolute http(s) URL")
         return v
 
@@ -399,6 +410,10 @@ class Route(_Strict):
         )
         if self_hosted and opts.upstream_url is None:
             raise ValueError("must set 'model.options.upstream_url' for self-hosted providers/models")
+        if (opts.upstream_url or "").startswith(("ws:", "wss:")) and self.route_type != REALTIME:
+            raise ValueError(
+                "'model.options.upstream_url' can be ws(s):// only on realtime/v1/realtime routes"
+            )
         if provider in ("bedrock", "gemini") and self.auth.allow_override:
             raise ValueError("bedrock and gemini only support auth.allow_override = false")
         if self.llm_format != "openai":

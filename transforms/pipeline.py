@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -17,6 +17,8 @@ import orjson
 from transforms.auth import apply_auth
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
+from transforms.image_fields import IMAGE_EDITS, IMAGE_GENERATIONS
+from transforms.images import prepare_images
 from transforms.ingress import COUNT, CREATE, RESPONSES, Ingress, ingress_for, provider_counts
 from transforms.masking import attached_credentials
 from transforms.passthrough import (
@@ -35,7 +37,7 @@ from transforms.prepared import (
     _resolve_model,
     _resolve_stream,
     _sign,
-    _split_origin,
+    _target,
     _too_deep,
     forwarded_path,
 )
@@ -49,7 +51,6 @@ from transforms.types import (
     ErrorInfo,
     Inbound,
     ProviderRequest,
-    ProviderSpec,
     Upstream,
     Usage,
 )
@@ -74,6 +75,12 @@ _RESPONSE_OBJECTS = {
     "llm/v1/chat": ("chat.completion", "chatcmpl-"),
     "llm/v1/completions": ("text_completion", "cmpl-"),
     "llm/v1/embeddings": ("list", None),
+}
+# Route types served by their own request path: (route, spec, inbound, env, credentials, now,
+# request id) -> Prepared.
+_OWN_PATHS: Mapping[str, Callable[..., Prepared]] = {
+    IMAGE_GENERATIONS: prepare_images,
+    IMAGE_EDITS: prepare_images,
 }
 # Headers of a client format that mean nothing to the provider its request is translated for.
 _CLIENT_FORMAT_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -105,6 +112,9 @@ def prepare(
     spec = spec_for(route)
     if spec is None:
         raise bad_request(f"no transformer for {route.provider}://{route.route_type}", "unsupported_provider")
+    own_path = _OWN_PATHS.get(route.route_type)
+    if own_path is not None:  # route types that are no chat call (images, realtime)
+        return own_path(route, spec, inbound, env, credentials, now, request_id)
     ingress = ingress_for(route)
     if route.route_type == "preserve" or (route.llm_format != "openai" and ingress is None):
         return _prepare_passthrough(route, spec, inbound, env, credentials, now)
@@ -262,21 +272,6 @@ def _apply_defaults(route_type: str, body: dict[str, Any], options: ModelOptions
             body[name] = value
 
 
-def _target(
-    spec: ProviderSpec, route: Route, model: str, provider_path: str, env: Mapping[str, str]
-) -> tuple[str, str, int, str, list[tuple[str, str]]]:
-    """Kong's rule: an upstream_url with a path is used as is; without one, the standard path is
-    appended to it; with no upstream_url, the provider's own base URL is used."""
-    upstream_url = route.model.options.upstream_url
-    if upstream_url:
-        scheme, host, port, path, query = _split_origin(upstream_url)
-        if path and path != "/":
-            return scheme, host, port, path, query
-        return scheme, host, port, provider_path, query
-    scheme, host, port, prefix, query = _split_origin(spec.base_url(route.model.options, model, env))
-    return scheme, host, port, prefix.rstrip("/") + provider_path, query
-
-
 # --- response ------------------------------------------------------------------------------------
 
 
@@ -285,6 +280,8 @@ def translate_response(
 ) -> Answer:
     """The client's answer for a complete (non-streamed) upstream response. ``headers`` (lower-case
     names) are the upstream's, read for usage where a provider reports it there (Bedrock invoke)."""
+    if prep.answer is not None:  # a route type with its own answer shape (images)
+        return prep.answer(prep, status, raw)
     if prep.passthrough:
         if prep.native is not None:
             return _native_answer(prep, status, raw, headers or {})

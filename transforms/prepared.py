@@ -7,7 +7,7 @@ Pure: nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -56,6 +56,9 @@ class Prepared:
     # False for calls that are no LLM call to account for (a Responses retrieve, delete, cancel or
     # input_items list, forwarded as is): no statistics record.
     metered: bool = True
+    # Route types whose answers are not chat-shaped (images): the client's answer is made by this
+    # instead of the chat path of ``translate_response``.
+    answer: Callable[[Prepared, int, bytes], Answer] | None = None
 
 
 @dataclass(slots=True)
@@ -122,7 +125,8 @@ def _resolve_stream(route: Route, body: dict[str, Any]) -> bool:
 
 def _split_origin(url: str) -> tuple[str, str, int, str, list[tuple[str, str]]]:
     parts = urlsplit(url)
-    scheme = parts.scheme
+    # A WebSocket URL (realtime routes) is reached by its HTTP upgrade request.
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, parts.hostname or "", port, parts.path, parse_qsl(parts.query)
 
@@ -134,3 +138,18 @@ def forwarded_path(route: Route, path: str) -> str:
         rest = path[len(pattern) - 2 :]
         return rest if rest.startswith("/") else "/" + rest
     return path
+
+
+def _target(
+    spec: ProviderSpec, route: Route, model: str, provider_path: str, env: Mapping[str, str]
+) -> tuple[str, str, int, str, list[tuple[str, str]]]:
+    """Kong's rule: an upstream_url with a path is used as is; without one, the standard path is
+    appended to it; with no upstream_url, the provider's own base URL is used."""
+    upstream_url = route.model.options.upstream_url
+    if upstream_url:
+        scheme, host, port, path, query = _split_origin(upstream_url)
+        if path and path != "/":
+            return scheme, host, port, path, query
+        return scheme, host, port, provider_path, query
+    scheme, host, port, prefix, query = _split_origin(spec.base_url(route.model.options, model, env))
+    return scheme, host, port, prefix.rstrip("/") + provider_path, query

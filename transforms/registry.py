@@ -1,11 +1,14 @@
 """The registry of pure provider transforms, keyed by (wire format, route type).
 
 Built once at import from every module in ``transforms.providers``: adding a provider means adding
-a module that exposes ``SPECS``; nothing here changes.
+a module that exposes ``SPECS``; nothing here changes. A module may also add route types to another
+module's wire format with ``MORE_ROUTES`` ({spec name: {route type: RouteTransform}}): the images
+API on gemini and bedrock lives in its own modules that way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Mapping
@@ -18,6 +21,7 @@ from transforms.types import ProviderSpec, RouteTransform
 
 def _discover() -> Mapping[str, ProviderSpec]:
     specs: dict[str, ProviderSpec] = {}
+    more: list[tuple[str, Mapping[str, Mapping[str, RouteTransform]]]] = []
     for info in sorted(pkgutil.iter_modules(providers.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
@@ -26,6 +30,14 @@ def _discover() -> Mapping[str, ProviderSpec]:
             if spec.name in specs:
                 raise RuntimeError(f"provider spec '{spec.name}' is defined twice")
             specs[spec.name] = spec
+        if hasattr(module, "MORE_ROUTES"):
+            more.append((info.name, module.MORE_ROUTES))
+    for module_name, by_spec in more:
+        for name, routes in by_spec.items():
+            spec = specs[name]
+            if twice := set(routes) & set(spec.routes):
+                raise RuntimeError(f"{module_name} adds route types {name} already serves: {sorted(twice)}")
+            specs[name] = dataclasses.replace(spec, routes={**spec.routes, **routes})
     return MappingProxyType(specs)
 
 
