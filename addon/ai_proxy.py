@@ -44,6 +44,7 @@ from addon.ingress_endpoints import IngressEndpoints  # noqa: E402
 from addon.inspection import Inspector  # noqa: E402
 from addon.models import ModelsEndpoint  # noqa: E402
 from addon.prompt_plugins import PromptPluginsAddon  # noqa: E402
+from addon.realtime import RealtimeSessions  # noqa: E402
 from addon.responses_store import ResponseKeeper, ResponseStore, StoredResponses  # noqa: E402
 from addon.summary import UsageSummary  # noqa: E402
 
@@ -60,6 +61,7 @@ responses = ResponseStore()
 # routes that configure some. Cassettes after both: they record and replay flows the gateway (or the
 # inspector) has prepared. The summary totals every statistics record. Stored Responses API answers:
 # answered and continued before the gateway prepares a request, kept after it has translated the answer.
+# Realtime sessions: their WebSocket messages are read for usage once the gateway has upgraded them.
 addons = [
     AccessControl(gateway),
     ModelsEndpoint(gateway),
@@ -71,5 +73,6 @@ addons = [
     Inspector(gateway),
     PromptPluginsAddon(gateway),
     Cassettes(gateway),
+    RealtimeSessions(gateway),
     UsageSummary(gateway.stats),
 ]

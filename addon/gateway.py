@@ -239,6 +239,8 @@ class AIProxy:
                 ai_metadata(flow)["client_request"] = client_request(inbound)
             if prep.notes:
                 self._note(route, prep.notes)
+            if prep.flow_metadata:  # for addons acting on the flow later (addon/realtime.py)
+                ai_metadata(flow).update(prep.flow_metadata)
             apply_upstream(flow.request, prep.upstream)
             self._live[flow.id] = state
         except GatewayError as e:

@@ -46,6 +46,8 @@ class CallFacts:
     replayed: bool = False  # answered from a cassette
     plugins: tuple[str, ...] = ()  # the AI plugins that acted on the call, in order
     original_request: str | None = None  # the client's body before the prompt template, when asked
+    request_mode: str | None = None  # instead of oneshot/stream (realtime sessions)
+    extra_meta: dict[str, Any] | None = None  # more facts for meta (a realtime record's event)
 
 
 def build_record(facts: CallFacts) -> dict[str, Any]:
@@ -57,7 +59,7 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
         "request_model": facts.request_model,
         "response_model": facts.response_model or facts.request_model,
         "llm_latency": facts.llm_latency_ms,
-        "request_mode": "stream" if facts.stream else "oneshot",
+        "request_mode": facts.request_mode or ("stream" if facts.stream else "oneshot"),
         "status": facts.status,
     }
     if facts.consumer is not None:
@@ -68,6 +70,8 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
         meta["error"] = redact_text(facts.error, facts.secrets)[:MAX_RECORDED_ERROR_CHARS]
     if facts.replayed:
         meta["replayed"] = True
+    if facts.extra_meta:
+        meta.update(facts.extra_meta)
     opts = route.model.options
     if route.provider == "azure":
         meta["azure_instance_id"] = opts.azure_instance
@@ -80,10 +84,20 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
         "time_per_token": (facts.llm_latency_ms / usage.completion_tokens if usage.completion_tokens else 0),
         "cost": cost(usage, opts),
     }
-    if usage.cached_tokens:
-        usage_out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
-    if usage.reasoning_tokens:
-        usage_out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    prompt_details = {
+        "cached_tokens": usage.cached_tokens,
+        "text_tokens": usage.prompt_text_tokens,
+        "audio_tokens": usage.prompt_audio_tokens,
+    }
+    completion_details = {
+        "reasoning_tokens": usage.reasoning_tokens,
+        "text_tokens": usage.completion_text_tokens,
+        "audio_tokens": usage.completion_audio_tokens,
+    }
+    if any(prompt_details.values()):
+        usage_out["prompt_tokens_details"] = {k: v for k, v in prompt_details.items() if v}
+    if any(completion_details.values()):
+        usage_out["completion_tokens_details"] = {k: v for k, v in completion_details.items() if v}
     if usage.search_units:
         usage_out["search_units"] = usage.search_units
     if usage.estimated:
@@ -175,12 +189,14 @@ class StatsSink:
             self._file.close()
             self._file = None
 
-    def emit(self, record: dict[str, Any]) -> None:
+    def emit(self, record: dict[str, Any], counted: bool = True) -> None:
+        """``counted=False``: a record that repeats what earlier records counted (a realtime
+        session's totals) is written and logged, but not handed to subscribers (limits, summary)."""
         # The line costs a log record, and mitmproxy a hook dispatch to every addon: only when heard.
         if line_is_heard(logger, self.add_log_hooks):
             logger.log(ALERT, summary_line(record))
         # Subscribers before the file: once a record is on disk, every subscriber has seen it.
-        for callback in self._subscribers:
+        for callback in self._subscribers if counted else ():
             try:
                 callback(record)
             except Exception:

@@ -181,7 +181,7 @@ def test_script_loads_our_packages_even_when_foreign_ones_exist(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (
         "AccessControl ModelsEndpoint IngressEndpoints StoredResponses FlowMasking AIProxy ResponseKeeper "
-        "Inspector PromptPluginsAddon Cassettes UsageSummary"
+        "Inspector PromptPluginsAddon Cassettes RealtimeSessions UsageSummary"
     )
 
 
@@ -207,6 +207,7 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
             "Inspector",
             "PromptPluginsAddon",
             "Cassettes",
+            "RealtimeSessions",
             "UsageSummary",
         ], names
         assert not set(map(id, second.addons)) & set(map(id, first.addons))
@@ -214,6 +215,7 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
         assert second.addons[6].gateway is second.addons[5]
         assert second.addons[5].plugins is second.addons[8]
         assert second.addons[9].gateway is second.addons[5]
+        assert second.addons[10].gateway is second.addons[5]
         assert second.addons[3].store is second.addons[6].store
         assert sys.path.count({str(ROOT)!r}) == 1
         print("ok")

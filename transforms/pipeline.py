@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from transforms.auth import apply_auth
-from transforms.config import ModelOptions, Route
+from transforms.config import REALTIME, ModelOptions, Route
 from transforms.errors import GatewayError, bad_request, error_body, error_type_for
 from transforms.image_fields import IMAGE_EDITS, IMAGE_GENERATIONS
 from transforms.images import prepare_images
@@ -41,6 +41,7 @@ from transforms.prepared import (
     _too_deep,
     forwarded_path,
 )
+from transforms.realtime import prepare_realtime
 from transforms.redact import redact_text
 from transforms.registry import spec_for
 from transforms.types import (
@@ -81,6 +82,7 @@ _RESPONSE_OBJECTS = {
 _OWN_PATHS: Mapping[str, Callable[..., Prepared]] = {
     IMAGE_GENERATIONS: prepare_images,
     IMAGE_EDITS: prepare_images,
+    REALTIME: prepare_realtime,
 }
 # Headers of a client format that mean nothing to the provider its request is translated for.
 _CLIENT_FORMAT_HEADERS = ("anthropic-version", "anthropic-beta")

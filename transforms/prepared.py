@@ -59,6 +59,9 @@ class Prepared:
     # Route types whose answers are not chat-shaped (images): the client's answer is made by this
     # instead of the chat path of ``translate_response``.
     answer: Callable[[Prepared, int, bytes], Answer] | None = None
+    # Plain JSON-able facts the gateway puts in flow.metadata["ai_proxy"] for the addons that act
+    # on the flow later (a realtime session's route and model: addon/realtime.py).
+    flow_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -99,6 +99,11 @@ class Usage:
     reasoning_tokens: int = 0
     estimated: bool = False
     search_units: int = 0  # billed by rerank APIs instead of tokens (Cohere)
+    # Text and audio parts of the counts, where the provider says (Realtime API).
+    prompt_text_tokens: int = 0
+    prompt_audio_tokens: int = 0
+    completion_text_tokens: int = 0
+    completion_audio_tokens: int = 0
 
     def as_openai(self, mark_estimate: bool = True) -> dict[str, Any]:
         """OpenAI's usage object. An estimate carries ESTIMATED_MARK, which the pipeline reads into
