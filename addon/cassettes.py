@@ -41,6 +41,7 @@ from transforms.cassette import (
     miss_message,
     replay_of,
 )
+from transforms.config import REALTIME
 from transforms.errors import error_body
 from transforms.pipeline import Prepared
 from transforms.redact import redact_bytes
@@ -139,6 +140,14 @@ class Cassettes:
             return
         state = self.gateway.flow_state(flow)
         if state is None or state.prep is None:
+            return
+        if state.route.route_type == REALTIME:
+            # A WebSocket session is neither recorded nor replayed: it goes live, except in `none`.
+            if self.mode == "none":
+                body = error_body(
+                    "realtime sessions are not replayed from cassettes", "api_error", "cassette_miss"
+                )
+                self.gateway.answer_locally(flow, 501, {"content-type": "application/json"}, body)
             return
         try:
             self._replay_or_record(flow, state)

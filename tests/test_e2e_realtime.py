@@ -15,6 +15,7 @@ import orjson
 import pytest
 from conftest import route
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 SESSION_CREATED = (
@@ -270,4 +271,18 @@ def test_a_plain_get_is_told_to_use_websocket(gw, fake):
     error = answer.json()["error"]
     assert error["code"] == "websocket_required"
     assert "WebRTC is not supported" in error["message"]
+    assert fake.requests == []
+
+
+def test_cassettes_in_none_mode_never_open_a_realtime_session(gateway, fake, tmp_path_factory):
+    fake.reset()
+    folder = tmp_path_factory.mktemp("cassettes")
+    routes = [route("rt", "/rt/v1/realtime", "realtime/v1/realtime", "openai", f"ws://127.0.0.1:{fake.port}")]
+    gw = gateway(
+        routes, extra=["--set", f"ai_proxy_cassettes={folder}", "--set", "ai_proxy_record_mode=none"]
+    )
+    with pytest.raises(InvalidStatus) as caught:
+        connect(f"ws://127.0.0.1:{gw.port}/rt/v1/realtime?model=gpt-realtime")
+    assert caught.value.response.status_code == 501
+    assert orjson.loads(caught.value.response.body)["error"]["code"] == "cassette_miss"
     assert fake.requests == []
