@@ -130,6 +130,43 @@ def test_openai_generation_forwarded_with_route_auth(gw, emulator):
     assert record["usage"]["total_tokens"] == 4172
 
 
+def test_openai_streamed_generation_passes_through_with_its_usage(gw, emulator):
+    common = {
+        "background": "opaque",
+        "created_at": 1,
+        "output_format": "png",
+        "quality": "low",
+        "size": "1024x1024",
+    }
+    partial = {"type": "image_generation.partial_image", "b64_json": OUT1, "partial_image_index": 0, **common}
+    usage = {
+        "input_tokens": 9,
+        "input_tokens_details": {"text_tokens": 9, "image_tokens": 0},
+        "output_tokens": 272,
+        "total_tokens": 281,
+    }
+    completed = {"type": "image_generation.completed", "b64_json": OUT2, "usage": usage, **common}
+    sse = b"".join(
+        b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
+        for e in (partial, completed)
+    )
+    emulator.script(200, sse, content_type="text/event-stream", events=True)
+    events = list(client(gw, "oai").images.generate(prompt="a fox", stream=True, partial_images=1))
+    assert [e.type for e in events] == ["image_generation.partial_image", "image_generation.completed"]
+    assert events[1].b64_json == OUT2
+    assert events[1].usage.output_tokens == 272
+    assert emulator.last.json() == {
+        "prompt": "a fox",
+        "stream": True,
+        "partial_images": 1,
+        "model": "gpt-image-1",
+    }
+    record = gw.wait_records(1)[0]["ai"]["proxy"]
+    assert record["meta"]["request_mode"] == "stream"
+    assert (record["usage"]["prompt_tokens"], record["usage"]["completion_tokens"]) == (9, 272)
+    assert "estimated" not in record["usage"]
+
+
 def test_openai_generation_gets_the_route_model(gw, emulator):
     emulator.script(200, {"created": 1, "data": [{"b64_json": OUT1}]})
     client(gw, "oai").images.generate(prompt="a fox")

@@ -10,9 +10,10 @@ from transforms import multipart
 from transforms.config import GatewayConfig, ModelOptions
 from transforms.errors import GatewayError
 from transforms.image_fields import IMAGE_EDITS, IMAGE_GENERATIONS, ImageFile, aspect_ratio, sniff_mime
+from transforms.pipeline import prepare
 from transforms.providers import bedrock_images, gemini_images
 from transforms.registry import SPECS
-from transforms.types import CallContext
+from transforms.types import CallContext, Inbound
 
 
 def form_body(**files: tuple[str, bytes, str]) -> tuple[str, bytes]:
@@ -164,3 +165,33 @@ def test_ws_upstream_urls_only_on_realtime_routes():
     }
     with pytest.raises(ValueError, match="ws\\(s\\):// only on realtime"):
         GatewayConfig.model_validate({"routes": [route]})
+
+
+def test_forwarded_images_carry_a_body_auth_parameter_and_the_route_model():
+    cfg = GatewayConfig.model_validate(
+        {
+            "routes": [
+                {
+                    "name": "img",
+                    "route_type": "image/v1/images/edits",
+                    "auth": {"param_name": "api_key", "param_value": "route-key", "param_location": "body"},
+                    "model": {"provider": "openai", "name": "gpt-image-1"},
+                }
+            ]
+        }
+    )
+    ctype, body = form_body(image=("a.png", b"IMG", "image/png"))
+    inbound = Inbound("POST", "", "/v1/images/edits", [], {"content-type": ctype}, body)
+    prep = prepare(cfg.routes[0], inbound, request_id="1", now=1)
+    assert prep.upstream.url == "https://api.openai.com/v1/images/edits"
+    fields = {p.name: p.data for p in multipart.parse(ctype, prep.upstream.body)}
+    assert fields == {
+        "prompt": b"a hat",
+        "n": b"2",
+        "image": b"IMG",
+        "api_key": b"route-key",
+        "model": b"gpt-image-1",
+    }
+    assert prep.upstream.body.startswith(
+        body[: body.rfind(b"--" + multipart.boundary_of(ctype).encode() + b"--")]
+    )

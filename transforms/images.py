@@ -22,7 +22,9 @@ from transforms.config import Route
 from transforms.errors import GatewayError, bad_request
 from transforms.image_fields import IMAGE_EDITS, IMAGE_GENERATIONS, ImageFile, sniff_mime, usage_of
 from transforms.masking import attached_credentials
+from transforms.native import IMAGES
 from transforms.prepared import _BODY_HEADERS, Answer, Prepared, _encode, _resolve_model, _sign, _target
+from transforms.recognize import Recognized
 from transforms.redact import redact_text
 from transforms.types import CallContext, Inbound, ProviderSpec, Upstream
 from transforms.validation import parse_json_object
@@ -194,11 +196,13 @@ def _forward(
     else:
         model = _resolve_model(route, {"model": asked})
     auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), {}, credentials)
+    added = dict(auth.body_params)  # a body auth parameter, and the route's model where missing
     if route.provider == "openai" and asked != model:  # Azure's model is the deployment in the URL
-        if route.route_type == IMAGE_GENERATIONS:
-            payload = _encode({**body, "model": model})
-        else:
-            payload = multipart.with_field(content_type, payload, "model", model)
+        added["model"] = model
+    if added and route.route_type == IMAGE_GENERATIONS:
+        payload = _encode({**body, **added})
+    for name, value in added.items() if route.route_type == IMAGE_EDITS else ():
+        payload = multipart.with_field(content_type, payload, name, value)
     operation = _OPERATION[route.route_type]
     extra: list[tuple[str, str]] = []
     if route.provider == "azure":
@@ -226,5 +230,6 @@ def _forward(
         prompt_text=prompt,
         secrets=route.auth.secrets(),
         mask=attached_credentials(route.name, auth, upstream),
+        native=Recognized(route.provider, IMAGES),  # a streamed answer's usage is read on the side
         answer=forwarded_answer,
     )

@@ -14,11 +14,15 @@ from typing import Any
 
 import orjson
 
+from transforms.image_fields import usage_of as image_usage
 from transforms.providers import anthropic, bedrock, cohere, gemini, ollama
 from transforms.recognize import UNMETERED
 from transforms.stream import SSEParser
 from transforms.types import Usage
 from transforms.usage import usage_from_openai
+
+# The operation of a forwarded images call (openai, azure): its stream is read for usage.
+IMAGES = "images"
 
 Headers = Mapping[str, str]  # lower-case names
 MAX_LINE = 1 << 22  # an NDJSON line kept while it arrives: memory stays bounded on a hostile stream
@@ -278,6 +282,13 @@ def _on_responses_event(reader: UsageReader, event: Any) -> None:
         reader.usage = usage
 
 
+def _on_image_event(reader: UsageReader, event: Any) -> None:
+    """A streamed images answer: the ``image_generation.completed`` / ``image_edit.completed``
+    event carries the usage (partial images carry none)."""
+    if isinstance(event, dict) and str(event.get("type", "")).endswith(".completed"):
+        reader.usage = image_usage(event) or reader.usage
+
+
 def _on_invoke_chunk(reader: UsageReader, event: Any) -> None:
     if not isinstance(event, dict):
         return
@@ -305,6 +316,7 @@ def _on_tgi_event(reader: UsageReader, event: Any) -> None:
 
 STREAM_READERS: Mapping[tuple[str, str], tuple[str, Callable[[UsageReader, Any], None]]] = {
     **{(fmt, "responses"): ("sse", _on_responses_event) for fmt in ("openai", "azure", "mistral")},
+    **{(fmt, IMAGES): ("sse", _on_image_event) for fmt in ("openai", "azure")},
     ("bedrock", "invoke-with-response-stream"): ("eventstream", _on_invoke_chunk),
     ("cohere", "chat_v1"): ("ndjson", _on_cohere_v1_event),
     ("huggingface", "generate"): ("sse", _on_tgi_event),
