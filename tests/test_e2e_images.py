@@ -428,6 +428,7 @@ def test_generation_refusals(gw, emulator, prefix, call, param, words):
         ("inpaint", {"mask": ("m.png", MASK)}, "mask", "transparent"),
         ("imagen", {}, "model", "Gemini image model"),
         ("sd", {}, "model", "inpaint"),
+        ("inpaint", {"size": "1024x1024"}, "size", "Stability edits"),
         ("nova", {"response_format": "url"}, "response_format", "b64_json"),
     ],
 )

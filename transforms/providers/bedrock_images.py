@@ -81,9 +81,11 @@ def _amazon(body: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
     return {**task, "imageGenerationConfig": config} if config else task
 
 
-def _stability(body: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+def _stability(body: dict[str, Any], out: dict[str, Any], sized: bool = True) -> dict[str, Any]:
+    """``sized``: text-to-image, where Stability takes an ``aspect_ratio`` (an edit keeps the
+    image's own)."""
     count_of(body)
-    if (ratio := aspect_ratio(PROVIDER, body, STABILITY_RATIOS)) is not None:
+    if sized and (ratio := aspect_ratio(PROVIDER, body, STABILITY_RATIOS)) is not None:
         out["aspect_ratio"] = ratio
     if body.get("output_format") is not None:
         out["output_format"] = body["output_format"]
@@ -125,10 +127,14 @@ def build_edits(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
             raise refuse(
                 PROVIDER, "model", f"{ctx.model!r} cannot edit: Stability edits use its inpaint service"
             )
-        check(PROVIDER, body, ("size", "image"), _STABILITY_NEUTRAL)
+        neutral = {
+            **_STABILITY_NEUTRAL,
+            "size": (lambda v: v == "auto", "is not supported on Stability edits"),
+        }
+        check(PROVIDER, body, ("image",), neutral)
         if len(images) > 1:
             raise refuse(PROVIDER, "image", "must be one image on Stability")
-        out = _stability(body, {"image": images[0].b64, "prompt": prompt})
+        out = _stability(body, {"image": images[0].b64, "prompt": prompt}, sized=False)
     return ProviderRequest(out, model_path(ctx.model, "invoke"))
 
 
