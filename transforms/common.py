@@ -6,10 +6,11 @@ import base64
 import binascii
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
-from transforms.config import ModelOptions
+from transforms.config import GeminiOptions, ModelOptions
 from transforms.errors import GatewayError, bad_request
 from transforms.types import Usage
 
@@ -73,6 +74,19 @@ def fixed_base_url(url: str) -> Callable[[ModelOptions, str, Mapping[str, str]],
         return url
 
     return base_url
+
+
+def vertex_origin(vertex: GeminiOptions) -> str:
+    """A Vertex AI ``api_endpoint`` as a base URL (``https://`` unless the endpoint names a scheme)."""
+    endpoint = vertex.api_endpoint or ""
+    return endpoint if endpoint.startswith(("https://", "http://")) else f"https://{endpoint}"
+
+
+def vertex_model_path(vertex: GeminiOptions, publisher: str, model: str, method: str) -> str:
+    """``/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:{method}``."""
+    project, location = quote(vertex.project_id or "", safe=""), quote(vertex.location_id or "", safe="")
+    name = quote(model, safe="-._~@")
+    return f"/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{name}:{method}"
 
 
 def requires_upstream_url(what: str) -> Callable[[ModelOptions, str, Mapping[str, str]], str]:

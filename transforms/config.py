@@ -405,6 +405,13 @@ class Route(_Strict):
         for field in required.get(provider, ()):
             if getattr(opts, field) is None:
                 raise ValueError(f"must set 'model.options.{field}' for {provider} provider")
+        on_vertex = opts.gemini is not None and opts.gemini.is_vertex
+        version = opts.anthropic_version or ""
+        if provider == "anthropic" and on_vertex and not version.startswith("vertex-"):
+            raise ValueError(
+                "Claude on Vertex AI (anthropic with model.options.gemini) takes a Vertex "
+                f"'model.options.anthropic_version' such as 'vertex-2023-10-16', not '{version}'"
+            )
         self_hosted = provider in ("llama2", "ollama") or (
             provider == "mistral" and opts.mistral_format == "ollama"
         )

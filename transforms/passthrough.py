@@ -56,16 +56,23 @@ def _prepare_passthrough(
     model = model or route.model.name or _model_from_path(inbound.path) or "UNSPECIFIED"
     auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), parsed, credentials)
     payload = inbound.body
-    if auth.body_params and isinstance(body, dict):
+    client_path = forwarded_path(route, inbound.path)
+    rewritten = None
+    if spec.native_request is not None and route.llm_format != "openai" and isinstance(body, dict):
+        rewritten = spec.native_request(client_path, body, route.model.name, route.model.options)
+    if rewritten is not None:  # the format served at the provider's own paths (Claude on Vertex)
+        client_path, body, model = rewritten
+        payload = _encode({**body, **auth.body_params})
+    elif auth.body_params and isinstance(body, dict):
         payload = _encode({**body, **auth.body_params})
     upstream_url = route.model.options.upstream_url
     if upstream_url:
         scheme, host, port, path, query = _split_origin(upstream_url)
         if not path or path == "/":
-            path = forwarded_path(route, inbound.path)
+            path = client_path
     else:
         scheme, host, port, _, query = _split_origin(spec.base_url(route.model.options, model, env))
-        path = forwarded_path(route, inbound.path)
+        path = client_path
     dropped = {route.auth.param_name} if route.auth.param_name else set()
     query = [*query, *((k, v) for k, v in inbound.query if k not in dropped), *auth.query.items()]
     stream = _native_stream(parsed, inbound.path)
@@ -191,7 +198,13 @@ def _native_context(route: Route, model: str, stream: bool, now: int) -> CallCon
 
 def _native_stream(parsed: Mapping[str, Any], path: str) -> bool:
     return parsed.get("stream") is True or path.endswith(
-        (":streamGenerateContent", "/converse-stream", "/invoke-with-response-stream", "/generate_stream")
+        (
+            ":streamGenerateContent",
+            ":streamRawPredict",
+            "/converse-stream",
+            "/invoke-with-response-stream",
+            "/generate_stream",
+        )
     )
 
 

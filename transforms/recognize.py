@@ -129,6 +129,8 @@ _GEMINI_UNMETERED = frozenset(
         "rank",
     }
 )
+# Claude on Vertex AI: Anthropic's Messages API at Vertex's publishers/anthropic models.
+_VERTEX_ANTHROPIC = re.compile(r"/publishers/anthropic/models/([^/:]+):([A-Za-z]+)$")
 _BEDROCK_CALL = re.compile(r"^/model/([^/]+)/([a-z-]+)$")
 _BEDROCK_OPS = frozenset({"converse", "converse-stream", "invoke", "invoke-with-response-stream"})
 _BEDROCK_UNMETERED = ("/async-invoke", "/rerank", "/retrieveAndGenerate", "/model-invocation")
@@ -185,8 +187,10 @@ def operation_of(fmt: str, path: str) -> Recognized | None:
             return Recognized(fmt, "messages")
         if path.startswith(("/v1/messages/", "/v1/files")):  # count_tokens, batches
             return Recognized(fmt, UNMETERED)
-        return None
+        return _vertex_anthropic(path)
     if fmt == "gemini":
+        if "/publishers/anthropic/" in path:  # Claude on a Vertex AI host
+            return _vertex_anthropic(path)
         found = _GEMINI_CALL.search(path)
         if found is None:
             tail = path.rsplit(":", 1)[-1] if ":" in path else ""
@@ -219,6 +223,20 @@ def operation_of(fmt: str, path: str) -> Recognized | None:
             return Recognized(fmt, op)
         op = _openai_operation(path)  # Ollama's OpenAI-compatible /v1 endpoints
         return Recognized("openai", op) if op else None
+    return None
+
+
+def _vertex_anthropic(path: str) -> Recognized | None:
+    """``.../publishers/anthropic/models/{model}:rawPredict`` (or ``:streamRawPredict``) is a
+    Messages call; ``.../models/count-tokens:rawPredict`` counts tokens, unbilled."""
+    found = _VERTEX_ANTHROPIC.search(path)
+    if found is None:
+        return None
+    model, op = unquote(found.group(1)), found.group(2)
+    if model == "count-tokens" and op == "rawPredict":
+        return Recognized("anthropic", UNMETERED)
+    if op in ("rawPredict", "streamRawPredict"):
+        return Recognized("anthropic", "messages", model)
     return None
 
 

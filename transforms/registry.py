@@ -45,11 +45,14 @@ SPECS: Mapping[str, ProviderSpec] = _discover()
 
 
 def spec_key(route: Route) -> str:
-    """The wire format a route's upstream speaks (mistral and llama2 come in several)."""
+    """The wire format a route's upstream speaks (mistral and llama2 come in several; anthropic with
+    Vertex AI options is Claude on Vertex)."""
     provider = route.model.provider
     opts = route.model.options
     if provider == "mistral":
         return "ollama" if opts.mistral_format == "ollama" else "mistral"
+    if provider == "anthropic" and opts.gemini is not None and opts.gemini.is_vertex:
+        return "anthropic_vertex"  # Claude on Vertex AI
     if provider == "llama2":
         fmt = opts.llama2_format or "openai"
         return {"openai": "llama2", "ollama": "ollama", "raw": "llama2_raw"}[fmt]

@@ -185,3 +185,10 @@ class ProviderSpec:
     # The provider's tool results carry an error flag (Bedrock's toolResult.status): its chat
     # transform reads TOOL_ERROR_MARK; other providers get the failure as marked text.
     tool_error_flag: bool = False
+    # Rewrites a native (llm_format) request for a provider that serves the format at paths of its
+    # own (Claude on Vertex AI): (client path, body, the route's model, options) -> (path, body,
+    # model), or None to forward the request as it came.
+    native_request: (
+        Callable[[str, dict[str, Any], str | None, ModelOptions], tuple[str, dict[str, Any], str] | None]
+        | None
+    ) = None

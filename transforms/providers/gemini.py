@@ -38,6 +38,8 @@ from transforms.common import (
     parse_data_url,
     refuse,
     tool_arguments,
+    vertex_model_path,
+    vertex_origin,
 )
 from transforms.config import ModelOptions
 from transforms.errors import bad_request
@@ -134,18 +136,16 @@ def _base_url(options: ModelOptions, model: str, env: Mapping[str, str]) -> str:
     vertex = options.gemini
     if vertex is None or not vertex.is_vertex:
         return AI_STUDIO_BASE
-    endpoint = vertex.api_endpoint or ""
-    return endpoint if endpoint.startswith(("https://", "http://")) else f"https://{endpoint}"
+    return vertex_origin(vertex)
 
 
 def model_path(ctx: CallContext, method: str) -> str:
     """``.../models/{model}:{method}`` on AI Studio or on the configured Vertex AI project."""
-    model = quote(ctx.model.removeprefix("models/"), safe="-._~@")
+    model = ctx.model.removeprefix("models/")
     vertex = ctx.options.gemini
     if vertex is None or not vertex.is_vertex:
-        return f"/v1beta/models/{model}:{method}"
-    project, location = quote(vertex.project_id or "", safe=""), quote(vertex.location_id or "", safe="")
-    return f"/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:{method}"
+        return f"/v1beta/models/{quote(model, safe='-._~@')}:{method}"
+    return vertex_model_path(vertex, "google", model, method)
 
 
 def _is_vertex(ctx: CallContext) -> bool:
