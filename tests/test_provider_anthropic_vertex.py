@@ -70,7 +70,8 @@ def sdk_request(body: dict[str, Any], url: str = "/v1/messages", region: str = "
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-@pytest.mark.parametrize("case", CHAT_CASES)
+# The images case sends an image URL, which Vertex refuses (test_image_urls_are_refused...).
+@pytest.mark.parametrize("case", [case for case in CHAT_CASES if case != "images"])
 def test_chat_request_is_the_anthropic_body_as_anthropic_vertex_sends_it(case: str, stream: bool) -> None:
     client = fixture_json(f"anthropic/{case}/client.json")
     req = CHAT.build_request(copy.deepcopy(client), make_ctx(stream=stream, model=client["model"]))
@@ -188,6 +189,36 @@ def test_reasoning_effort_turns_thinking_on() -> None:
     assert req.body["thinking"]["type"] == "enabled"
     assert req.body["thinking"]["budget_tokens"] < req.body["max_tokens"] == direct.body["max_tokens"]
     assert "model" not in req.body
+
+
+def test_image_urls_are_refused_inline_images_go() -> None:
+    image = "https://example.com/cat.png"
+    parts = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": image}}]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": parts}]}
+    with pytest.raises(GatewayError) as err:
+        CHAT.build_request(copy.deepcopy(body), make_ctx())
+    assert (err.value.status, err.value.code, err.value.param, err.value.message) == (
+        400,
+        "unsupported_parameter",
+        "messages[0].content[1].image_url",
+        "'messages[0].content[1].image_url': Claude on Vertex AI takes images inline only: send a data: URL",
+    )
+    parts[1] = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    req = CHAT.build_request(copy.deepcopy(body), make_ctx())
+    source = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    assert req.body["messages"][0]["content"][1] == {"type": "image", "source": source}
+
+
+def test_a_google_shaped_error_keeps_its_message() -> None:
+    body = {
+        "error": {
+            "code": 401,
+            "message": "Request had invalid authentication credentials.",
+            "status": "UNAUTHENTICATED",
+        }
+    }
+    info = SPEC.parse_error(401, body)
+    assert info is not None and info.message == "Request had invalid authentication credentials."
 
 
 # --- native Anthropic clients ---------------------------------------------------------------------

@@ -5,8 +5,9 @@ project_id, location_id) speaks this format (``transforms.registry.spec_key``). 
 Anthropic's, built and read by ``transforms.providers.anthropic`` (sampling rules, thinking and its
 signatures included), with Vertex's differences applied: no ``model`` in the body (the URL names
 it), ``anthropic_version`` in the body (``vertex-2023-10-16``) rather than a header, and
-``:rawPredict`` for a JSON answer or ``:streamRawPredict`` for server-sent events. Vertex takes a
-Google OAuth bearer token (``auth.gcp_use_service_account`` mints one, or a configured header).
+``:rawPredict`` for a JSON answer or ``:streamRawPredict`` for server-sent events, and images inline
+only (Vertex refuses URL sources). Vertex takes a Google OAuth bearer token
+(``auth.gcp_use_service_account`` mints one, or a configured header).
 
 Anthropic clients on a native route (``llm_format: anthropic``) reach the same endpoints through
 ``native_request``: the Messages API's paths are rewritten to the route's Vertex project and
@@ -20,9 +21,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from transforms.common import vertex_model_path, vertex_origin
+from transforms.common import image_url_of, vertex_model_path, vertex_origin
 from transforms.config import GeminiOptions, ModelOptions
-from transforms.errors import bad_request
+from transforms.errors import GatewayError, bad_request
 from transforms.providers import anthropic
 from transforms.types import CallContext, ProviderRequest, ProviderSpec, RouteTransform
 
@@ -64,8 +65,27 @@ def to_vertex(preq: ProviderRequest, ctx: CallContext) -> ProviderRequest:
 Builder = Callable[[dict[str, Any], CallContext], ProviderRequest]
 
 
+def _inline_images_only(body: Mapping[str, Any]) -> None:
+    """Vertex refuses Anthropic's URL image sources ("URL sources are not supported"); the gateway
+    fetches nothing on a client's behalf, so an image URL is a 400 naming the part."""
+    for i, message in enumerate(body.get("messages") or ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                url = image_url_of(part)
+                if not url.startswith("data:"):
+                    field = f"messages[{i}].content[{j}].image_url"
+                    raise GatewayError(
+                        400,
+                        f"'{field}': Claude on Vertex AI takes images inline only: send a data: URL",
+                        "unsupported_parameter",
+                        param=field,
+                    )
+
+
 def _on_vertex(build: Builder) -> Builder:
     def build_on_vertex(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
+        _inline_images_only(body)
         return to_vertex(build(body, ctx), ctx)
 
     return build_on_vertex
