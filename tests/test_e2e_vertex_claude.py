@@ -25,6 +25,7 @@ import orjson
 import pytest
 import thinking_fakes
 from conftest import ROOT, Gateway, fixture_json
+from test_e2e_reasoning import TOOLS
 from test_gcp_auth import TokenEndpoint, new_key
 
 from addon.emulator import Recorded, Scripted
@@ -39,20 +40,6 @@ HEADER_TOKEN = "ya29.vertex-header-token-0123456789"
 RESPONSE_MODEL = "claude-sonnet-4-5-20250929"  # what the fixture answer names
 REMAP = str(ROOT / "tests" / "remap_upstream.py")
 _CALL = re.compile(r"^/v1/projects/[^/]+/locations/[^/]+/publishers/anthropic/models/([^/:]+):(\w+)$")
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "The weather in a city",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    }
-]
 
 
 def _error(status: int, message: str) -> Scripted:
@@ -324,26 +311,32 @@ def test_anthropic_client_on_a_native_route_reaches_vertex(gw, emulator):
     ]
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-def test_anthropic_vertex_client_on_a_native_route_is_retargeted_and_accounted(gw, emulator, stream):
-    api = anthropic.AnthropicVertex(
-        region="europe-west1",
-        project_id="client-project",
-        access_token="client-own-token",
-        base_url=f"{gw.url}/native/v1",
-        max_retries=0,
+def vertex_client(base_url: str, region: str, project: str, token: str) -> anthropic.AnthropicVertex:
+    return anthropic.AnthropicVertex(
+        region=region, project_id=project, access_token=token, base_url=base_url, max_retries=0
     )
+
+
+def ask(api: anthropic.AnthropicVertex, model: str, stream: bool) -> str:
+    """The answer's text, from one messages call, streamed or not."""
     asked: dict[str, Any] = {
-        "model": "claude-opus-4-1@20250805",
+        "model": model,
         "max_tokens": 100,
         "messages": [{"role": "user", "content": "Hi"}],
     }
     if stream:
         with api.messages.stream(**asked) as events:
-            text = events.get_final_text()
-    else:
-        text = api.messages.create(**asked).content[0].text  # type: ignore[union-attr]
-    assert text == "The capital of Australia is Canberra — not Sydney."
+            return events.get_final_text()
+    return api.messages.create(**asked).content[0].text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_anthropic_vertex_client_on_a_native_route_is_retargeted_and_accounted(gw, emulator, stream):
+    # The client's own project, region and token: the route's replace them.
+    api = vertex_client(f"{gw.url}/native/v1", "europe-west1", "client-project", "client-own-token")
+    assert (
+        ask(api, "claude-opus-4-1@20250805", stream) == "The capital of Australia is Canberra — not Sydney."
+    )
     sent = emulator.last
     method = "streamRawPredict" if stream else "rawPredict"
     assert sent.path == f"{VERTEX_PATH}/{MODEL}:{method}"  # the route's project, location and model
@@ -365,24 +358,8 @@ def test_anthropic_vertex_client_on_a_native_route_is_retargeted_and_accounted(g
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_anthropic_vertex_client_is_inspected_and_accounted(stack, gw, emulator, stream):
-    api = anthropic.AnthropicVertex(
-        region="us-east5",
-        project_id="my-project",
-        access_token="client-token-123456",
-        base_url=f"{stack[1]}/v1",
-        max_retries=0,
-    )
-    asked: dict[str, Any] = {
-        "model": MODEL,
-        "max_tokens": 100,
-        "messages": [{"role": "user", "content": "Hi"}],
-    }
-    if stream:
-        with api.messages.stream(**asked) as events:
-            text = events.get_final_text()
-    else:
-        text = api.messages.create(**asked).content[0].text  # type: ignore[union-attr]
-    assert text == "The capital of Australia is Canberra — not Sydney."
+    api = vertex_client(f"{stack[1]}/v1", "us-east5", "my-project", "client-token-123456")
+    assert ask(api, MODEL, stream) == "The capital of Australia is Canberra — not Sydney."
     sent = emulator.last
     method = "streamRawPredict" if stream else "rawPredict"
     assert (sent.headers["host"], sent.path) == (HOST, f"{VERTEX_PATH}/{MODEL}:{method}")
