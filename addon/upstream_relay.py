@@ -56,6 +56,7 @@ _HOP_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"proxy-connection", b"upgrade"}
 )
 _ERROR_CODES = {CONNECT: "upstream_connect_failed", TIMEOUT: "upstream_timeout"}
+RELAY_CHOICES = ("all", "balanced")
 MAX_TICKETS = 100_000  # flows re-pointed and not yet served (a killed flow never comes)
 
 
@@ -79,6 +80,23 @@ class UpstreamRelay:
         self.port: int | None = None
         self._server: asyncio.Server | None = None
         self._starting: asyncio.Task[None] | None = None
+        self.only_balanced = False  # ai_proxy_relay=balanced
+
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "ai_proxy_relay",
+            str,
+            "all",
+            "Which routes' upstream exchange the gateway performs itself: all (dead, reset or slow "
+            "upstreams answered in the client's format on every route), balanced (only routes with "
+            "targets or a balancer: plain routes skip the relay hop, and a dead upstream gets "
+            "mitmproxy's HTML 502).",
+            choices=RELAY_CHOICES,
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "ai_proxy_relay" in updated:
+            self.only_balanced = ctx.options.ai_proxy_relay == "balanced"
 
     def running(self) -> None:
         # Not awaited here: an async `running` would let mitmproxy start (client replays...) before
@@ -113,11 +131,13 @@ class UpstreamRelay:
         state = self.gateway.flow_state(flow)
         if state is None or state.prep is None or state.prep.inspected or state.replayed:
             return
+        call = self.balancing.call(flow)
+        if call is None and self.only_balanced:
+            return
         if "upgrade" in flow.request.headers:  # WebSockets keep mitmproxy's own upstream connection
             return
         if len(self.tickets) >= MAX_TICKETS:
             self.tickets.pop(next(iter(self.tickets)))
-        call = self.balancing.call(flow)
         self.tickets[flow.id] = Ticket(flow, state, call)
         if call is not None:
             state.target = call.target_facts(state.prep.request_model)

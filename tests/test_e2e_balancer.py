@@ -349,3 +349,29 @@ def test_dead_upstream_of_a_stream_is_a_json_error(gw) -> None:
         )
     assert err.value.status_code == 502
     assert isinstance(err.value.body, dict) and err.value.body["code"] == "upstream_connect_failed"
+
+
+def test_relay_balanced_only_leaves_plain_routes_to_mitmproxy(gateway, fakes) -> None:
+    routes = [
+        route(
+            "plain",
+            "/plain/v1/chat/completions",
+            "llm/v1/chat",
+            "openai",
+            f"http://127.0.0.1:{DEAD}",
+            model="m",
+        ),
+        advanced(
+            "fo",
+            [
+                target("openai", f"http://127.0.0.1:{DEAD}", "gpt-dead", 10),
+                target("openai", fakes["b"].url, "gpt-b", 1),
+            ],
+            algorithm="priority",
+        ),
+    ]
+    gw = gateway(routes, extra=["--set", "ai_proxy_relay=balanced"])
+    plain = chat(gw, "plain", "m")
+    assert plain.status_code == 502
+    assert plain.headers["content-type"].startswith("text/html")  # mitmproxy's own page: no relay hop
+    assert text_of(chat(gw, "fo")) == "hello from b"  # balanced routes are relayed still
