@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -112,6 +113,15 @@ def gw(gateway, fakes):
             a,
             model="gpt-4o",
             balancer={"read_timeout": 300, "retries": 0},
+        ),
+        route(
+            "anth-dead",
+            "/anth-dead/*",
+            "llm/v1/chat",
+            "openai",
+            f"http://127.0.0.1:{DEAD}",
+            model="gpt-4o",
+            llm_format="anthropic",
         ),
         route(
             "single-retry",
@@ -340,6 +350,19 @@ def test_timed_out_upstream_is_a_504(gw, fakes) -> None:
     assert isinstance(err.value.body, dict)
     assert err.value.body["code"] == "upstream_timeout"
     assert err.value.body["message"] == "the openai upstream for model gpt-4o timed out (no data for 0.3 s)"
+
+
+def test_dead_upstream_in_the_anthropic_clients_format(gw) -> None:
+    client = anthropic.Anthropic(base_url=f"{gw.url}/anth-dead", api_key="k", max_retries=0, timeout=10)
+    with pytest.raises(anthropic.InternalServerError) as err:
+        client.messages.create(model="gpt-4o", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert err.value.status_code == 502
+    assert isinstance(err.value.body, dict)
+    assert err.value.body["type"] == "error"
+    assert err.value.body["error"]["type"] == "api_error"
+    assert err.value.body["error"]["message"].startswith(
+        "the openai upstream for model gpt-4o cannot be reached"
+    )
 
 
 def test_dead_upstream_of_a_stream_is_a_json_error(gw) -> None:
