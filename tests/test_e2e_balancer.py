@@ -114,6 +114,13 @@ def gw(gateway, fakes):
             model="gpt-4o",
             balancer={"read_timeout": 300, "retries": 0},
         ),
+        advanced(
+            "breaker",
+            [target("openai", a, "gpt-a", 10), target("openai", b, "gpt-b", 1)],
+            algorithm="priority",
+            max_fails=1,
+            fail_timeout=400,
+        ),
         route(
             "anth-dead",
             "/anth-dead/*",
@@ -240,6 +247,17 @@ def test_retries_run_out_and_the_last_answer_stands(gw, fakes) -> None:
     resp = chat(gw, "single-retry", "gpt-4o")
     assert resp.status_code == 500
     assert resp.json()["error"]["message"] == "a says 500"
+    assert len(fakes["a"].requests) == 3
+
+
+def test_circuit_breaker_rests_a_failing_target_then_probes_it(gw, fakes) -> None:
+    fakes["a"].cue("reset")
+    assert text_of(chat(gw, "breaker")) == "hello from b"  # a failed once: its circuit opens
+    assert text_of(chat(gw, "breaker")) == "hello from b"  # open: a is not asked
+    assert len(fakes["a"].requests) == 1
+    time.sleep(0.5)  # past fail_timeout: half-open, one try
+    assert text_of(chat(gw, "breaker")) == "hello from a"
+    assert text_of(chat(gw, "breaker")) == "hello from a"  # closed again
     assert len(fakes["a"].requests) == 3
 
 
