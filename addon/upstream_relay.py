@@ -22,7 +22,6 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-import h11
 from mitmproxy import ctx, http
 
 from addon.balancing import Balancing, Call
@@ -35,11 +34,20 @@ from addon.flows import (
 )
 from addon.upstream_client import (
     CONNECT,
+    LAST_CHUNK,
     TIMEOUT,
+    Headers,
     Timeouts,
     UpstreamClient,
     UpstreamFailure,
     UpstreamResponse,
+    body_parts,
+    chunk,
+    framing,
+    header,
+    parse_head,
+    read_head,
+    write_head,
 )
 from transforms import balancer
 from transforms.config import NO_RETRIES, Balancer
@@ -152,22 +160,23 @@ class UpstreamRelay:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One connection from mitmproxy: requests in turn (keep-alive), each one flow's tries."""
-        conn = h11.Connection(h11.SERVER)
         try:
             while True:
-                head, body = await _read_request(conn, reader)
-                if head is None:
-                    return
-                ticket_id = next((v.decode() for k, v in head.headers if k == _RELAY_HEADER), "")
-                ticket = self.tickets.pop(ticket_id, None)
+                try:
+                    data = await read_head(reader)
+                except asyncio.IncompleteReadError:
+                    return  # mitmproxy closed the connection between requests
+                _method, _target, _version, headers = parse_head(data)
+                length = framing(headers) or 0  # a request without a length has no body
+                body = b"".join([part async for part in body_parts(reader, length)]) if length else b""
+                ticket = self.tickets.pop((header(headers, _RELAY_HEADER) or b"").decode(), None)
                 if ticket is None:
-                    await _answer(conn, writer, 502, b'{"error":{"message":"unknown relay ticket"}}')
+                    await _answer(writer, 502, b'{"error":{"message":"unknown relay ticket"}}')
                 else:
-                    await Exchange(self, ticket, conn, writer, head, body).run()
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    await Exchange(self, ticket, writer, headers, body).run()
+                if b"close" in (header(headers, b"connection") or b"").lower():
                     return
-                conn.start_next_cycle()
-        except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError):
+        except (ConnectionError, ValueError, asyncio.IncompleteReadError):
             return  # mitmproxy dropped the connection (its client went away)
         except Exception:
             logger.exception("ai_proxy: internal error in the upstream relay")
@@ -182,23 +191,21 @@ class Exchange:
         self,
         relay: UpstreamRelay,
         ticket: Ticket,
-        conn: h11.Connection,
         writer: asyncio.StreamWriter,
-        head: h11.Request,
+        headers: Headers,
         body: bytes,
     ) -> None:
         self.relay = relay
         self.flow = ticket.flow
         self.state = ticket.state
         self.call = ticket.call
-        self.conn = conn
         self.writer = writer
         prep = ticket.state.prep
         assert prep is not None
         self.prep: Prepared = prep
         # The first try sends what mitmproxy sent, to the provider instead of to the relay.
         up = prep.upstream
-        self.fields = [(k, v) for k, v in head.headers if k not in (b"host", _RELAY_HEADER)]
+        self.fields = [(k, v) for k, v in headers if k not in (b"host", _RELAY_HEADER)]
         self.fields.append((b"host", head_host(up.scheme, up.host, up.port)))
         self.body = body
         config: Balancer = self.call.config if self.call is not None else NO_RETRIES
@@ -290,21 +297,20 @@ class Exchange:
             self.call.answered = True
         show_upstream(self.flow.request, self.fields, self.prep.upstream)
         headers = [(k, v) for k, v in response.headers if k not in _HOP_HEADERS]
-        if whole is not None:
+        start = b"HTTP/1.1 %d %b" % (response.status, response.reason)
+        if whole is not None:  # one write: head and body
             headers = [(k, v) for k, v in headers if k != b"content-length"]
             headers.append((b"content-length", str(len(whole)).encode()))
-        head = self.conn.send(
-            h11.Response(status_code=response.status, headers=headers, reason=response.reason)
-        )
-        if whole is not None:  # one write: head, body and end
-            body = self.conn.send(h11.Data(data=whole)) if whole else b""
-            self.writer.write(head + body + self.conn.send(h11.EndOfMessage()))
+            self.writer.write(write_head(start, headers) + whole)
             await self.writer.drain()
             return
-        self.writer.write(head)
+        chunked = response.length is None or response.length < 0  # else its content-length stands
+        if chunked:
+            headers.append((b"transfer-encoding", b"chunked"))
+        self.writer.write(write_head(start, headers))
         try:
-            async for chunk in response.chunks():
-                self.writer.write(self.conn.send(h11.Data(data=chunk)))
+            async for part in response.chunks():
+                self.writer.write(chunk(part) if chunked else part)
                 await self.writer.drain()
         except UpstreamFailure as failure:
             # Too late for another target: the client's stream ends with an error event.
@@ -313,11 +319,14 @@ class Exchange:
             if self.call is not None:
                 self.call.settled = True
                 balancer.failed(self.call.pool, self.call.index, time.monotonic())
+            if not chunked:  # a length was promised: mitmproxy must see the answer end early
+                raise ConnectionResetError("upstream stream cut") from None
         except BaseException:
             response.close()
             raise
-        self.writer.write(self.conn.send(h11.EndOfMessage()))
-        await self.writer.drain()
+        if chunked:
+            self.writer.write(LAST_CHUNK)
+            await self.writer.drain()
 
     async def _forward_error(self, response: UpstreamResponse) -> None:
         try:
@@ -347,7 +356,7 @@ class Exchange:
         )
 
     async def _answer(self, status: int, body: bytes) -> None:
-        await _answer(self.conn, self.writer, status, body)
+        await _answer(self.writer, status, body)
 
 
 def head_host(scheme: str, host: str, port: int) -> bytes:
@@ -355,27 +364,8 @@ def head_host(scheme: str, host: str, port: int) -> bytes:
     return (host if port == default else f"{host}:{port}").encode()
 
 
-async def _read_request(
-    conn: h11.Connection, reader: asyncio.StreamReader
-) -> tuple[h11.Request | None, bytes]:
-    head: h11.Request | None = None
-    parts: list[bytes] = []
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(65536))
-        elif isinstance(event, h11.Request):
-            head = event
-        elif isinstance(event, h11.Data):
-            parts.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return head, b"".join(parts)
-        elif isinstance(event, h11.ConnectionClosed):
-            return None, b""
-
-
-async def _answer(conn: h11.Connection, writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
+async def _answer(writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    head = conn.send(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase))
-    writer.write(head + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))  # one write
+    start = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode()
+    writer.write(write_head(start, headers) + body)  # one write
     await writer.drain()
