@@ -168,7 +168,12 @@ class UpstreamRelay:
                     return  # mitmproxy closed the connection between requests
                 _method, _target, _version, headers = parse_head(data)
                 length = framing(headers) or 0  # a request without a length has no body
-                body = b"".join([part async for part in body_parts(reader, length)]) if length else b""
+                if length > 0:
+                    body = await reader.readexactly(length)
+                elif length < 0:
+                    body = b"".join([part async for part in body_parts(reader, length)])
+                else:
+                    body = b""
                 ticket = self.tickets.pop((header(headers, _RELAY_HEADER) or b"").decode(), None)
                 if ticket is None:
                     await _answer(writer, 502, b'{"error":{"message":"unknown relay ticket"}}')
