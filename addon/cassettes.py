@@ -215,6 +215,9 @@ class Cassettes:
         streamed = rec.chunks is not None
         if state.broken or state.upstream_status not in RECORDED_STATUSES:
             return
+        if state.fallbacks:  # another target answered than the one the cassette's key was made for
+            logger.info(f"ai_proxy: not recording {rec.name}: the call fell back to another target")
+            return
         if rec.too_long:
             logger.warning(f"ai_proxy: not recording {rec.name}: stream over {MAX_RECORDED_STREAM} bytes")
             return

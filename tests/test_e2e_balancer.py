@@ -416,3 +416,29 @@ def test_relay_balanced_only_leaves_plain_routes_to_mitmproxy(gateway, fakes) ->
     assert plain.status_code == 502
     assert plain.headers["content-type"].startswith("text/html")  # mitmproxy's own page: no relay hop
     assert text_of(chat(gw, "fo")) == "hello from b"  # balanced routes are relayed still
+
+
+def test_cassettes_do_not_record_a_call_that_fell_back(gateway, fakes, tmp_path_factory) -> None:
+    folder = tmp_path_factory.mktemp("fellback-cassettes")
+    for fake in fakes.values():
+        fake.reset()
+    routes = [
+        advanced(
+            "fo",
+            [target("openai", fakes["a"].url, "gpt-a", 10), target("openai", fakes["b"].url, "gpt-b", 1)],
+            algorithm="priority",
+            failover_criteria=["error", "http_500"],
+        )
+    ]
+    gw = gateway(routes, extra=["--set", f"ai_proxy_cassettes={folder}"])
+    fakes["a"].cue("status:500")
+    assert text_of(chat(gw, "fo", "first")) == "hello from b"
+    assert text_of(chat(gw, "fo", "second")) == "hello from a"
+    deadline = time.monotonic() + 5
+    while not list(folder.rglob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    recorded = [orjson.loads(p.read_bytes()) for p in folder.rglob("*.json")]
+    assert len(recorded) == 1
+    assert "gpt-a" in orjson.dumps(recorded[0]).decode()
+    assert "not recording" in gw.log and "fell back to another target" in gw.log
