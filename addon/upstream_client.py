@@ -214,10 +214,15 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    def __init__(self, verify: bool = True) -> None:
+    def __init__(self) -> None:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
-        self.verify = verify
+        self.verify = True
+        self.ca_file: str | None = None  # certifi's CAs unless set
+
+    def tls_settings(self, verify: bool, ca_file: str | None) -> None:
+        """mitmproxy's ssl_insecure and ssl_verify_upstream_trusted_ca, for the next connections."""
+        self.verify, self.ca_file, self._tls = verify, ca_file, None
 
     async def send(
         self,
@@ -319,7 +324,7 @@ class UpstreamClient:
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
-            context = ssl.create_default_context(cafile=certifi.where())
+            context = ssl.create_default_context(cafile=self.ca_file or certifi.where())
             if not self.verify:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE

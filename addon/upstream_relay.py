@@ -105,12 +105,14 @@ class UpstreamRelay:
     def configure(self, updated: set[str]) -> None:
         if "ai_proxy_relay" in updated:
             self.only_balanced = ctx.options.ai_proxy_relay == "balanced"
+        if updated & {"ssl_insecure", "ssl_verify_upstream_trusted_ca"}:
+            options = ctx.options
+            self.client.tls_settings(not options.ssl_insecure, options.ssl_verify_upstream_trusted_ca)
 
     def running(self) -> None:
         # Not awaited here: an async `running` would let mitmproxy start (client replays...) before
         # its own addons are ready. The socket is bound now, so the port is known; connections
         # wait in its backlog until the server accepts them, a moment later.
-        self.client.verify = not ctx.options.ssl_insecure
         # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and without it
         # Nagle holds a body behind its head for mitmproxy's delayed ACK (40 ms a request).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

@@ -8,15 +8,23 @@ head only after that long). OpenAI-shaped answers, Anthropic-shaped on ``/v1/mes
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 
 def refused_port() -> int:
@@ -71,16 +79,58 @@ def _event(text: str | None) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files (the certificate is its own CA)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
 class FakeUpstream:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: (certificate, key) PEM files: the upstream speaks HTTPS."""
         self.name = name
+        self.tls = tls is not None
         self.actions: deque[str] = deque()
         self.requests: list[dict[str, Any]] = []
         owner = self
 
+        context = None
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                owner._handle(self.request)
+                sock = self.request
+                if context is not None:
+                    try:
+                        sock = context.wrap_socket(sock, server_side=True)
+                    except (ssl.SSLError, OSError):
+                        return  # a client that refused our certificate
+                owner._handle(sock)
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -89,7 +139,7 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def cue(self, *actions: str) -> None:
         self.actions.extend(actions)

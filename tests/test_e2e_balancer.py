@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 from conftest import route
-from fake_upstream import FakeUpstream, refused_port
+from fake_upstream import FakeUpstream, refused_port, self_signed
 
 ALL_CRITERIA = ["error", "timeout", "http_429", "http_500", "http_502", "http_503", "http_504"]
 DEAD = refused_port()
@@ -442,3 +442,20 @@ def test_cassettes_do_not_record_a_call_that_fell_back(gateway, fakes, tmp_path_
     assert len(recorded) == 1
     assert "gpt-a" in orjson.dumps(recorded[0]).decode()
     assert "not recording" in gw.log and "fell back to another target" in gw.log
+
+
+def test_https_upstream_verified_against_the_trusted_ca(gateway, tmp_path_factory) -> None:
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
+    secure = FakeUpstream("secure", tls=(cert, key))
+    try:
+        routes = [route("tls", "/tls/v1/chat/completions", "llm/v1/chat", "openai", secure.url, model="m")]
+        untrusted = chat(gateway(routes), "tls", "m")
+        assert untrusted.status_code == 502
+        assert untrusted.json()["error"]["code"] == "upstream_connect_failed"
+        assert "CERTIFICATE_VERIFY_FAILED" in untrusted.json()["error"]["message"]
+        trusted = gateway(routes, extra=["--set", f"ssl_verify_upstream_trusted_ca={cert}"])
+        assert text_of(chat(trusted, "tls", "m")) == "hello from secure"
+        insecure = gateway(routes, extra=["--set", "ssl_insecure=true"])
+        assert text_of(chat(insecure, "tls", "m")) == "hello from secure"
+    finally:
+        secure.stop()
