@@ -15,7 +15,17 @@ import pytest
 from conftest import route
 from fake_upstream import FakeUpstream, refused_port, self_signed
 
-ALL_CRITERIA = ["error", "timeout", "http_429", "http_500", "http_502", "http_503", "http_504"]
+ALL_CRITERIA = [
+    "error",
+    "timeout",
+    "http_403",
+    "http_404",
+    "http_429",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+]
 DEAD = refused_port()
 ANTHROPIC_OPTIONS = {"anthropic_version": "2023-06-01"}
 
@@ -159,7 +169,20 @@ def text_of(resp: httpx.Response) -> str:
 # --- failover on each criterion ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("action", ["status:500", "status:503", "reset", "slow:1.5", "status:429"])
+@pytest.mark.parametrize(
+    "action",
+    [
+        "status:500",
+        "status:502",
+        "status:503",
+        "status:504",
+        "status:403",
+        "status:404",
+        "status:429",
+        "reset",
+        "slow:1.5",
+    ],
+)
 def test_fails_over_to_the_next_target(gw, fakes, action) -> None:
     fakes["a"].cue(action)
     resp = chat(gw, "fo")
