@@ -1,7 +1,8 @@
 """The relay's HTTP/1.1 on both of its sides: the client to providers (keep-alive connections pooled
 per origin, a timeout on connecting, on each write and on each read) and the reading and writing of
 messages with mitmproxy. asyncio streams and a small codec of its own: the relay passes every
-request and answer twice, and h11 (installed with mitmproxy) cost more than half of its time.
+request and answer twice, and with h11 (installed with mitmproxy) on both sides it halved the
+gateway's throughput in the benchmark (see README, Performance).
 
 Failures are ``UpstreamFailure`` with the case named (connect, reset, timeout), so the relay can
 tell the balancer which failover criterion a try met and the client which error it got.
