@@ -123,11 +123,7 @@ async def body_parts(reader: asyncio.StreamReader, length: int | None) -> AsyncI
             yield data
         return
     if length >= 0:
-        while length:
-            data = await reader.read(min(length, READ_SIZE))
-            if not data:
-                raise asyncio.IncompleteReadError(b"", length)
-            length -= len(data)
+        async for data in _sized(reader, length):
             yield data
         return
     while True:
@@ -137,13 +133,19 @@ async def body_parts(reader: asyncio.StreamReader, length: int | None) -> AsyncI
             while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers: dropped
                 pass
             return
-        while size:
-            data = await reader.read(min(size, READ_SIZE))
-            if not data:
-                raise asyncio.IncompleteReadError(b"", size)
-            size -= len(data)
+        async for data in _sized(reader, size):
             yield data
         await reader.readexactly(2)
+
+
+async def _sized(reader: asyncio.StreamReader, size: int) -> AsyncIterator[bytes]:
+    """``size`` bytes, in the pieces they arrive in."""
+    while size:
+        data = await reader.read(min(size, READ_SIZE))
+        if not data:
+            raise asyncio.IncompleteReadError(b"", size)
+        size -= len(data)
+        yield data
 
 
 # --- the client -------------------------------------------------------------------------------------

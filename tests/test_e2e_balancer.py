@@ -60,6 +60,12 @@ def advanced(name: str, targets: list[dict[str, Any]], **balancer: Any) -> dict[
     }
 
 
+def first_then(first_url: str, name: str, then: dict[str, Any], **balancer: Any) -> dict[str, Any]:
+    """A priority route: ``gpt-a`` (or a dead one) at ``first_url`` first, ``then`` when it fails."""
+    model = "gpt-dead" if str(DEAD) in first_url else "gpt-a"
+    return advanced(name, [target("openai", first_url, model, 10), then], algorithm="priority", **balancer)
+
+
 @pytest.fixture
 def gw(gateway, fakes):
     a, b, c = fakes["a"].url, fakes["b"].url, fakes["c"].url
@@ -68,30 +74,10 @@ def gw(gateway, fakes):
     fast = {"read_timeout": 500, "retries": 2, "failover_criteria": ALL_CRITERIA}
     routes = [
         # Priority: a (weight 10) first, b when it fails; a cross-format fallback to anthropic on c.
-        advanced(
-            "fo",
-            [target("openai", a, "gpt-a", 10), target("openai", b, "gpt-b", 1)],
-            algorithm="priority",
-            **fast,
-        ),
-        advanced(
-            "cross",
-            [target("openai", a, "gpt-a", 10), target("anthropic", c, "claude-c", 1)],
-            algorithm="priority",
-            **fast,
-        ),
-        advanced(
-            "refused",
-            [target("openai", f"http://127.0.0.1:{DEAD}", "gpt-dead", 10), target("openai", b, "gpt-b", 1)],
-            algorithm="priority",
-            **fast,
-        ),
-        advanced(
-            "rested",
-            [target("openai", a, "gpt-a", 10), target("openai", b, "gpt-b", 1)],
-            algorithm="priority",
-            **fast,
-        ),
+        first_then(a, "fo", target("openai", b, "gpt-b", 1), **fast),
+        first_then(a, "cross", target("anthropic", c, "claude-c", 1), **fast),
+        first_then(f"http://127.0.0.1:{DEAD}", "refused", target("openai", b, "gpt-b", 1), **fast),
+        first_then(a, "rested", target("openai", b, "gpt-b", 1), **fast),
         advanced(
             "aliases",
             [
