@@ -36,6 +36,7 @@ from mitmproxy import contentviews  # noqa: E402
 
 import addon  # noqa: E402
 from addon.access import AccessControl  # noqa: E402
+from addon.balancing import Balancing  # noqa: E402
 from addon.cassettes import Cassettes  # noqa: E402
 from addon.conversation_view import LLMConversationContentview  # noqa: E402
 from addon.flow_masking import FlowMasking  # noqa: E402
@@ -47,12 +48,14 @@ from addon.prompt_plugins import PromptPluginsAddon  # noqa: E402
 from addon.realtime import RealtimeSessions  # noqa: E402
 from addon.responses_store import ResponseKeeper, ResponseStore, StoredResponses  # noqa: E402
 from addon.summary import UsageSummary  # noqa: E402
+from addon.upstream_relay import UpstreamRelay  # noqa: E402
 
 addon._script_loaded = True  # type: ignore[attr-defined]
 
 contentviews.add(LLMConversationContentview)
 gateway = AIProxy()
 responses = ResponseStore()
+balancing = Balancing(gateway)
 # Order is hook order. Access control first: a refused request is answered before the gateway
 # prepares anything. The models endpoint next: it answers GET <prefix>/v1/models before the gateway
 # routes the request. FlowMasking before the gateway: in `error` it must read what was attached before
@@ -62,6 +65,9 @@ responses = ResponseStore()
 # inspector) has prepared. The summary totals every statistics record. Stored Responses API answers:
 # answered and continued before the gateway prepares a request, kept after it has translated the answer.
 # Realtime sessions: their WebSocket messages are read for usage once the gateway has upgraded them.
+# The upstream relay last in `request`: it re-points every prepared flow the cassettes do not replay at
+# its loopback server, which performs the tries; Balancing learns from the answer after the gateway
+# has recorded it.
 addons = [
     AccessControl(gateway),
     ModelsEndpoint(gateway),
@@ -74,5 +80,7 @@ addons = [
     PromptPluginsAddon(gateway),
     Cassettes(gateway),
     RealtimeSessions(gateway),
-    UsageSummary(gateway.stats),
+    UpstreamRelay(gateway, balancing),
+    balancing,
+    UsageSummary(gateway.stats, balancing.health),
 ]

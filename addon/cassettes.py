@@ -22,7 +22,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from addon.flows import FlowState
+from addon.flows import FlowState, point_at_loopback
 from addon.gateway import AIProxy
 from transforms.cassette import (
     RECORD_MODES,
@@ -215,6 +215,9 @@ class Cassettes:
         streamed = rec.chunks is not None
         if state.broken or state.upstream_status not in RECORDED_STATUSES:
             return
+        if state.fallbacks:  # another target answered than the one the cassette's key was made for
+            logger.info(f"ai_proxy: not recording {rec.name}: the call fell back to another target")
+            return
         if rec.too_long:
             logger.warning(f"ai_proxy: not recording {rec.name}: stream over {MAX_RECORDED_STREAM} bytes")
             return
@@ -332,12 +335,7 @@ class ReplayServer:
         threading.Thread(target=self.server.serve_forever, name="ai-proxy-replay", daemon=True).start()
 
     def point(self, flow: http.HTTPFlow, cassette: Cassette) -> None:
-        req = flow.request
-        req.data.scheme = b"http"
-        req.data.host = "127.0.0.1"
-        req.data.port = self.port
-        req.host_header = f"127.0.0.1:{self.port}"
-        req.headers[REPLAY_HEADER] = cassette.name
+        point_at_loopback(flow.request, self.port, REPLAY_HEADER, cassette.name)
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -58,6 +58,16 @@ class FlowState:
     upstream_headers: tuple[tuple[bytes, bytes], ...] = ()
     upstream_body: bytes | None = None
     replayed: bool = False  # answered from a cassette: the statistics record says so
+    # AI Proxy Advanced (addon/upstream_relay.py): the target that answered ({provider, model,
+    # description}; None on a plain route), further tries of one target, switches to another.
+    target: dict[str, Any] | None = None
+    retries: int = 0
+    fallbacks: int = 0
+    # No provider answered (unreachable, reset, timed out): the relay's answer is the gateway's own,
+    # already in the client's format, and this says why.
+    failure: str | None = None
+    # The upstream broke off a stream the client was already reading: it ends with an error event.
+    cut: str | None = None
 
 
 def ai_metadata(flow: http.HTTPFlow) -> dict[str, Any]:
@@ -121,6 +131,44 @@ def apply_upstream(req: http.Request, up: Upstream) -> None:
     req.raw_content = body
 
 
+def point_at_loopback(req: http.Request, port: int, header: str, ticket: str) -> None:
+    """Send a prepared request to one of the gateway's own loopback servers (the cassettes' replay
+    server, the upstream relay), which finds what to do by the ``ticket`` in ``header``."""
+    req.data.scheme = b"http"
+    req.data.host = "127.0.0.1"
+    req.data.port = port
+    req.host_header = f"127.0.0.1:{port}"
+    req.headers[header] = ticket
+
+
+def upstream_header_fields(client: Mapping[str, str], up: Upstream) -> list[tuple[bytes, bytes]]:
+    """The header fields ``apply_upstream`` would send for ``up`` on a request whose client headers
+    were ``client`` (lower-case names): the relay's tries after the first, each for its own target."""
+    changes: dict[str, str | None] = dict.fromkeys((*up.remove_headers, "host"))
+    changes.update(up.set_headers)
+    changes["content-length"] = str(len(up.body))
+    fields = [
+        (k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in client.items() if k not in changes
+    ]
+    fields.extend(
+        (k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in changes.items() if v is not None
+    )
+    fields.append((b"host", url.hostport(up.scheme, up.host, up.port).encode()))
+    return fields
+
+
+def show_upstream(req: http.Request, fields: list[tuple[bytes, bytes]], up: Upstream) -> None:
+    """The flow's request as it went to the target that answered (mitmproxy's flow list shows it),
+    after the relay sent it there."""
+    req.headers.fields = tuple(fields)
+    req.method = up.method
+    req.data.scheme = up.scheme.encode()
+    req.data.host = up.host
+    req.data.port = up.port
+    req.data.path = up.target.encode()
+    req.raw_content = up.body
+
+
 def set_headers(message: http.Message, changes: Mapping[str, str | None]) -> None:
     """Set headers (None: remove them) in one pass over mitmproxy's raw header fields: each of its
     Headers operations scans and rebuilds them, which costs more than the rest of a hook."""
@@ -146,11 +194,12 @@ def answer_error(flow: http.HTTPFlow, error: GatewayError, route: Route | None =
     flow.response = http.Response.make(error.status, body, {"content-type": "application/json"})
 
 
-def stream_error_frames(prep: Prepared, message: str) -> list[bytes]:
-    """The error that ends a stream the gateway failed to translate, in the client's format."""
+def stream_error_frames(prep: Prepared, message: str, code: str = "stream_error") -> list[bytes]:
+    """The error that ends a stream the gateway failed to translate (or the upstream broke off),
+    in the client's format."""
     if prep.ingress is not None and prep.ctx is not None:
-        return prep.ingress.new_events(prep.ctx).error(500, message)
-    return [b"data: " + error_body(message, "api_error", "stream_error") + b"\n\n"]
+        return prep.ingress.new_events(prep.ctx).error(500 if code == "stream_error" else 502, message)
+    return [b"data: " + error_body(message, "api_error", code) + b"\n\n"]
 
 
 def call_facts(
@@ -183,10 +232,13 @@ def call_facts(
         response_payload=response_body,
         secrets=prep.secrets,
         consumer=flow.metadata.get(CONSUMER_METADATA),
-        error="; ".join(e for e in (prep.error, state.error, error) if e) or None,
+        error="; ".join(e for e in (prep.error, state.error, state.failure, state.cut, error) if e) or None,
         replayed=state.replayed,
         plugins=tuple(flow.metadata.get(PLUGINS_METADATA, ())),
         original_request=flow.metadata.get(ORIGINAL_REQUEST_METADATA),
+        target=state.target,
+        retries=state.retries,
+        fallbacks=state.fallbacks,
     )
 
 
@@ -201,6 +253,8 @@ def translated_stream(state: FlowState, translator: StreamTranslator) -> Callabl
     def on_chunk(data: bytes) -> list[bytes]:
         try:
             out = translator.feed(data) if data else translator.finish()
+            if not data and state.cut is not None:  # the upstream broke off: the relay's reason, not the
+                out = stream_error_frames(prep, state.cut, "upstream_stream_cut")  # translator's guess
         except Exception:
             logger.exception(f"ai_proxy route={route_name}: stream translation failed")
             out = stream_error_frames(prep, "the gateway failed to translate the upstream stream")

@@ -71,6 +71,14 @@ class PromptPlugins(Protocol):
         ...
 
 
+class TargetChooser(Protocol):
+    """Routes with targets or a balancer (addon/balancing.py)."""
+
+    def choose(self, flow: http.HTTPFlow, route: Route, inbound: Inbound) -> Route:
+        """The route (a target of ``route``, or itself) the request is prepared for."""
+        ...
+
+
 class AIProxy:
     def __init__(self) -> None:
         self.config = GatewayConfig()
@@ -91,6 +99,8 @@ class AIProxy:
         self.inspectors: list[UnmatchedInspector] = []
         # Hook point: the AI plugins of routes that configure some (addon/prompt_plugins.py registers).
         self.plugins: PromptPlugins | None = None
+        # Hook point: picks the target of routes with targets or a balancer (addon/balancing.py).
+        self.balancing: TargetChooser | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -218,7 +228,6 @@ class AIProxy:
             return
         state = FlowState(route)
         try:
-            credentials = await self.cloud_credentials(route)
             inbound = inbound_from(flow, host)
             sent = inbound
             if route.plugins:
@@ -226,8 +235,12 @@ class AIProxy:
                 sent = await self._prompt_plugins().before_prepare(flow, route, inbound)
                 if route.request_transformer is not None:  # its LLM call is recorded apart, not overhead
                     started += time.perf_counter() - asked
+            target = route
+            if self.balancing is not None and (route.targets or route.balancer):
+                state.route = target = self.balancing.choose(flow, route, sent)
+            credentials = await self.cloud_credentials(target)
             prep = prepare(
-                route,
+                target,
                 sent,
                 request_id=self._next_id(),
                 now=int(time.time()),
@@ -287,6 +300,9 @@ class AIProxy:
         if state.broken:
             self._fail_closed(flow, state.route, "responseheaders")
             return
+        if state.failure is not None:  # no provider answered: the relay's answer is the gateway's own
+            self._record(flow, state, None, None, flow.response.status_code, None)
+            return
         try:
             if state.translator is not None:
                 self._finish_stream(flow, state)
@@ -339,6 +355,14 @@ class AIProxy:
 
     def _next_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
+
+    async def prepare_again(self, route: Route, inbound: Inbound) -> Prepared:
+        """The client's request prepared afresh for another target (addon/upstream_relay.py)."""
+        credentials = await self.cloud_credentials(route)
+        now = int(time.time())
+        return prepare(
+            route, inbound, request_id=self._next_id(), now=now, env=self.env, credentials=credentials
+        )
 
     def prepared(self, flow: http.HTTPFlow) -> Prepared | None:
         """The gateway's plan for a flow in flight (FlowMasking reads what was attached)."""

@@ -48,6 +48,9 @@ class CallFacts:
     original_request: str | None = None  # the client's body before the prompt template, when asked
     request_mode: str | None = None  # instead of oneshot/stream (realtime sessions)
     extra_meta: dict[str, Any] | None = None  # more facts for meta (a realtime record's event)
+    target: dict[str, Any] | None = None  # routes with targets or a balancer: the target that answered
+    retries: int = 0
+    fallbacks: int = 0
 
 
 def build_record(facts: CallFacts) -> dict[str, Any]:
@@ -72,6 +75,10 @@ def build_record(facts: CallFacts) -> dict[str, Any]:
         meta["replayed"] = True
     if facts.extra_meta:
         meta.update(facts.extra_meta)
+    if facts.target is not None:
+        meta["target"] = facts.target
+        meta["retries"] = facts.retries
+        meta["fallbacks"] = facts.fallbacks
     opts = route.model.options
     if route.provider == "azure":
         meta["azure_instance_id"] = opts.azure_instance

@@ -122,7 +122,9 @@ def filler_routes(count: int, upstream: Service) -> list[dict[str, object]]:
     return routes
 
 
-def routes_for(provider: str, upstream: Service, total: int | None = None) -> dict[str, object]:
+def routes_for(
+    provider: str, upstream: Service, total: int | None = None, targets: bool = False
+) -> dict[str, object]:
     """A chat route per request variant, from its client path to the matching upstream document.
     ``total``: fill the table up to this many routes with filler routes placed first, so that every
     request is matched behind all of them (the worst case of a scan in order)."""
@@ -137,23 +139,35 @@ def routes_for(provider: str, upstream: Service, total: int | None = None) -> di
         if provider == "anthropic":
             options["anthropic_version"] = ANTHROPIC_VERSION
             auth = {"header_name": "x-api-key", "header_value": "bench-upstream-key"}
-        routes.append(
-            {
-                "name": f"bench-{provider}-{name}",
-                "match": {"path": client_path},
-                "route_type": "llm/v1/chat",
-                "auth": auth,
-                "model": {"provider": provider, "options": options},
-            }
-        )
+        block = {
+            "route_type": "llm/v1/chat",
+            "auth": auth,
+            "model": {"provider": provider, "options": options},
+        }
+        if targets:  # AI Proxy Advanced: two targets (the same upstream), round-robin, Kong's defaults
+            routes.append(
+                {
+                    "name": f"bench-{provider}-{name}",
+                    "match": {"path": client_path},
+                    "targets": [{**block, "description": "one"}, {**block, "description": "two"}],
+                    "balancer": {},
+                }
+            )
+            continue
+        routes.append({"name": f"bench-{provider}-{name}", "match": {"path": client_path}, **block})
     return {"routes": routes}
 
 
-def addon_mitmdump(provider: str, upstream: Service, run: Path, routes: int | None = None) -> Target:
-    """The addon with the benchmark's routes; ``routes``: that many routes in all (see routes_for)."""
-    name = f"addon-{provider}" + (f"-{routes}-routes" if routes else "")
+def addon_mitmdump(
+    provider: str, upstream: Service, run: Path, routes: int | None = None, variant: str = ""
+) -> Target:
+    """The addon with the benchmark's routes; ``routes``: that many routes in all (see routes_for).
+    ``variant``: ``targets`` (each route has two targets and a balancer) or ``norelay`` (plain
+    routes, ai_proxy_relay=balanced: mitmproxy's own upstream connection, no relay hop)."""
+    name = f"addon-{provider}" + (f"-{routes}-routes" if routes else "") + (f"-{variant}" if variant else "")
     config = run / f"{name}-routes.json"
-    config.write_bytes(orjson.dumps(routes_for(provider, upstream, routes), option=orjson.OPT_INDENT_2))
+    table_json = routes_for(provider, upstream, routes, targets=variant == "targets")
+    config.write_bytes(orjson.dumps(table_json, option=orjson.OPT_INDENT_2))
     port = free_port()
     cmd = [
         *_mitmdump_cmd(upstream, port),
@@ -163,10 +177,14 @@ def addon_mitmdump(provider: str, upstream: Service, run: Path, routes: int | No
         f"ai_proxy_config={config}",
         "--set",
         f"ai_proxy_stats_file={run / f'{name}-stats.jsonl'}",
+        *(("--set", "ai_proxy_relay=balanced") if variant == "norelay" else ()),
     ]
     service = start_service(name, cmd, port, run)
     action = "passing OpenAI through" if provider == "openai" else f"translating OpenAI->{provider}"
     table = f", {routes} routes" if routes else ""
+    table += {"targets": ", two targets per route", "norelay": ", no relay (ai_proxy_relay=balanced)"}.get(
+        variant, ""
+    )
     return Target(name, f"mitmdump + ai-proxy addon {action}{table}", port, service=service)
 
 

@@ -181,7 +181,7 @@ def test_script_loads_our_packages_even_when_foreign_ones_exist(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (
         "AccessControl ModelsEndpoint IngressEndpoints StoredResponses FlowMasking AIProxy ResponseKeeper "
-        "Inspector PromptPluginsAddon Cassettes RealtimeSessions UsageSummary"
+        "Inspector PromptPluginsAddon Cassettes RealtimeSessions UpstreamRelay Balancing UsageSummary"
     )
 
 
@@ -208,6 +208,8 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
             "PromptPluginsAddon",
             "Cassettes",
             "RealtimeSessions",
+            "UpstreamRelay",
+            "Balancing",
             "UsageSummary",
         ], names
         assert not set(map(id, second.addons)) & set(map(id, first.addons))

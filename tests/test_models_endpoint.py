@@ -210,3 +210,24 @@ def test_models_path_of_a_passthrough_route_goes_to_its_provider(gw, emulator):
     with pytest.raises(openai.APIStatusError):
         sdk(gw, "/raw").models.list()
     assert (emulator.last.method, emulator.last.path) == ("GET", "/v1/models")
+
+
+def test_routes_with_targets_list_their_aliases_or_names() -> None:
+    def target(provider: str, name: str, alias: str | None = None) -> dict[str, Any]:
+        options = {"anthropic": {"anthropic_version": "2023-06-01"}}.get(provider, {})
+        model = {"provider": provider, "name": name, "options": options}
+        return {"route_type": "llm/v1/chat", "model": {**model, **({"model_alias": alias} if alias else {})}}
+
+    aliased = {
+        "name": "smart",
+        "match": {"path": "/v1/chat/completions"},
+        "targets": [target("openai", "gpt-4o", "smart"), target("anthropic", "claude-sonnet-4-5", "smart")],
+    }
+    plain = {
+        "name": "pool",
+        "match": {"path": "/pool/v1/chat/completions"},
+        "targets": [target("openai", "gpt-4o")],
+    }
+    models = list_models(config(aliased), "", "", CREATED)
+    assert models == [{"id": "smart", "object": "model", "created": CREATED, "owned_by": "openai"}]
+    assert [m["id"] for m in list_models(config(plain), "", "/pool", CREATED)] == ["gpt-4o"]

@@ -12,7 +12,15 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from transforms.plugins.prompt_template import parse_template
 from transforms.plugins.regex import compile_pattern
@@ -198,12 +206,62 @@ class ModelOptions(_Strict):
 class ModelConfig(_Strict):
     provider: Provider
     name: str | None = None
+    # On a target: the name clients ask for to reach it (Kong 3.14); ``name`` is what goes upstream.
+    model_alias: Annotated[str, Field(min_length=1)] | None = None
     options: ModelOptions = ModelOptions()
 
 
 class Logging(_Strict):
     log_statistics: bool = True
     log_payloads: bool = False
+
+
+# --- AI Proxy Advanced: several targets behind one route (transforms/balancer.py decides) --------
+
+FailoverCriterion = Literal[
+    "error", "timeout", "http_403", "http_404", "http_429", "http_500", "http_502", "http_503", "http_504"
+]
+Milliseconds = Annotated[int, Field(ge=1, le=2147483646)]
+
+
+class Balancer(_Strict):
+    """Kong's ``balancer`` block, its names and defaults."""
+
+    algorithm: Literal[
+        "round-robin", "consistent-hashing", "least-connections", "lowest-latency", "lowest-usage", "priority"
+    ] = "round-robin"
+    hash_on_header: Annotated[str, Field(min_length=1)] = "X-Kong-LLM-Request-ID"
+    latency_strategy: Literal["tpot", "e2e"] = "tpot"
+    tokens_count_strategy: Literal["total-tokens", "prompt-tokens", "completion-tokens", "cost"] = (
+        "total-tokens"
+    )
+    retries: Annotated[int, Field(ge=0, le=32767)] = 5  # tries after the first
+    failover_criteria: list[FailoverCriterion] = Field(default_factory=lambda: ["error", "timeout"])
+    connect_timeout: Milliseconds = 60000
+    read_timeout: Milliseconds = 60000
+    write_timeout: Milliseconds = 60000
+    slots: Annotated[int, Field(ge=10, le=65536)] = 10000
+    max_fails: Annotated[int, Field(ge=0, le=32767)] = 0  # circuit breaker off
+    fail_timeout: Milliseconds = 10000
+
+
+# One try, Kong's timeouts: what a route without ``balancer:`` gets.
+NO_RETRIES = Balancer(retries=0)
+
+
+class Target(_Strict):
+    """One model behind a route with targets: a whole route_type/auth/model/logging block."""
+
+    route_type: RouteType
+    auth: Auth = Auth()
+    model: ModelConfig
+    logging: Logging = Logging()
+    weight: Annotated[int, Field(ge=1, le=65535)] = 100
+    description: str | None = None
+
+
+# Route fields a route with targets takes from each target instead.
+_TARGET_FIELDS = ("route_type", "auth", "model", "logging")
 
 
 # --- the AI plugins of a route (Kong's field names; transforms/plugins/ applies them) ------------
@@ -379,6 +437,10 @@ class Route(_Strict):
     auth: Auth = Auth()
     model: ModelConfig
     logging: Logging = Logging()
+    # AI Proxy Advanced: several targets instead of route_type/auth/model/logging (the route-level
+    # ones are then the first target's, for the code that asks a route what it serves).
+    targets: Annotated[list[Target], Field(min_length=1)] | None = None
+    balancer: Balancer | None = None
     response_streaming: Literal["allow", "deny", "always"] = "allow"
     max_request_body_size: Annotated[int, Field(ge=0)] = 1048576
     model_name_header: bool = True
@@ -392,9 +454,36 @@ class Route(_Strict):
     request_transformer: RequestTransformer | None = None
     response_transformer: ResponseTransformer | None = None
     _plugins: tuple[str, ...] = PrivateAttr(())
+    _target_routes: tuple[Route, ...] = PrivateAttr(())
+    _is_target: bool = PrivateAttr(False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _targets_replace_model(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("targets") is None:
+            return data
+        given = [name for name in _TARGET_FIELDS if name in data]
+        if given:
+            raise ValueError(
+                "a route with targets has no route-level 'route_type', 'auth', 'model' or 'logging' "
+                f"(set them on each target): found {', '.join(repr(n) for n in given)}"
+            )
+        if not isinstance(data["targets"], list):
+            return data  # the field's own validation says what it must be
+        if not data["targets"]:
+            raise ValueError("'targets' must list at least one target")
+        first = data["targets"][0]
+        get = (
+            first.get if isinstance(first, dict) else lambda name, default=None: getattr(first, name, default)
+        )
+        return {**data, **{name: get(name) for name in _TARGET_FIELDS if get(name) is not None}}
 
     @model_validator(mode="after")
     def _provider_rules(self) -> Route:
+        if self.targets is not None:  # each target is checked as a route of its own, named by index
+            self._check_plugins()
+            self._bind_targets(self.targets)
+            return self
         provider, opts = self.model.provider, self.model.options
         required = {
             "anthropic": ("anthropic_version",),
@@ -435,7 +524,50 @@ class Route(_Strict):
                     f"'{self.llm_format}' model.provider"
                 )
         self._check_plugins()
+        if self.model.model_alias is not None:
+            raise ValueError(
+                "'model.model_alias' is only used on targets (it picks one of a route's targets)"
+            )
         return self
+
+    def _bind_targets(self, targets: list[Target]) -> None:
+        """Each target as a route of its own, validated and built once at load: the pipeline
+        prepares a request for it like for any single-model route."""
+        kinds = {t.route_type for t in targets}
+        if len(kinds) > 1:
+            raise ValueError(f"every target must have the same route_type, not {', '.join(sorted(kinds))}")
+        shared = {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if name not in (*_TARGET_FIELDS, "targets")
+        }
+        built = []
+        for index, target in enumerate(targets):
+            fields = {name: getattr(target, name) for name in _TARGET_FIELDS}
+            try:
+                route = Route.model_validate(
+                    {**shared, **fields, "model": fields["model"].model_copy(update={"model_alias": None})}
+                )
+            except ValidationError as e:
+                problems = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
+                raise ValueError(f"targets[{index}]: {problems}") from None
+            route._is_target = True
+            built.append(route)
+        self._target_routes = tuple(built)
+
+    @property
+    def target_routes(self) -> tuple[Route, ...]:
+        """The targets as routes (same name and match as this one), in the order configured."""
+        return self._target_routes
+
+    @property
+    def replaces_model(self) -> bool:
+        """A target's model.name replaces the client's: the balancer chose it, not the client."""
+        return self._is_target
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return tuple(sorted({t.model.model_alias for t in self.targets or () if t.model.model_alias}))
 
     def _check_plugins(self) -> None:
         configured = tuple(name for name in _PLUGIN_ROUTE_TYPES if getattr(self, name) is not None)

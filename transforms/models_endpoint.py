@@ -7,7 +7,8 @@ base URL's ``/models``. The gateway answers from its routes, in OpenAI's list sh
   the base URL ``<prefix>/v1`` can reach: an exact ``match.path`` under ``<prefix>/v1/``, a ``/*``
   prefix that covers it or lies under it, or no path at all; a ``match.host`` must be the host asked.
 - Each route contributes its ``model.name`` once (the first route naming a model wins), with
-  ``owned_by`` = its provider (``anthropic``, ``bedrock``...). A route without ``model.name``
+  ``owned_by`` = its provider (``anthropic``, ``bedrock``...); a route with targets, its targets'
+  ``model_alias`` names, or without aliases their ``model.name``s. A route without ``model.name``
   accepts whatever model the client names, so it contributes nothing: there is no honest id to list.
 - ``created`` is when the routes were loaded (the gateway does not know the models' own dates).
 - Not answered here: other methods, base URLs no OpenAI-format route lies under (a program's own
@@ -78,10 +79,22 @@ def list_models(config: GatewayConfig, host: str, prefix: str, created: int) -> 
     """The models a client with base URL ``<prefix>/v1`` can call, in route order."""
     seen: dict[str, dict[str, Any]] = {}
     for route in _serving(config, host, prefix):
-        name = route.model.name
-        if name and name not in seen:
-            seen[name] = {"id": name, "object": "model", "created": created, "owned_by": route.provider}
+        for name, provider in _offered(route):
+            if name not in seen:
+                seen[name] = {"id": name, "object": "model", "created": created, "owned_by": provider}
     return list(seen.values())
+
+
+def _offered(route: Route) -> list[tuple[str, str]]:
+    """(model id, provider) a route lists: its model.name; on a route with targets, their aliases
+    (the names a client picks a target by), or without aliases the targets' names (the balancer
+    picks: any of them reaches the route)."""
+    if route.targets is None:
+        return [(route.model.name, route.provider)] if route.model.name else []
+    aliased = [(t.model.model_alias, t.model.provider) for t in route.targets if t.model.model_alias]
+    if aliased:
+        return aliased
+    return [(t.model.name, t.model.provider) for t in route.targets if t.model.name]
 
 
 def models_answer(

@@ -106,7 +106,7 @@ def _resolve_model(route: Route, body: dict[str, Any]) -> str:
     configured = route.model.name
     asked = body.get("model")
     if configured:
-        if isinstance(asked, str) and asked and asked != configured:
+        if isinstance(asked, str) and asked and asked != configured and not route.replaces_model:
             raise bad_request(f"cannot use own model - must be: {configured}", "model_not_allowed")
         return configured
     if isinstance(asked, str) and asked:
