@@ -124,7 +124,9 @@ def stack(emulator, token_endpoint, tmp_path_factory) -> Iterator[tuple[Gateway,
     config.write_bytes(orjson.dumps({"routes": routes}))
     port = free_port()
     env = {"AI_PROXY_TEST_UPSTREAM": emulator.url, "AI_PROXY_TEST_DELAY_MS": "0"}
-    extra = ["-s", REMAP, "--mode", f"reverse:https://{HOST}@{port}"]
+    # remap_upstream re-points flows after the addon has prepared them; the upstream relay (on by
+    # default) would have sent them to the real Vertex host, so these routes leave it to mitmproxy.
+    extra = ["-s", REMAP, "--mode", f"reverse:https://{HOST}@{port}", "--set", "ai_proxy_relay=balanced"]
     gw = Gateway(config, folder / "stats.jsonl", env, extra)
     deadline = time.monotonic() + 10
     while gw.log.count("listening at") < 2 and time.monotonic() < deadline:
