@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 from pydantic import ConfigDict, TypeAdapter
-from streams import assert_chunks_valid, drive, frames
+from streams import assert_chunks_valid, choices, drive, finishing_choices, frames
 from streams import deltas as chunk_deltas
 
 from transforms.config import ModelOptions, Route
@@ -1229,16 +1229,10 @@ def test_the_matched_stop_sequence_in_a_stream() -> None:
         b'"stop_reason":"stop_sequence","stop_sequence":"\\n\\nQ:"',
     )
     out = frames(drive(CHAT.new_stream(extension_ctx(stream=True)), [raw]))
-    [finish] = [
-        c["choices"][0]
-        for c in out
-        if isinstance(c, dict) and c.get("choices") and c["choices"][0]["finish_reason"]
-    ]
+    [finish] = finishing_choices(out)
     assert (finish["finish_reason"], finish[STOP_SEQUENCE_KEY]) == ("stop", "\n\nQ:")
     plain = frames(run_stream(raw)[0])
-    assert not any(
-        STOP_SEQUENCE_KEY in c["choices"][0] for c in plain if isinstance(c, dict) and c.get("choices")
-    )
+    assert not any(STOP_SEQUENCE_KEY in c for c in choices(plain))
 
 
 def test_answer_tool_streams_as_content() -> None:

@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from streams import drive, frames
+from streams import choices, drive, finishing_choices, frames
 
 from addon.emulator import split_stream
 from transforms.config import Auth, ModelOptions, Route
@@ -1653,13 +1653,7 @@ def test_claude_s_matched_stop_sequence_in_a_stream_reaches_ingress_clients() ->
     raw = make_streams.encode_events(events)
     ingress = dataclasses.replace(make_ctx(stream=True), extensions=True)
     out = frames(drive(CHAT.new_stream(ingress), [raw]))
-    [finish] = [
-        c["choices"][0]
-        for c in out
-        if isinstance(c, dict) and c.get("choices") and c["choices"][0]["finish_reason"]
-    ]
+    [finish] = finishing_choices(out)
     assert (finish["finish_reason"], finish[STOP_SEQUENCE_KEY]) == ("stop", "###")
     plain = frames(run_stream(raw)[0])
-    assert not any(
-        STOP_SEQUENCE_KEY in c["choices"][0] for c in plain if isinstance(c, dict) and c.get("choices")
-    )
+    assert not any(STOP_SEQUENCE_KEY in c for c in choices(plain))

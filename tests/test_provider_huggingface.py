@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
-from streams import assert_chunks_valid, deltas, drive, frames
+from streams import assert_chunks_valid, deltas, drive, finishing_choices, frames
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
@@ -764,9 +764,5 @@ def test_a_stop_sequence_stop_is_said_to_ingress_clients_only() -> None:
         b'"finish_reason":"stop"', b'"finish_reason":"stop_sequence"'
     )
     out = frames(drive(CHAT.new_stream(dataclasses.replace(make_ctx(stream=True), extensions=True)), [raw]))
-    [finish] = [
-        c["choices"][0]
-        for c in out
-        if isinstance(c, dict) and c.get("choices") and c["choices"][0]["finish_reason"]
-    ]
+    [finish] = finishing_choices(out)
     assert (finish["finish_reason"], finish[STOP_SEQUENCE_KEY]) == ("stop", "")

@@ -20,8 +20,8 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 from streams import drive as run
+from streams import finishing_choices, splits
 from streams import frames as frames_to_events
-from streams import splits
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
@@ -787,9 +787,5 @@ def test_a_stop_sequence_stop_is_said_to_ingress_clients_only():
         b'"finish_reason":"eos_token"', b'"finish_reason":"stop_sequence"'
     )
     stream = SPEC.routes[CHAT].new_stream(dataclasses.replace(ctx(stream=True), extensions=True))
-    finish = [
-        e["choices"][0]
-        for e in frames_to_events(run(stream, [raw]))
-        if isinstance(e, dict) and e.get("choices") and e["choices"][0]["finish_reason"]
-    ]
+    finish = finishing_choices(frames_to_events(run(stream, [raw])))
     assert [(f["finish_reason"], f[STOP_SEQUENCE_KEY]) for f in finish] == [("stop", "")]
