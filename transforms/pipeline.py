@@ -52,6 +52,7 @@ from transforms.types import (
     ErrorInfo,
     Inbound,
     ProviderRequest,
+    ProviderSpec,
     Upstream,
     Usage,
 )
