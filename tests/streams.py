@@ -73,3 +73,17 @@ def bedrock_invoke_stream(chunks: list[dict[str, Any]]) -> bytes:
         )
         for c in chunks
     )
+
+
+def finishing_choices(out: list[Any]) -> list[dict[str, Any]]:
+    """The choices of the chunks that carry a finish reason."""
+    return [
+        c["choices"][0]
+        for c in out
+        if isinstance(c, dict) and c.get("choices") and c["choices"][0].get("finish_reason")
+    ]
+
+
+def choices(out: list[Any]) -> list[dict[str, Any]]:
+    """Every chunk's first choice."""
+    return [c["choices"][0] for c in out if isinstance(c, dict) and c.get("choices")]

@@ -165,6 +165,28 @@ def test_chat_round_trip_and_statistics(gw, emulator):
     assert "1 + 1 = 2." in proxy["payload"]["response"]
 
 
+def test_web_search_options_are_google_search_grounding(gw, emulator):
+    """An OpenAI chat client's web_search_options: Google Search, its citations as the SDK's
+    url_citation annotations (characters, where Gemini counts bytes)."""
+    c = client(gw, **{"x-emulator-fixture": "gemini/grounding/response.json"})
+    reply = c.chat.completions.create(
+        model="gemini-2.5-flash",
+        messages=[{"role": "user", "content": "Who won Euro 2024?"}],
+        web_search_options={"search_context_size": "low"},
+    )
+    assert emulator.last.json()["tools"] == [{"googleSearch": {}}]
+    message = reply.choices[0].message
+    assert message.annotations is not None
+    spans = [
+        (a.url_citation.start_index, a.url_citation.end_index, a.url_citation.title)
+        for a in message.annotations
+    ]
+    assert spans == [(0, 64, "uefa.com"), (0, 64, "aljazeera.com"), (65, 99, "aljazeera.com")]
+    assert message.content is not None and message.content[65:99] == "Mikel Oyarzabal scored the winner."
+    assert "_ai_proxy" not in reply.model_dump_json()  # the gateway's extensions are for ingress clients
+    gw.wait_records(1)
+
+
 def test_key_in_the_query(gw, emulator):
     reply = client(gw, "/query").chat.completions.create(model=MODEL, messages=HI)
     assert reply.choices[0].message.content == "1 + 1 = 2."

@@ -134,6 +134,59 @@ def test_messages_stream(gw, provider):
     )
 
 
+def test_stop_sequence_said_by_cohere_is_the_one_asked(gw, emulator):
+    c = client(gw, "cohere", **{"x-emulator-fixture": "cohere/stop_sequence/response.json"})
+    message = c.messages.create(
+        model=MODELS["cohere"],
+        max_tokens=100,
+        stop_sequences=["END"],
+        messages=[{"role": "user", "content": "Count from 1 to 10, one per line, then write END."}],
+    )
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "END")
+    assert emulator.last.json()["stop_sequences"] == ["END"]
+    assert message.content[0].text == "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n"  # type: ignore[union-attr]
+    gw.wait_records(1)
+
+
+WEB_SEARCH_TOOL = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
+
+
+def test_claude_code_s_web_search_on_gemini_is_google_search(gw, emulator):
+    """Claude Code's WebSearch asks with the server web search tool only: on Gemini that is Google
+    Search grounding, answered with server_tool_use / web_search_tool_result blocks and citations."""
+    c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/grounding/response.json"})
+    message = c.messages.create(
+        model=MODELS["gemini"],
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Who won Euro 2024?"}],
+        tools=[WEB_SEARCH_TOOL],
+    )
+    assert emulator.last.json()["tools"] == [{"googleSearch": {}}]
+    assert [b.type for b in message.content] == [
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+        "text",
+        "text",
+    ]
+    assert message.content[0].input == {"query": "Euro 2024 winner"}  # type: ignore[union-attr]
+    assert [r.title for r in message.content[1].content] == ["uefa.com", "aljazeera.com"]  # type: ignore[union-attr]
+    cited = message.content[2]
+    assert cited.text == "Spain won Euro 2024, beating England 2\u20131 in the final in Berlin."  # type: ignore[union-attr]
+    assert [c.title for c in cited.citations] == ["uefa.com", "aljazeera.com"]  # type: ignore[union-attr]
+    assert message.content[3].text == " " and message.content[3].citations is None  # type: ignore[union-attr]
+    with client(gw, "gemini", **{"x-emulator-fixture": "gemini/grounding/stream.sse"}).messages.stream(
+        model=MODELS["gemini"],
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Who won?"}],
+        tools=[WEB_SEARCH_TOOL],
+    ) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["text", "server_tool_use", "web_search_tool_result"]
+    assert len(final.content[0].citations) == 3  # type: ignore[union-attr, arg-type]
+    gw.wait_records(2)
+
+
 def test_upstream_error_on_a_stream_request(gw):
     c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/errors/429.json", "x-emulator-status": "429"})
     with (

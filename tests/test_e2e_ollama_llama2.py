@@ -353,6 +353,9 @@ def test_llama2_with_ollama_format_streams(gw, emulator):
     assert text_of(chunks) == "1 + 1 = 2."
     assert emulator.last.path == "/api/chat"
     assert emulator.last.json()["model"] == "llama2:13b-chat"
+    # The stream's statistics land after the client has read it: waited for here, or under load
+    # they land in the next test's records.
+    assert len(gw.wait_records(1)) == 1
 
 
 # --- Llama-2 raw ---------------------------------------------------------------------------------

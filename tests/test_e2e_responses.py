@@ -38,6 +38,42 @@ WEATHER = {
 }
 
 
+# Providers of the OpenAI chat format, and Vertex AI (Gemini with a header credential: the service
+# account flow is tested in test_e2e_gemini): (route, provider, auth, options).
+VERTEX = {
+    "api_endpoint": "us-central1-aiplatform.googleapis.com",
+    "project_id": "p1",
+    "location_id": "us-central1",
+}
+MORE_ROUTES = [
+    (
+        "mistral",
+        "mistral",
+        {"header_name": "Authorization", "header_value": "Bearer mistral-secret-0123"},
+        {"mistral_format": "openai"},
+    ),
+    ("llama2", "llama2", None, {"llama2_format": "openai"}),
+    (
+        "vertex",
+        "gemini",
+        {"header_name": "Authorization", "header_value": "Bearer ya29.vertex-token-0123"},
+        {"gemini": VERTEX},
+    ),
+]
+MORE_MODELS = {"mistral": "mistral-large-latest", "llama2": "llama-2-13b-chat", "vertex": "gemini-2.5-pro"}
+# (text, input tokens, output tokens, the upstream path) of the emulator's answers.
+MORE_ANSWERS = {
+    "mistral": ("1 + 1 = 2.", 25, 12, "/v1/chat/completions"),
+    "llama2": ("1 + 1 = 2.", 25, 12, "/v1/chat/completions"),
+    "vertex": (
+        "1 + 1 equals 2.",
+        13,
+        108,  # 8 answer tokens and 100 thought tokens
+        "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent",
+    ),
+}
+
+
 @pytest.fixture
 def gw(gateway, emulator):
     routes = [
@@ -52,6 +88,19 @@ def gw(gateway, emulator):
             options=ADAPTED_OPTIONS.get(provider),
         )
         for provider, model in ADAPTED_MODELS.items()
+    ]
+    routes += [
+        route(
+            f"responses-on-{name}",
+            f"/{name}/v1/responses",
+            "llm/v1/responses",
+            provider,
+            emulator.url,
+            model=MORE_MODELS[name],
+            auth=auth,
+            options=options,
+        )
+        for name, provider, auth, options in MORE_ROUTES
     ]
     routes += [
         route(
@@ -137,6 +186,144 @@ def test_stream_on_every_chat_provider(gw, provider):
     [record] = gw.wait_records(1)
     assert usage_of(record) == (final.usage.input_tokens, final.usage.output_tokens)
     assert final.usage.output_tokens > 0
+
+
+@pytest.mark.parametrize("name", [r[0] for r in MORE_ROUTES])
+def test_create_and_stream_on_mistral_llama2_and_vertex(gw, emulator, name):
+    text, input_tokens, output_tokens, path = MORE_ANSWERS[name]
+    c = client(gw, name)
+    response = c.responses.create(model=MORE_MODELS[name], instructions="Be brief.", input="What is 1 + 1?")
+    assert isinstance(response, Response)
+    assert (response.status, response.output_text, response.instructions) == ("completed", text, "Be brief.")
+    assert response.usage is not None
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (input_tokens, output_tokens)
+    sent = emulator.last
+    assert sent.path == path
+    if name != "llama2":  # the route's credential replaced the client's (llama2's route has none)
+        assert CLIENT_KEY not in orjson.dumps(sent.headers).decode()
+    if name == "vertex":
+        assert sent.json()["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    else:
+        assert sent.json()["messages"][0] == {"role": "system", "content": "Be brief."}
+    with c.responses.stream(model=MORE_MODELS[name], input="What is 1 + 1?") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [e.type for e in events][:3] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+    ]
+    assert events[-1].type == "response.completed"
+    assert (
+        final.output_text
+        == "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        == text
+    )
+    records = gw.wait_records(2)
+    assert [r["ai"]["proxy"]["meta"]["route"] for r in records] == [f"responses-on-{name}"] * 2
+    assert [r["ai"]["proxy"]["meta"]["request_mode"] for r in records] == ["oneshot", "stream"]
+    assert usage_of(records[0]) == (input_tokens, output_tokens)
+
+
+# --- built-in tools: the provider's own web search ----------------------------------------------------
+
+LOCATED_SEARCH = {
+    "type": "web_search",
+    "search_context_size": "low",
+    "user_location": {"type": "approximate", "city": "Berlin", "country": "DE"},
+}
+
+
+def test_web_search_on_anthropic_is_its_server_search(gw, emulator):
+    c = client(gw, "anthropic", **{"x-emulator-fixture": "anthropic/web_search/response.json"})
+    response = c.responses.create(
+        model=ADAPTED_MODELS["anthropic"], input="Latest Python?", tools=[WEATHER, LOCATED_SEARCH]
+    )
+    sent = emulator.last.json()
+    assert sent["tools"][1] == {
+        "type": "web_search_20250305",
+        "name": "web_search",
+        "user_location": {"type": "approximate", "city": "Berlin", "country": "DE"},
+    }
+    search, message = response.output
+    assert search.type == "web_search_call" and search.status == "completed"
+    assert search.action.model_dump(exclude_unset=True) == {  # type: ignore[union-attr]
+        "type": "search",
+        "query": "latest Python release",
+        "sources": [
+            {"type": "url", "url": "https://www.python.org/downloads/"},
+            {"type": "url", "url": "https://docs.python.org/3/whatsnew/3.14.html"},
+        ],
+    }
+    [cited] = message.content[0].annotations  # type: ignore[union-attr]
+    assert (cited.type, cited.url, cited.title) == (
+        "url_citation",
+        "https://www.python.org/downloads/",
+        "Download Python | Python.org",
+    )  # type: ignore[union-attr]
+    assert (
+        response.output_text[cited.start_index : cited.end_index]
+        == "Python 3.14.0, released on 7 October 2025"
+    )  # type: ignore[union-attr]
+    # A required search is Anthropic's forced tool choice.
+    c.responses.create(
+        model=ADAPTED_MODELS["anthropic"],
+        input="x",
+        tools=[LOCATED_SEARCH],
+        tool_choice={"type": "web_search_preview"},
+    )
+    assert emulator.last.json()["tool_choice"] == {"type": "tool", "name": "web_search"}
+    gw.wait_records(2)
+    assert "web_search left out" not in gw.log
+
+
+def test_web_search_on_anthropic_streams_its_search_and_citation(gw):
+    c = client(gw, "anthropic", **{"x-emulator-fixture": "anthropic/web_search/stream.sse"})
+    with c.responses.stream(
+        model=ADAPTED_MODELS["anthropic"], input="Weather?", tools=[LOCATED_SEARCH]
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["message", "web_search_call", "message"]
+    assert "response.web_search_call.completed" in kinds and "response.output_text.annotation.added" in kinds
+    [cited] = final.output[2].content[0].annotations  # type: ignore[union-attr]
+    text = final.output[2].content[0].text  # type: ignore[union-attr]
+    assert text[cited.start_index : cited.end_index] == "mostly sunny, with a high of 24 \u00b0C"  # type: ignore[union-attr]
+    assert final.output[1].action.query == "weather NYC today"  # type: ignore[union-attr]
+
+
+def test_web_search_on_gemini_is_google_search_grounding(gw, emulator):
+    c = client(gw, "gemini", **{"x-emulator-fixture": "gemini/grounding/response.json"})
+    response = c.responses.create(model=MODELS["gemini"], input="Who won Euro 2024?", tools=[LOCATED_SEARCH])
+    assert emulator.last.json()["tools"] == [{"googleSearch": {}}]
+    search, message = response.output
+    assert search.action.model_dump(exclude_unset=True)["queries"] == [
+        "Euro 2024 winner",
+        "Euro 2024 final score",
+    ]  # type: ignore[union-attr]
+    spans = [(a.start_index, a.end_index, a.title) for a in message.content[0].annotations]  # type: ignore[union-attr]
+    assert spans == [(0, 64, "uefa.com"), (0, 64, "aljazeera.com"), (65, 99, "aljazeera.com")]
+    assert response.output_text[65:99] == "Mikel Oyarzabal scored the winner."
+    with client(gw, "gemini", **{"x-emulator-fixture": "gemini/grounding/stream.sse"}).responses.stream(
+        model=MODELS["gemini"], input="Who won Euro 2024?", tools=[LOCATED_SEARCH]
+    ) as stream:
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["message", "web_search_call"]
+    assert len(final.output[0].content[0].annotations) == 3  # type: ignore[union-attr]
+    gw.wait_records(2)
+
+
+def test_codex_s_search_next_to_functions_on_gemini_is_left_out_and_said_once(gw, emulator):
+    codex_search = {"type": "web_search", "external_web_access": False}
+    for _ in range(2):
+        client(gw, "gemini").responses.create(
+            model=MODELS["gemini"], input="x", tools=[WEATHER, codex_search]
+        )
+        assert [list(t) for t in emulator.last.json()["tools"]] == [["functionDeclarations"]]
+    gw.wait_records(2)
+    line = "route=responses-on-gemini: web_search_options left out where function tools are offered"
+    assert gw.log.count(line) == 1
 
 
 def test_the_stream_helper_and_its_final_response(gw):
@@ -271,14 +458,24 @@ def test_what_needs_stored_responses_is_refused_in_openais_shape(gw, emulator):
         c.responses.create(model=MODELS["gemini"], input="And then?", previous_response_id="resp_unknown")
     assert err.value.body["param"] == "previous_response_id"  # type: ignore[index]
     assert err.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as err:  # ollama has no search of its own
+        client(gw, "ollama").responses.create(
+            model=ADAPTED_MODELS["ollama"],
+            input="x",
+            tools=[{"type": "web_search"}],
+            tool_choice={"type": "web_search_preview"},
+        )
+    assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
+    assert "'web_search_preview' is required but not available on the ollama provider" in err.value.message
     with pytest.raises(openai.BadRequestError) as err:
         c.responses.create(
             model=MODELS["gemini"],
             input="x",
-            tools=[{"type": "web_search"}],
-            tool_choice={"type": "web_search"},
+            tools=[{"type": "file_search", "vector_store_ids": ["vs_1"]}],
         )
-    assert err.value.body["param"] == "tool_choice"  # type: ignore[index]
+    assert err.value.body["param"] == "tools"  # type: ignore[index]
+    assert "file_search searches OpenAI vector stores" in err.value.message
+    assert "the gemini provider does not have" in err.value.message
     with pytest.raises(openai.NotFoundError):
         c.responses.retrieve("resp_1")
     with pytest.raises(openai.BadRequestError) as err:

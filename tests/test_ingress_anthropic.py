@@ -3,6 +3,7 @@ against the anthropic SDK's own types (and the openai SDK's for the chat side)."
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -17,11 +18,18 @@ from streams import drive, splits
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
 from transforms.ingress import IngressStream, client_error, ingress_for, local_answer
-from transforms.ingress.anthropic import MessagesEvents, error_body, from_chat, to_chat
+from transforms.ingress.anthropic import MessagesEvents, echo, error_body, from_chat, notes, to_chat
 from transforms.pipeline import prepare, translate_response
 from transforms.providers.gemini import SPECS as GEMINI_SPECS
 from transforms.stream import OpenAIStream, SSEParser
-from transforms.types import CallContext, Inbound, Usage
+from transforms.types import (
+    STOP_SEQUENCE_KEY,
+    WEB_SEARCH_KEY,
+    WEB_SEARCH_REQUIRED,
+    CallContext,
+    Inbound,
+    Usage,
+)
 
 EVENT = TypeAdapter(RawMessageStreamEvent)
 CTX = CallContext("r", "llm/v1/chat", "openai", "gpt-4o-mini", ModelOptions(), True, "abc", 1700000000)
@@ -747,3 +755,300 @@ def test_count_tokens_is_estimated_where_the_provider_cannot_count():
     with pytest.raises(GatewayError) as err:  # nor does it go upstream
         prepare(route, Inbound("POST", "", COUNT_PATH, [], {}, orjson.dumps(COUNT)), request_id="1", now=1)
     assert err.value.status == 404
+
+
+# --- stop_sequence: which stop sequence ended the text ---------------------------------------------
+
+
+def _asked(*sequences: str) -> CallContext:
+    return dataclasses.replace(CTX, client=echo({"stop_sequences": list(sequences)}), extensions=True)
+
+
+@pytest.mark.parametrize(
+    ("said", "text", "asked", "sequence"),
+    [
+        ("END", "1 2 3", ("END", "###"), "END"),  # the provider said which (Anthropic, Claude on Bedrock)
+        ("", "1 2 3", ("END",), "END"),  # said only that one did (Cohere, TGI): the one asked
+        ("", "1 2 3 ###", ("END", "###"), "###"),  # ...the one the text ends with (TGI keeps it)
+        ("", "1 2 3", ("END", "###"), None),  # ...several asked, none in the text: unknown
+    ],
+)
+def test_stop_sequence_as_the_provider_said_or_as_the_text_tells(said, text, asked, sequence):
+    chat = chat_answer({"content": text}, "stop")
+    chat["choices"][0][STOP_SEQUENCE_KEY] = said
+    out = from_chat(chat, None, _asked(*asked))
+    assert (out["stop_reason"], out["stop_sequence"]) == ("stop_sequence", sequence)
+    assert Message.model_validate(out).model_dump(exclude_unset=True) == out
+
+
+def test_a_plain_stop_is_end_turn_with_no_sequence():
+    out = from_chat(chat_answer({"content": "1 2 3"}, "stop"), None, _asked("END"))
+    assert (out["stop_reason"], out["stop_sequence"]) == ("end_turn", None)
+
+
+def test_stop_sequence_in_the_stream():
+    def run(said: str, *asked: str) -> dict[str, Any]:
+        raw = chunk_frames(
+            [({"content": "1 2 "}, None), ({"content": "3 ##"}, None), ({"content": "#"}, None)], None
+        )
+        finish = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        finish["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop", STOP_SEQUENCE_KEY: said}]
+        raw = raw.replace(b"data: [DONE]", b"data: " + orjson.dumps(finish) + b"\n\ndata: [DONE]")
+        out = events(drive(IngressStream(OpenAIStream(), MessagesEvents(_asked(*asked)), ""), [raw]))
+        return out[-2]["delta"]
+
+    assert run("END", "END", "###") == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+    assert run("", "END", "###") == {"stop_reason": "stop_sequence", "stop_sequence": "###"}
+    assert run("", "END") == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+    assert run("", "END", "STOP") == {"stop_reason": "stop_sequence", "stop_sequence": None}
+
+
+CLAUDE_ON_BEDROCK = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+HI = [{"role": "user", "content": "Count to 3."}]
+
+
+def test_claude_on_bedrock_is_asked_which_stop_sequence_ended_the_text():
+    route = _ingress_route("bedrock", name=CLAUDE_ON_BEDROCK, auth=BEDROCK_AUTH, options=BEDROCK_OPTIONS)
+    body = {"model": CLAUDE_ON_BEDROCK, "max_tokens": 50, "stop_sequences": ["END", "###"], "messages": HI}
+    prep = prepare(
+        route, Inbound("POST", "", "/x/v1/messages", [], {}, orjson.dumps(body)), request_id="1", now=1
+    )
+    sent = orjson.loads(prep.upstream.body)
+    assert sent["inferenceConfig"]["stopSequences"] == ["END", "###"]
+    assert sent["additionalModelResponseFieldPaths"] == ["/stop_sequence"]
+    answer = {
+        "output": {"message": {"role": "assistant", "content": [{"text": "1 2 3"}]}},
+        "stopReason": "stop_sequence",
+        "additionalModelResponseFields": {"stop_sequence": "###"},
+        "usage": {"inputTokens": 12, "outputTokens": 5, "totalTokens": 17},
+        "metrics": {"latencyMs": 300},
+    }
+    out = orjson.loads(translate_response(prep, 200, orjson.dumps(answer)).body)
+    assert (out["stop_reason"], out["stop_sequence"]) == ("stop_sequence", "###")
+    # Without stop sequences (or for a model that is not Claude) nothing more is asked.
+    plain = {k: v for k, v in body.items() if k != "stop_sequences"}
+    assert "additionalModelResponseFieldPaths" not in _sent(route, plain)
+    llama = _ingress_route(
+        "bedrock", name="meta.llama3-70b-instruct-v1:0", auth=BEDROCK_AUTH, options=BEDROCK_OPTIONS
+    )
+    assert "additionalModelResponseFieldPaths" not in _sent(
+        llama, {**body, "model": "meta.llama3-70b-instruct-v1:0"}
+    )
+
+
+def test_cohere_says_a_stop_sequence_ended_the_text_but_not_which():
+    route = _ingress_route("cohere", name="command-a-03-2025", options={})
+    body = {"model": "command-a-03-2025", "max_tokens": 50, "stop_sequences": ["END"], "messages": HI}
+    prep = prepare(
+        route, Inbound("POST", "", "/x/v1/messages", [], {}, orjson.dumps(body)), request_id="1", now=1
+    )
+    answer = {
+        "id": "c1",
+        "finish_reason": "STOP_SEQUENCE",
+        "message": {"role": "assistant", "content": [{"type": "text", "text": "1 2 3"}]},
+        "usage": {
+            "billed_units": {"input_tokens": 5, "output_tokens": 3},
+            "tokens": {"input_tokens": 9, "output_tokens": 3},
+        },
+    }
+    out = orjson.loads(translate_response(prep, 200, orjson.dumps(answer)).body)
+    assert (out["stop_reason"], out["stop_sequence"]) == ("stop_sequence", "END")
+
+
+def test_a_tool_choice_the_provider_lacks_is_left_out_and_noted():
+    """Ollama has no tool_choice: it only narrows what the model may do, so an Anthropic client's
+    is left out (an OpenAI client's 'required' is refused there)."""
+    route = _ingress_route("ollama", name="llama3.2")
+    body = {
+        "model": "llama3.2",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": REQUEST["tools"][:1],
+        "tool_choice": {"type": "any"},
+    }
+    prep = prepare(
+        route, Inbound("POST", "", "/x/v1/messages", [], {}, orjson.dumps(body)), request_id="1", now=1
+    )
+    assert prep.notes == {
+        "ingress-dropped-tool_choice": "anthropic clients' tool_choice left out: ollama cannot express it"
+    }
+    sent = orjson.loads(prep.upstream.body)
+    assert "tool_choice" not in sent and [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
+
+
+# --- the server web search: the provider's own search where it has one ------------------------------
+
+WEB_SEARCH_TOOL = {
+    "type": "web_search_20250305",
+    "name": "web_search",
+    "max_uses": 5,
+    "user_location": {"type": "approximate", "city": "Oslo", "country": "NO"},
+}
+SEARCHES = frozenset({"web_search"})
+
+
+def test_the_server_web_search_becomes_the_providers_search():
+    body = {"model": "m", "max_tokens": 5, "messages": HI, "tools": [REQUEST["tools"][0], WEB_SEARCH_TOOL]}
+    TypeAdapter(MessageCreateParams).validate_python(body)  # the request is one the SDK can send
+    out = to_chat(body, "gemini", SEARCHES)
+    assert out["web_search_options"] == {
+        "user_location": {"type": "approximate", "approximate": {"city": "Oslo", "country": "NO"}}
+    }
+    assert [t["function"]["name"] for t in out["tools"]] == ["get_weather"]
+    assert notes(body, "gemini", SEARCHES) == {}
+    # Required by name: marked (the chat form cannot name it); "none" offers no search at all.
+    forced = to_chat({**body, "tool_choice": {"type": "tool", "name": "web_search"}}, "gemini", SEARCHES)
+    assert forced["web_search_options"][WEB_SEARCH_REQUIRED] is True and "tool_choice" not in forced
+    assert "web_search_options" not in to_chat({**body, "tool_choice": {"type": "none"}}, "gemini", SEARCHES)
+    # A provider without a search: left out, said once; a choice naming it is dropped (it narrows).
+    bash = {"type": "bash_20250124", "name": "bash"}
+    plain = to_chat(
+        {**body, "tools": [*body["tools"], bash], "tool_choice": {"type": "tool", "name": "web_search"}},
+        "ollama",
+    )
+    assert "web_search_options" not in plain and "tool_choice" not in plain
+    assert notes({**body, "tools": [*body["tools"], bash]}, "ollama", frozenset()) == {
+        "anthropic-server-tools-bash_20250124-web_search_20250305": "anthropic clients' server tools "
+        "bash_20250124, web_search_20250305 left out of the offer: the ollama provider has no counterpart"
+    }
+
+
+GROUNDED = (
+    "Spain won Euro 2024, beating England 2\u20131 in the final in Berlin. Mikel Oyarzabal scored the winner."
+)
+
+
+def test_searches_and_citations_as_server_tool_blocks():
+    search = {
+        "id": "search_1",
+        "queries": ["Euro 2024 winner"],
+        "sources": [{"url": "https://a.example/1", "title": "uefa.com"}],
+        "error": None,
+    }
+    annotation = {
+        "type": "url_citation",
+        "url_citation": {
+            "start_index": 65,
+            "end_index": 99,
+            "url": "https://a.example/1",
+            "title": "uefa.com",
+        },
+    }
+    chat = chat_answer({"content": GROUNDED, "annotations": [annotation]}, "stop")
+    chat["choices"][0]["message"][WEB_SEARCH_KEY] = [search]
+    out = from_chat(chat, None, CTX)
+    assert Message.model_validate(out).model_dump(exclude_unset=True) == out
+    assert out["content"] == [
+        {
+            "type": "server_tool_use",
+            "id": "srvtoolu_search_1",
+            "name": "web_search",
+            "input": {"query": "Euro 2024 winner"},
+        },
+        {
+            "type": "web_search_tool_result",
+            "tool_use_id": "srvtoolu_search_1",
+            "content": [
+                {
+                    "type": "web_search_result",
+                    "url": "https://a.example/1",
+                    "title": "uefa.com",
+                    "encrypted_content": "",
+                    "page_age": None,
+                }
+            ],
+        },
+        {"type": "text", "text": GROUNDED[:65]},
+        {
+            "type": "text",
+            "text": "Mikel Oyarzabal scored the winner.",
+            "citations": [
+                {
+                    "type": "web_search_result_location",
+                    "url": "https://a.example/1",
+                    "title": "uefa.com",
+                    "cited_text": "Mikel Oyarzabal scored the winner.",
+                    "encrypted_index": "",
+                }
+            ],
+        },
+    ]
+    # The next turn sends these blocks back: the chat form keeps the text, drops the search blocks.
+    back = to_chat({"messages": [*HI, {"role": "assistant", "content": out["content"]}]})
+    assert back["messages"][-1] == {"role": "assistant", "content": GROUNDED}
+
+
+def test_a_grounded_gemini_stream_as_server_tool_events():
+    raw = fixture_bytes("gemini/grounding/stream.sse")
+    ctx = CallContext(
+        "r", "llm/v1/chat", "gemini", "gemini-2.5-flash", ModelOptions(), True, "g1", 1,
+        client=echo({"tools": [WEB_SEARCH_TOOL]}), extensions=True,
+    )  # fmt: skip
+    spec = GEMINI_SPECS[0].routes["llm/v1/chat"]
+    out = events(drive(IngressStream(spec.new_stream(ctx), MessagesEvents(ctx), ""), [raw]))
+    kinds = [(e["type"], (e.get("content_block") or e.get("delta") or {}).get("type")) for e in out]
+    assert kinds == [
+        ("message_start", None),
+        ("content_block_start", "text"),
+        ("content_block_delta", "text_delta"),
+        ("content_block_delta", "text_delta"),
+        ("content_block_delta", "text_delta"),
+        ("content_block_delta", "citations_delta"),
+        ("content_block_delta", "citations_delta"),
+        ("content_block_delta", "citations_delta"),
+        ("content_block_stop", None),
+        ("content_block_start", "server_tool_use"),
+        ("content_block_delta", "input_json_delta"),
+        ("content_block_stop", None),
+        ("content_block_start", "web_search_tool_result"),
+        ("content_block_stop", None),
+        ("message_delta", None),
+        ("message_stop", None),
+    ]
+    cited = [
+        e["delta"]["citation"]["cited_text"]
+        for e in out
+        if (e.get("delta") or {}).get("type") == "citations_delta"
+    ]
+    assert cited == [GROUNDED[:64], GROUNDED[:64], "Mikel Oyarzabal scored the winner."]
+    assert out[10]["delta"]["partial_json"] == '{"query":"Euro 2024 winner"}'
+    assert [r["title"] for r in out[12]["content_block"]["content"]] == ["uefa.com", "aljazeera.com"]
+
+
+def test_images_inside_a_tool_result_follow_it_in_a_user_message():
+    screenshot = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [
+            {"role": "user", "content": "Take a screenshot."},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_9", "name": "shot", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_9",
+                        "content": [{"type": "text", "text": "done"}, screenshot],
+                    },
+                    {"type": "text", "text": "What do you see?"},
+                ],
+            },
+        ],
+    }
+    TypeAdapter(MessageCreateParams).validate_python(body)
+    messages = to_chat(body)["messages"]
+    assert messages[2:] == [
+        {"role": "tool", "tool_call_id": "toolu_9", "content": "done"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "[images returned by tool call toolu_9]"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                {"type": "text", "text": "What do you see?"},
+            ],
+        },
+    ]

@@ -18,7 +18,7 @@ from transforms.ingress.responses import ResponsesEvents, echo, from_chat, notes
 from transforms.pipeline import prepare
 from transforms.recognize import UNMETERED
 from transforms.stream import OpenAIStream
-from transforms.types import CallContext, Inbound, Usage
+from transforms.types import WEB_SEARCH_KEY, WEB_SEARCH_REQUIRED, CallContext, Inbound, Usage
 
 PARAMS = TypeAdapter(ResponseCreateParams)
 EVENT = TypeAdapter(ResponseStreamEvent)
@@ -435,6 +435,259 @@ def test_built_in_tools_left_out_are_noted_for_the_event_log():
         "the offer: they run at OpenAI only"
     }
     assert notes({"tools": [WEATHER]}) == {}
+
+
+# --- built-in tools: the provider's own web search, refusals -------------------------------------
+
+SEARCHES = frozenset({"web_search"})  # what anthropic's and gemini's transforms map (builtin_tools)
+CODEX_SEARCH = {"type": "web_search", "external_web_access": False}  # what the Codex CLI offers
+LOCATED_SEARCH = {
+    "type": "web_search_preview",
+    "search_context_size": "high",
+    "user_location": {"type": "approximate", "city": "Oslo", "country": "NO", "timezone": "Europe/Oslo"},
+}
+
+
+def test_web_search_goes_to_the_providers_own_search_where_it_has_one():
+    body = {"input": "News?", "tools": [WEATHER, LOCATED_SEARCH]}
+    PARAMS.validate_python(body)
+    out = to_chat(body, "anthropic", SEARCHES)
+    assert out["web_search_options"] == {
+        "search_context_size": "high",
+        "user_location": {
+            "type": "approximate",
+            "approximate": {"city": "Oslo", "country": "NO", "timezone": "Europe/Oslo"},
+        },
+    }
+    assert [t["function"]["name"] for t in out["tools"]] == ["get_weather"]
+    assert notes(body, "anthropic", SEARCHES) == {}  # mapped, not left out
+    # A provider without a search of its own: left out of the offer, and the event log says so.
+    out = to_chat({"input": "News?", "tools": [WEATHER, CODEX_SEARCH]}, "ollama", frozenset())
+    assert "web_search_options" not in out and len(out["tools"]) == 1
+    offered = {"input": "x", "tools": [CODEX_SEARCH, {"type": "image_generation"}]}
+    assert notes(offered, "ollama", frozenset()) == {
+        "responses-builtin-image_generation-web_search": "responses clients' built-in tools image_generation, "
+        "web_search left out of the offer: the ollama provider has no counterpart"
+    }
+
+
+def test_a_tool_choice_requiring_the_search_marks_it_required():
+    body = {"input": "x", "tools": [LOCATED_SEARCH], "tool_choice": {"type": "web_search_preview"}}
+    PARAMS.validate_python(body)
+    out = to_chat(body, "anthropic", SEARCHES)
+    assert out["web_search_options"][WEB_SEARCH_REQUIRED] is True and "tool_choice" not in out
+    # "required" with the search as the only tool requires the search
+    out = to_chat({"input": "x", "tools": [CODEX_SEARCH], "tool_choice": "required"}, "gemini", SEARCHES)
+    assert out["web_search_options"] == {WEB_SEARCH_REQUIRED: True}
+    # "none": no tool at all, the search included
+    out = to_chat({"input": "x", "tools": [WEATHER, CODEX_SEARCH], "tool_choice": "none"}, "gemini", SEARCHES)
+    assert "web_search_options" not in out and out["tool_choice"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "message"),
+    [
+        (
+            {"input": "x", "tools": [CODEX_SEARCH], "tool_choice": {"type": "web_search_preview"}},
+            "tool_choice",
+            "tool_choice: the built-in tool 'web_search_preview' is required but not available on the "
+            "cohere provider",
+        ),
+        (
+            {"input": "x", "tools": [WEATHER], "tool_choice": {"type": "code_interpreter"}},
+            "tool_choice",
+            "tool_choice: the built-in tool 'code_interpreter' is required but not available on the "
+            "cohere provider",
+        ),
+        (
+            {"input": "x", "background": True},
+            "background",
+            "background: the cohere provider runs nothing in the background (only OpenAI and Azure do)",
+        ),
+        (
+            {"input": "x", "tools": [WEATHER, {"type": "file_search", "vector_store_ids": ["vs_1"]}]},
+            "tools",
+            "tools[1]: file_search searches OpenAI vector stores (vector_store_ids), which the cohere "
+            "provider does not have",
+        ),
+    ],
+)
+def test_what_the_provider_cannot_express_is_refused_naming_it(body, param, message):
+    PARAMS.validate_python(body)
+    with pytest.raises(GatewayError) as e:
+        to_chat(body, "cohere", frozenset())
+    assert (e.value.status, e.value.param, e.value.message) == (400, param, message)
+    assert orjson.loads(e.value.body())["error"]["code"] == "unsupported_parameter"
+
+
+def test_past_searches_are_skipped_and_audio_is_refused_naming_the_provider():
+    body = {
+        "input": [
+            {"role": "user", "content": "News?"},
+            {
+                "type": "web_search_call",
+                "id": "ws_1",
+                "status": "completed",
+                "action": {"type": "search", "query": "news"},
+            },
+            {"role": "assistant", "content": "Here they are."},
+        ]
+    }
+    PARAMS.validate_python(body)
+    assert to_chat(body, "gemini", SEARCHES)["messages"] == [
+        {"role": "user", "content": "News?"},
+        {"role": "assistant", "content": "Here they are."},
+    ]
+    # The Responses API has no audio input (the SDK's message content is text, image, file).
+    audio = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    with pytest.raises(GatewayError) as e:
+        to_chat({"input": [{"role": "user", "content": [audio]}]}, "bedrock", frozenset())
+    assert (e.value.status, e.value.param) == (400, "input[0].content[0]")
+    assert (
+        e.value.message == "input[0].content[0].type: 'input_audio' is not supported on the bedrock provider"
+    )
+
+
+A_SEARCH = {
+    "id": "srvtoolu_1",
+    "queries": ["weather Oslo"],
+    "sources": [{"url": "https://yr.no/oslo", "title": "Yr"}, {"url": "https://met.no", "title": ""}],
+    "error": None,
+}
+CITATION = {
+    "type": "url_citation",
+    "url_citation": {"start_index": 11, "end_index": 21, "url": "https://yr.no/oslo", "title": "Yr"},
+}
+
+
+def test_searches_and_citations_in_the_answer():
+    failed = {**A_SEARCH, "id": "s2", "sources": [], "error": "max_uses_exceeded"}
+    message = {
+        "content": "In Oslo it is 18 C now.",
+        "annotations": [CITATION],
+        WEB_SEARCH_KEY: [A_SEARCH, failed],
+    }
+    chat = {
+        "id": "c",
+        "model": "claude-sonnet-4-5",
+        "choices": [{"finish_reason": "stop", "message": message}],
+    }
+    parsed = _validated(from_chat(chat, Usage(1, 2, 3), ctx()))
+    cited = {
+        "type": "url_citation",
+        "start_index": 11,
+        "end_index": 21,
+        "url": "https://yr.no/oslo",
+        "title": "Yr",
+    }
+    sources = [{"type": "url", "url": "https://yr.no/oslo"}, {"type": "url", "url": "https://met.no"}]
+    assert [item.model_dump(exclude_unset=True) for item in parsed.output] == [
+        {
+            "type": "web_search_call",
+            "id": "ws_resp_abc_0",
+            "status": "completed",
+            "action": {"type": "search", "query": "weather Oslo", "sources": sources},
+        },
+        {
+            "type": "web_search_call",
+            "id": "ws_resp_abc_1",
+            "status": "failed",
+            "action": {"type": "search", "query": "weather Oslo"},
+        },
+        {
+            "type": "message",
+            "id": "msg_resp_abc",
+            "role": "assistant",
+            "status": "completed",
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": "In Oslo it is 18 C now.",
+                    "annotations": [cited],
+                    "logprobs": [],
+                }
+            ],
+        },
+    ]
+    assert parsed.output_text[11:21] == "is 18 C no"
+
+
+def _cited(start: int, end: int) -> dict[str, Any]:
+    return {**CITATION, "url_citation": {**CITATION["url_citation"], "start_index": start, "end_index": end}}
+
+
+SEARCH_STREAM = sse(
+    chunk({"role": "assistant", "content": "Let me look."}),
+    chunk({WEB_SEARCH_KEY: [A_SEARCH]}),
+    chunk({"content": " In Oslo "}),
+    chunk({"content": "it is 18 C."}),
+    # A citation of "it is 18 C." (chat indices count the whole content, the first message's 12
+    # characters included: 9..20 of the second message).
+    chunk({"annotations": [_cited(21, 32)]}),
+    # One that points into the first message, closed by now: lost, not misplaced.
+    chunk({"annotations": [_cited(0, 3)]}),
+    chunk({}, "stop"),
+)
+
+
+def test_searches_and_citations_in_the_stream():
+    out = run([SEARCH_STREAM])
+    for event in out:
+        assert EVENT.validate_python(event).model_dump(mode="json", exclude_unset=True) == event
+    assert [e["type"] for e in out] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.web_search_call.in_progress",
+        "response.web_search_call.searching",
+        "response.web_search_call.completed",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.annotation.added",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    added = next(e for e in out if e["type"] == "response.output_text.annotation.added")
+    cited = {
+        "type": "url_citation",
+        "start_index": 9,
+        "end_index": 20,
+        "url": "https://yr.no/oslo",
+        "title": "Yr",
+    }
+    assert added == {
+        "type": "response.output_text.annotation.added",
+        "item_id": "msg_resp_abc_2",
+        "output_index": 2,
+        "content_index": 0,
+        "annotation_index": 0,
+        "annotation": cited,
+        "sequence_number": 17,
+    }
+    final = Response.model_validate(out[-1]["response"])
+    assert [item.type for item in final.output] == ["message", "web_search_call", "message"]
+    assert final.output[1].model_dump(exclude_unset=True)["action"]["query"] == "weather Oslo"
+    assert final.output[2].content[0].annotations[0].model_dump() == cited  # type: ignore[union-attr]
+    assert final.output[2].content[0].text[9:20] == "it is 18 C."  # type: ignore[union-attr]
+    done = [e for e in out if e["type"] == "response.content_part.done"]
+    assert [d["part"]["annotations"] for d in done] == [[], [cited]]
+
+
+def test_every_byte_split_of_a_search_stream_gives_the_same_events():
+    whole = run([SEARCH_STREAM])
+    for cut in range(1, len(SEARCH_STREAM)):
+        assert run(splits(SEARCH_STREAM, [cut])) == whole, cut
 
 
 # --- forwarded: the URL rules of openai and azure (pure prepare) ------------------------------------

@@ -7,6 +7,7 @@ Oracles: every request built validates against the anthropic SDK's ``MessageCrea
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 from pydantic import ConfigDict, TypeAdapter
-from streams import assert_chunks_valid, drive, frames
+from streams import assert_chunks_valid, choices, drive, finishing_choices, frames
 from streams import deltas as chunk_deltas
 
 from transforms.config import ModelOptions, Route
@@ -29,7 +30,13 @@ from transforms.pipeline import prepare, translate_response
 from transforms.providers import anthropic
 from transforms.registry import SPECS
 from transforms.stream import SSEParser
-from transforms.types import CallContext, Inbound
+from transforms.types import (
+    STOP_SEQUENCE_KEY,
+    WEB_SEARCH_KEY,
+    WEB_SEARCH_REQUIRED,
+    CallContext,
+    Inbound,
+)
 
 SPEC = SPECS["anthropic"]
 CHAT = SPEC.routes["llm/v1/chat"]
@@ -139,6 +146,7 @@ CHAT_CASES = [
     "images",
     "json_schema",
     "stop_sequence",
+    "web_search",
     "max_tokens",
 ]
 
@@ -407,7 +415,6 @@ def test_harmless_openai_fields_are_ignored() -> None:
             "'modalities' other than ['text'] is not supported by the anthropic provider",
         ),
         ({"functions": [{"name": "f"}]}, "'functions' is not supported by the anthropic provider"),
-        ({"web_search_options": {}}, "'web_search_options' is not supported by the anthropic provider"),
         ({"some_future_field": 1}, "'some_future_field' is not supported by the anthropic provider"),
     ],
 )
@@ -973,6 +980,7 @@ STREAMS = [
     "stream_tools/stream.sse",
     "stream_thinking/stream.sse",
     "stream_error/stream.sse",
+    "web_search/stream.sse",
 ]
 
 
@@ -1096,6 +1104,135 @@ def test_stream_cut_short_ends_with_an_error_frame() -> None:
     out = frames(run_stream(cut)[0])
     assert out[-1] == "[DONE]"
     assert out[-2]["error"]["message"] == "the anthropic stream ended before the response was complete"
+
+
+# --- web search (chat web_search_options -> the server web search tool) ---------------------------
+
+WEB_SEARCH_TOOL = {"type": "web_search_20250305", "name": "web_search"}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+def extension_ctx(**ctx_args: Any) -> CallContext:
+    """The context of a call an ingress adapter reads (the gateway's chat extensions on)."""
+    return dataclasses.replace(make_ctx(**ctx_args), extensions=True)
+
+
+def test_web_search_options_offer_the_server_tool() -> None:
+    assert build(chat(USER, web_search_options={}))["tools"] == [WEB_SEARCH_TOOL]
+    # An ingress client that requires the search: the tool is forced (Anthropic's own tool_choice).
+    body = build(chat(USER, tools=[WEATHER_TOOL], web_search_options={WEB_SEARCH_REQUIRED: True}))
+    assert [t["name"] for t in body["tools"]] == ["get_weather", "web_search"]
+    assert body["tool_choice"] == {"type": "tool", "name": "web_search"}
+    # A client tool_choice naming a function wins over the mark; "none" offers nothing usable.
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    body = build(
+        chat(USER, tools=[WEATHER_TOOL], tool_choice=named, web_search_options={WEB_SEARCH_REQUIRED: True})
+    )
+    assert body["tool_choice"] == {"type": "tool", "name": "get_weather"}
+
+
+def test_a_client_tool_named_web_search_is_refused_beside_the_search() -> None:
+    tool = {"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}
+    with pytest.raises(GatewayError) as err:
+        build(chat(USER, tools=[tool], web_search_options={}))
+    assert err.value.status == 400 and "'web_search' is Anthropic's web search tool's" in err.value.message
+
+
+def test_web_search_answer_keeps_its_searches_for_ingress_clients_only() -> None:
+    raw = fixture_json("anthropic/web_search/response.json")
+    plain = CHAT.parse_response(raw, make_ctx())
+    assert WEB_SEARCH_KEY not in plain["choices"][0]["message"]
+    message = CHAT.parse_response(raw, extension_ctx())["choices"][0]["message"]
+    assert message[WEB_SEARCH_KEY] == [
+        {
+            "id": "srvtoolu_01WYG3ziw53XMcoyKL4XcZmE",
+            "queries": ["latest Python release"],
+            "sources": [
+                {"url": "https://www.python.org/downloads/", "title": "Download Python | Python.org"},
+                {"url": "https://docs.python.org/3/whatsnew/3.14.html", "title": "What's new in Python 3.14"},
+            ],
+            "error": None,
+        }
+    ]
+    cited = message["content"][65:106]
+    assert cited == "Python 3.14.0, released on 7 October 2025"
+
+
+def test_a_failed_search_keeps_its_error_code() -> None:
+    raw = fixture_json("anthropic/web_search/response.json")
+    raw["content"][2]["content"] = {"type": "web_search_tool_result_error", "error_code": "max_uses_exceeded"}
+    Message.model_validate(raw)
+    [search] = CHAT.parse_response(raw, extension_ctx())["choices"][0]["message"][WEB_SEARCH_KEY]
+    assert (search["sources"], search["error"]) == ([], "max_uses_exceeded")
+
+
+def test_web_search_stream_gives_citations_and_searches() -> None:
+    raw = fixture_bytes("anthropic/web_search/stream.sse")
+    out = frames(run_stream(raw, include_usage=True)[0])
+    assert_chunks_valid(out)
+    found = chunk_deltas(out)
+    text = "".join(d.get("content") or "" for d in found)
+    assert (
+        text
+        == "I'll check the weather in New York City. Today in New York City: mostly sunny, with a high of 24 °C."
+    )
+    [annotations] = [d["annotations"] for d in found if "annotations" in d]
+    assert annotations == [
+        {
+            "type": "url_citation",
+            "url_citation": {
+                "start_index": 65,
+                "end_index": 99,
+                "url": "https://weather.example.com/ny",
+                "title": "New York, NY Weather Forecast",
+            },
+        }
+    ]
+    assert text[65:99] == "mostly sunny, with a high of 24 °C"
+    assert not any(WEB_SEARCH_KEY in d for d in found)  # an OpenAI client sees no searches
+    translator = CHAT.new_stream(extension_ctx(stream=True))
+    found = chunk_deltas(frames(drive(translator, [raw])))
+    [searches] = [d[WEB_SEARCH_KEY] for d in found if WEB_SEARCH_KEY in d]
+    assert searches == [
+        {
+            "id": "srvtoolu_014hJH82Qum7Td6UV8gDXThB",
+            "queries": ["weather NYC today"],
+            "sources": [
+                {"url": "https://weather.example.com/ny", "title": "New York, NY Weather Forecast"},
+                {"url": "https://news.example.org/nyc-weather", "title": "NYC weather today"},
+            ],
+            "error": None,
+        }
+    ]
+    # The search comes between the text before it and the text after it, as Anthropic sent them.
+    kinds = [next(iter(d)) for d in found if set(d) & {"content", WEB_SEARCH_KEY} and d.get("content") != ""]
+    assert kinds.index(WEB_SEARCH_KEY) == 2
+
+
+# --- stop sequences (for ingress clients: which one ended the text) ---------------------------------
+
+
+def test_the_matched_stop_sequence_reaches_ingress_clients_only() -> None:
+    raw = fixture_json("anthropic/stop_sequence/response.json")
+    assert STOP_SEQUENCE_KEY not in CHAT.parse_response(raw, make_ctx())["choices"][0]
+    assert CHAT.parse_response(raw, extension_ctx())["choices"][0][STOP_SEQUENCE_KEY] == "END"
+    ended = fixture_json("anthropic/chat/response.json")
+    assert STOP_SEQUENCE_KEY not in CHAT.parse_response(ended, extension_ctx())["choices"][0]
+
+
+def test_the_matched_stop_sequence_in_a_stream() -> None:
+    raw = fixture_bytes("anthropic/chat/stream.sse").replace(
+        b'"stop_reason":"end_turn","stop_sequence":null',
+        b'"stop_reason":"stop_sequence","stop_sequence":"\\n\\nQ:"',
+    )
+    out = frames(drive(CHAT.new_stream(extension_ctx(stream=True)), [raw]))
+    [finish] = finishing_choices(out)
+    assert (finish["finish_reason"], finish[STOP_SEQUENCE_KEY]) == ("stop", "\n\nQ:")
+    plain = frames(run_stream(raw)[0])
+    assert not any(STOP_SEQUENCE_KEY in c for c in choices(plain))
 
 
 def test_answer_tool_streams_as_content() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import importlib.util
 import logging
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from streams import drive, frames
+from streams import choices, drive, finishing_choices, frames
 
 from addon.emulator import split_stream
 from transforms.config import Auth, ModelOptions, Route
@@ -47,7 +48,7 @@ from transforms.pipeline import prepare, translate_response
 from transforms.providers import bedrock
 from transforms.registry import SPECS
 from transforms.sigv4 import AwsCredentials, credentials_from, signing_request
-from transforms.types import TOOL_ERROR_MARK, CallContext, Inbound, Upstream
+from transforms.types import STOP_SEQUENCE_KEY, TOOL_ERROR_MARK, CallContext, Inbound, Upstream
 
 SPEC = SPECS["bedrock"]
 CHAT = SPEC.routes["llm/v1/chat"]
@@ -1626,3 +1627,33 @@ def test_the_request_oracle_rejects_wrong_names() -> None:
     ):
         with pytest.raises((AssertionError, ValueError)):
             assert_valid_converse(bad, MODEL, False, path)
+
+
+def test_claude_s_matched_stop_sequence_in_a_stream_reaches_ingress_clients() -> None:
+    """ConverseStream's messageStop carries the additionalModelResponseFields that were asked for."""
+    events = [
+        {"event": "messageStart", "payload": {"role": "assistant"}},
+        {"event": "contentBlockDelta", "payload": {"contentBlockIndex": 0, "delta": {"text": "1 2 3"}}},
+        {"event": "contentBlockStop", "payload": {"contentBlockIndex": 0}},
+        {
+            "event": "messageStop",
+            "payload": {
+                "stopReason": "stop_sequence",
+                "additionalModelResponseFields": {"stop_sequence": "###"},
+            },
+        },
+        {
+            "event": "metadata",
+            "payload": {
+                "usage": {"inputTokens": 9, "outputTokens": 5, "totalTokens": 14},
+                "metrics": {"latencyMs": 80},
+            },
+        },
+    ]
+    raw = make_streams.encode_events(events)
+    ingress = dataclasses.replace(make_ctx(stream=True), extensions=True)
+    out = frames(drive(CHAT.new_stream(ingress), [raw]))
+    [finish] = finishing_choices(out)
+    assert (finish["finish_reason"], finish[STOP_SEQUENCE_KEY]) == ("stop", "###")
+    plain = frames(run_stream(raw)[0])
+    assert not any(STOP_SEQUENCE_KEY in c for c in choices(plain))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import inspect
 import struct
 import typing
@@ -27,14 +28,14 @@ from hypothesis import strategies as st
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
-from streams import assert_chunks_valid, deltas, drive, frames
+from streams import assert_chunks_valid, choices, deltas, drive, finishing_choices, frames
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
 from transforms.pipeline import prepare, translate_response
 from transforms.registry import SPECS
 from transforms.stream import SSEParser
-from transforms.types import CallContext, Inbound
+from transforms.types import STOP_SEQUENCE_KEY, CallContext, Inbound
 from transforms.usage import cost
 
 SPEC = SPECS["cohere"]
@@ -157,6 +158,7 @@ CHAT_CASES = [
     "images",
     "thinking",
     "max_tokens",
+    "stop_sequence",
 ]
 
 
@@ -1087,3 +1089,17 @@ def test_the_request_oracle_rejects_wrong_names() -> None:
     ):
         with pytest.raises((ValueError, AssertionError)):
             assert_valid_cohere_chat(bad)
+
+
+def test_a_stop_sequence_stop_is_said_to_ingress_clients_only() -> None:
+    answer = fixture_json("cohere/stop_sequence/response.json")
+    ingress = dataclasses.replace(make_ctx(), extensions=True)
+    assert CHAT.parse_response(answer, ingress)["choices"][0][STOP_SEQUENCE_KEY] == ""
+    raw = fixture_bytes("cohere/chat/stream.sse").replace(
+        b'"finish_reason":"COMPLETE"', b'"finish_reason":"STOP_SEQUENCE"'
+    )
+    out = frames(drive(CHAT.new_stream(dataclasses.replace(make_ctx(stream=True), extensions=True)), [raw]))
+    [finish] = finishing_choices(out)
+    assert (finish["finish_reason"], finish[STOP_SEQUENCE_KEY]) == ("stop", "")
+    plain = frames(drive(CHAT.new_stream(make_ctx(stream=True)), [raw]))
+    assert not any(STOP_SEQUENCE_KEY in c for c in choices(plain))

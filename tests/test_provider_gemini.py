@@ -9,6 +9,7 @@ GenerateContentResponse, and every OpenAI answer parses with openai's models wit
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from transforms.pipeline import prepare, translate_response
 from transforms.providers import gemini
 from transforms.registry import SPECS
 from transforms.stream import SSEParser
-from transforms.types import CallContext, Inbound
+from transforms.types import WEB_SEARCH_KEY, WEB_SEARCH_REQUIRED, CallContext, Inbound
 from transforms.usage import request_text
 
 SPEC = SPECS["gemini"]
@@ -188,6 +189,7 @@ CHAT_CASES = [
     "blocked",
     "max_tokens",
     "candidates",
+    "grounding",
 ]
 
 
@@ -1273,6 +1275,7 @@ SSE_STREAMS = [
     "stream_thinking/stream.sse",
     "stream_error/stream.sse",
     "stream_blocked/stream.sse",
+    "grounding/stream.sse",
 ]
 
 
@@ -1628,3 +1631,91 @@ def test_the_request_oracle_rejects_wrong_names() -> None:
     ):
         with pytest.raises((ValueError, AssertionError, UserWarning)):
             assert_valid_generate(bad)
+
+
+# --- Google Search grounding (chat web_search_options) --------------------------------------------
+
+GROUNDED_TEXT = (
+    "Spain won Euro 2024, beating England 2\u20131 in the final in Berlin. Mikel Oyarzabal scored the winner."
+)
+GROUNDED_SEARCH = {
+    "id": f"search_{REQUEST_ID}_0",
+    "queries": ["Euro 2024 winner", "Euro 2024 final score"],
+    "sources": [
+        {
+            "url": "https://vertexaisearch.cloud.google.com/grounding-api-redirect/AUZIYQG1yLr3w9ZkVb0p4sTq8EuXhJcN2aD7oFmKiR5nWlBg",
+            "title": "uefa.com",
+        },
+        {
+            "url": "https://vertexaisearch.cloud.google.com/grounding-api-redirect/AUZIYQHc4VtX8pLq2sMw7nRj0kYdE3aFzB9gTuO1iN6hWeCr",
+            "title": "aljazeera.com",
+        },
+    ],
+    "error": None,
+}
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def test_grounding_citations_count_characters_where_gemini_counts_bytes() -> None:
+    message = CHAT.parse_response(fixture_json("gemini/grounding/response.json"), make_ctx())["choices"][0][
+        "message"
+    ]
+    spans = [
+        (a["url_citation"]["start_index"], a["url_citation"]["end_index"]) for a in message["annotations"]
+    ]
+    # The en dash is 3 bytes: Gemini's second segment starts at byte 67, which is character 65.
+    assert spans == [(0, 64), (0, 64), (65, 99)]
+    assert [message["content"][a:b] for a, b in spans[1:]] == [
+        "Spain won Euro 2024, beating England 2\u20131 in the final in Berlin.",
+        "Mikel Oyarzabal scored the winner.",
+    ]
+    assert WEB_SEARCH_KEY not in message  # an OpenAI client sees no searches
+    ingress = dataclasses.replace(make_ctx(), extensions=True)
+    message = CHAT.parse_response(fixture_json("gemini/grounding/response.json"), ingress)["choices"][0][
+        "message"
+    ]
+    assert message[WEB_SEARCH_KEY] == [GROUNDED_SEARCH]
+
+
+def test_a_segment_naming_its_part_counts_from_that_part() -> None:
+    meta = {
+        "groundingChunks": [{"web": {"uri": "https://example.com/a", "title": "a"}}],
+        "groundingSupports": [
+            {"segment": {"partIndex": 1, "startIndex": 2, "endIndex": 6}, "groundingChunkIndices": [0]}
+        ],
+    }
+    # Part 0 is a thought (no content characters), part 1 starts the content, part 2 follows it.
+    parts = ["", "\u00e9t\u00e9 ok", " more"]
+    [annotation] = gemini.grounding_citations(meta, "".join(parts), parts)
+    assert (annotation["url_citation"]["start_index"], annotation["url_citation"]["end_index"]) == (1, 4)
+
+
+def test_grounded_stream_ends_with_citations_then_the_searches() -> None:
+    raw = fixture_bytes("gemini/grounding/stream.sse")
+    out = frames(run_stream(raw, include_usage=True)[0])
+    assert_chunks_valid(out)
+    found = deltas(out)
+    assert "".join(d.get("content") or "" for d in found) == GROUNDED_TEXT
+    [annotations] = [d["annotations"] for d in found if "annotations" in d]
+    spans = [(a["url_citation"]["start_index"], a["url_citation"]["end_index"]) for a in annotations]
+    assert spans == [(0, 64), (0, 64), (65, 99)]
+    assert not any(WEB_SEARCH_KEY in d for d in found)
+    translator = CHAT.new_stream(dataclasses.replace(make_ctx(stream=True), extensions=True))
+    found = deltas(frames(drive(translator, [raw])))
+    assert [d[WEB_SEARCH_KEY] for d in found if WEB_SEARCH_KEY in d] == [[GROUNDED_SEARCH]]
+
+
+def test_google_search_is_left_out_beside_function_tools() -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "tools": [WEATHER],
+        "web_search_options": {},
+    }
+    req = CHAT.build_request(copy.deepcopy(body), make_ctx())
+    assert req.body["tools"] == [{"functionDeclarations": [{"name": "get_weather"}]}]
+    assert req.notes == {"gemini-search-with-functions": gemini.SEARCH_WITH_FUNCTIONS_NOTE}
+    with pytest.raises(GatewayError) as err:
+        CHAT.build_request({**body, "web_search_options": {WEB_SEARCH_REQUIRED: True}}, make_ctx())
+    assert err.value.status == 400 and err.value.param == "web_search_options"
+    assert "gemini" in err.value.message

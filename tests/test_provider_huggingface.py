@@ -11,6 +11,7 @@ losing a field.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import typing
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,14 @@ from hypothesis import strategies as st
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
-from streams import assert_chunks_valid, deltas, drive, frames
+from streams import assert_chunks_valid, deltas, drive, finishing_choices, frames
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
 from transforms.pipeline import prepare, translate_response
 from transforms.registry import SPECS
 from transforms.stream import SSEParser
-from transforms.types import CallContext, Inbound
+from transforms.types import STOP_SEQUENCE_KEY, CallContext, Inbound
 from transforms.usage import request_text
 
 SPEC = SPECS["huggingface"]
@@ -748,3 +749,20 @@ def test_the_request_oracle_rejects_wrong_names() -> None:
     ):
         with pytest.raises(ValueError):
             assert_valid_hf_chat(bad)
+
+
+def test_a_stop_sequence_stop_is_said_to_ingress_clients_only() -> None:
+    """TGI says a stop sequence ended the text, not which: "" under STOP_SEQUENCE_KEY, for an
+    ingress adapter to tell from the request; OpenAI clients get a plain stop."""
+    answer = fixture_json("huggingface/chat/response.json")
+    answer["choices"][0]["finish_reason"] = "stop_sequence"
+    ingress = dataclasses.replace(make_ctx(), extensions=True)
+    assert CHAT.parse_response(answer, ingress)["choices"][0][STOP_SEQUENCE_KEY] == ""
+    plain = CHAT.parse_response(answer, make_ctx())["choices"][0]
+    assert plain["finish_reason"] == "stop" and STOP_SEQUENCE_KEY not in plain
+    raw = fixture_bytes("huggingface/chat/stream.sse").replace(
+        b'"finish_reason":"stop"', b'"finish_reason":"stop_sequence"'
+    )
+    out = frames(drive(CHAT.new_stream(dataclasses.replace(make_ctx(stream=True), extensions=True)), [raw]))
+    [finish] = finishing_choices(out)
+    assert (finish["finish_reason"], finish[STOP_SEQUENCE_KEY]) == ("stop", "")

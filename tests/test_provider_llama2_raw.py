@@ -20,8 +20,8 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 from streams import drive as run
+from streams import finishing_choices, splits
 from streams import frames as frames_to_events
-from streams import splits
 
 from transforms.config import ModelOptions, Route
 from transforms.errors import GatewayError
@@ -29,7 +29,7 @@ from transforms.pipeline import prepare, translate_error, translate_response
 from transforms.providers import llama2_raw
 from transforms.registry import spec_for
 from transforms.stream import SSEParser
-from transforms.types import ESTIMATED_MARK, CallContext, ErrorInfo, Inbound, Usage
+from transforms.types import ESTIMATED_MARK, STOP_SEQUENCE_KEY, CallContext, ErrorInfo, Inbound, Usage
 
 CHAT, COMPLETIONS = "llm/v1/chat", "llm/v1/completions"
 SPEC = llama2_raw.SPECS[0]
@@ -775,3 +775,17 @@ def test_stream_stop_sequence_and_final_event_without_details():
         {},
     ]
     assert translator.usage == Usage(2, 1, 3, estimated=True)
+
+
+def test_a_stop_sequence_stop_is_said_to_ingress_clients_only():
+    answer = fixture_json("llama2_raw/chat/response.json")
+    answer["details"]["finish_reason"] = "stop_sequence"
+    ingress = dataclasses.replace(ctx(), extensions=True)
+    assert SPEC.routes[CHAT].parse_response(answer, ingress)["choices"][0][STOP_SEQUENCE_KEY] == ""
+    assert STOP_SEQUENCE_KEY not in SPEC.routes[CHAT].parse_response(answer, ctx())["choices"][0]
+    raw = fixture_bytes("llama2_raw/chat/stream.sse").replace(
+        b'"finish_reason":"eos_token"', b'"finish_reason":"stop_sequence"'
+    )
+    stream = SPEC.routes[CHAT].new_stream(dataclasses.replace(ctx(stream=True), extensions=True))
+    finish = finishing_choices(frames_to_events(run(stream, [raw])))
+    assert [(f["finish_reason"], f[STOP_SEQUENCE_KEY]) for f in finish] == [("stop", "")]

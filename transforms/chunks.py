@@ -16,7 +16,7 @@ from transforms.errors import error_body
 from transforms.limits import MAX_STREAM_TOOL_CALLS, MAX_TOOL_ARGUMENTS_CHARS, StreamLimitExceeded
 from transforms.stream import DONE, LineBuffer, SSEEvent, SSEParser, sse_frame
 from transforms.transcript import Transcript
-from transforms.types import CallContext, Usage
+from transforms.types import STOP_SEQUENCE_KEY, WEB_SEARCH_KEY, CallContext, Usage
 from transforms.usage import TextTally, estimate_usage
 
 
@@ -30,6 +30,7 @@ class ChunkWriter:
         self.created = ctx.created
         self.model = ctx.model
         self.include_usage = ctx.include_usage
+        self.extensions = ctx.extensions  # the gateway's chat extensions are read (an ingress adapter)
         self._role_sent = False
         self._tools: dict[Hashable, int] = {}
         self.transcript = Transcript()  # what was said, bounded, for the conversation view
@@ -47,7 +48,9 @@ class ChunkWriter:
             chunk["usage"] = usage
         return sse_frame(orjson.dumps(chunk))
 
-    def _delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+    def _delta(
+        self, delta: dict[str, Any], finish_reason: str | None = None, stop_sequence: str | None = None
+    ) -> bytes:
         if self.completions:
             choice = {
                 "index": 0,
@@ -57,6 +60,8 @@ class ChunkWriter:
             }
         else:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            if stop_sequence is not None and self.extensions:
+                choice[STOP_SEQUENCE_KEY] = stop_sequence
         return self._frame([choice])
 
     def start(self) -> list[bytes]:
@@ -125,12 +130,26 @@ class ChunkWriter:
                 f"{MAX_TOOL_ARGUMENTS_CHARS} characters"
             )
 
+    def annotations(self, annotations: list[dict[str, Any]]) -> list[bytes]:
+        """URL citations of the text so far (OpenAI's ``url_citation`` annotations; indices count
+        characters of the whole content)."""
+        if not annotations or self.completions:
+            return []
+        return [*self.start(), self._delta({"annotations": annotations})]
+
+    def web_search(self, calls: list[dict[str, Any]]) -> list[bytes]:
+        """The provider's own web searches (WEB_SEARCH_KEY), for ingress adapters only."""
+        if not calls or self.completions or not self.extensions:
+            return []
+        return [*self.start(), self._delta({WEB_SEARCH_KEY: calls})]
+
     def has_tool_calls(self) -> bool:
         return bool(self._tools)
 
-    def finish(self, reason: str) -> list[bytes]:
+    def finish(self, reason: str, stop_sequence: str | None = None) -> list[bytes]:
+        """``stop_sequence``: which stop sequence ended the text ("" when the provider did not say)."""
         self.transcript.finish_reason = reason
-        return [*self.start(), self._delta({}, reason)]
+        return [*self.start(), self._delta({}, reason, stop_sequence)]
 
     def usage(self, usage: Usage | None) -> list[bytes]:
         """OpenAI's final usage chunk (``choices: []``), only when the client asked for it."""
@@ -233,13 +252,13 @@ class StreamTranslatorBase:
             self.tally.add(text)
         return self.out.content(text)
 
-    def end(self, finish_reason: str) -> list[bytes]:
+    def end(self, finish_reason: str, stop_sequence: str | None = None) -> list[bytes]:
         """Finish chunk, then the usage chunk when asked for, then ``[DONE]``."""
         if self._ended:
             return []
         self._ended = True
         self.finish_reason = finish_reason
-        return [*self.out.finish(finish_reason), *self.final_usage(), DONE]
+        return [*self.out.finish(finish_reason, stop_sequence), *self.final_usage(), DONE]
 
     def final_usage(self) -> list[bytes]:
         """The usage chunk for clients that asked. A provider that sent no token counts (or not all

@@ -12,7 +12,7 @@ import orjson
 
 from transforms.config import GeminiOptions, ModelOptions
 from transforms.errors import GatewayError, bad_request
-from transforms.types import Usage
+from transforms.types import CallContext, Usage
 
 
 def content_parts(content: Any) -> list[dict[str, Any]]:
@@ -165,3 +165,12 @@ def refuse(provider: str, field: str, why: str = "is not supported") -> Exceptio
     return GatewayError(
         400, f"'{field}' {why} by the {provider} provider", "unsupported_parameter", param=field
     )
+
+
+def matched_stop(ctx: CallContext, stopped_by_sequence: bool, value: Any = None) -> str | None:
+    """STOP_SEQUENCE_KEY's value for an answer a stop sequence ended: the sequence where the provider
+    said which, else "" (the ingress adapter may still tell it from the request and the text).
+    None when no stop sequence ended it, or when no ingress adapter reads the extension."""
+    if not ctx.extensions or not stopped_by_sequence:
+        return None
+    return value if isinstance(value, str) else ""

@@ -35,6 +35,10 @@ MAX_STREAM_TOOL_CALLS = 4096
 # Characters of one streamed thinking block, kept whole until its signature arrives so that it can
 # ride in the next tool call's id (thinking budgets stop far below).
 MAX_CARRIED_THINKING_CHARS = 4 * 1024 * 1024
+# Input JSON characters of one streamed server web search (its query), and the characters of a
+# grounded stream's text kept to place the provider's citations (Gemini counts them in bytes).
+MAX_SEARCH_INPUT_CHARS = 64 * 1024
+MAX_GROUNDED_TEXT_CHARS = 4 * 1024 * 1024
 
 # --- what the gateway shows of client- or upstream-chosen names ---------------------------------
 

@@ -52,6 +52,7 @@ from transforms.types import (
     ErrorInfo,
     Inbound,
     ProviderRequest,
+    ProviderSpec,
     Upstream,
     Usage,
 )
@@ -127,7 +128,7 @@ def prepare(
     counts_tokens = False
     client: dict[str, Any] = {}
     if ingress is not None:
-        body, ignored, counts_tokens, client = _client_to_chat(ingress, route, inbound)
+        body, ignored, counts_tokens, client = _client_to_chat(ingress, route, spec, inbound)
         if not spec.tool_error_flag:
             _tool_errors_as_text(body)
     else:
@@ -158,6 +159,7 @@ def prepare(
         include_usage=isinstance(stream_options, dict) and stream_options.get("include_usage") is True,
         prompt_text=request_text(body),
         client=client,
+        extensions=ingress is not None,
     )
     auth = apply_auth(route.auth, inbound.headers, dict(inbound.query), body, credentials)
     build = transform.build_request
@@ -200,7 +202,7 @@ def prepare(
 
 
 def _client_to_chat(
-    ingress: Ingress, route: Route, inbound: Inbound
+    ingress: Ingress, route: Route, spec: ProviderSpec, inbound: Inbound
 ) -> tuple[dict[str, Any], dict[str, str], bool, dict[str, Any]]:
     """The client's request in the chat form, on the paths that go to the provider (its format's
     create call, and its token count where the provider counts), a note naming the fields it sent
@@ -217,14 +219,14 @@ def _client_to_chat(
     ignored = sorted(name for name in body if name in ingress.ignored_fields)
     note = f"{ingress.name} clients' {', '.join(ignored)} ignored: no counterpart in the chat form"
     try:
-        chat = ingress.to_chat(body)
+        chat = ingress.to_chat(body, route.provider, spec.builtin_tools)
     except orjson.JSONEncodeError as e:  # tool inputs become JSON text: nested past what orjson writes
         raise _too_deep(e) from None
     if counts_tokens:
         chat.pop("stream", None)  # a count is one JSON answer, whatever the client's body says
     notes = {f"ingress-ignored-{'-'.join(ignored)}": note} if ignored else {}
     if ingress.notes is not None:
-        notes.update(ingress.notes(body))
+        notes.update(ingress.notes(body, route.provider, spec.builtin_tools))
     return chat, notes, counts_tokens, (ingress.echo(body) if ingress.echo is not None else {})
 
 

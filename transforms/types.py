@@ -17,6 +17,18 @@ ESTIMATED_MARK = "_ai_proxy_estimated"
 # other provider the pipeline turns it into TOOL_ERROR_TEXT before the provider transform runs.
 TOOL_ERROR_MARK = "_ai_proxy_tool_error"
 TOOL_ERROR_TEXT = "[tool error] "
+# The gateway's own chat extensions: what an ingress client format reads from the chat form that
+# OpenAI's chat has no field for. Provider transforms write them only when an ingress adapter reads
+# the answer (CallContext.extensions), so OpenAI-format clients never see them.
+# On a choice (and on a stream chunk's finishing choice): the stop sequence that ended the text,
+# or "" when the provider says a stop sequence did but not which.
+STOP_SEQUENCE_KEY = "_ai_proxy_stop_sequence"
+# On a message (and a stream chunk's delta): the provider's own web searches, as a list of
+# {"id", "queries": [str], "sources": [{"url", "title"}], "error": str | None}.
+WEB_SEARCH_KEY = "_ai_proxy_web_search"
+# In a chat request's ``web_search_options``: the client requires a web search (Responses
+# ``tool_choice`` naming the built-in tool), for providers that can force one (Anthropic).
+WEB_SEARCH_REQUIRED = "_ai_proxy_required"
 
 
 @dataclass(slots=True)
@@ -75,6 +87,9 @@ class CallContext:
     prompt_text: str = ""
     # What an ingress client format's answer repeats of its request (transforms/ingress: echo).
     client: Mapping[str, Any] = field(default_factory=dict)
+    # The chat answer goes to an ingress adapter, which reads the gateway's chat extensions
+    # (STOP_SEQUENCE_KEY, WEB_SEARCH_KEY).
+    extensions: bool = False
 
 
 @dataclass(slots=True)
@@ -192,3 +207,6 @@ class ProviderSpec:
         Callable[[str, dict[str, Any], str | None, ModelOptions], tuple[str, dict[str, Any], str] | None]
         | None
     ) = None
+    # Built-in tools of ingress clients its chat transform maps to its own (``web_search``: the
+    # chat request's ``web_search_options``, answered with annotations and WEB_SEARCH_KEY).
+    builtin_tools: frozenset[str] = frozenset()

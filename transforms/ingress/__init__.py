@@ -53,7 +53,8 @@ class Ingress:
     # The client paths (after the route's prefix) this format answers: path suffix -> operation;
     # CREATE is the one call that goes to the provider through the chat form.
     operations: Mapping[str, str]
-    to_chat: Callable[[Mapping[str, Any]], dict[str, Any]]
+    # (the client's body, the route's provider, the built-in tools its transform maps) -> chat body.
+    to_chat: Callable[[Mapping[str, Any], str, frozenset[str]], dict[str, Any]]
     from_chat: Callable[[Mapping[str, Any], Usage | None, CallContext], dict[str, Any]]
     new_events: Callable[[CallContext], ClientEvents]
     error_body: Callable[[int, str], bytes]
@@ -66,16 +67,17 @@ class Ingress:
     # What the gateway answers itself (token counts, the models list): (method, operation, model
     # id of a models request, body, the route's model names, created) -> (status, body, headers).
     local_answer: LocalAnswer | None = None
-    # The request fields the client's answer repeats (the Responses API echoes its instructions,
-    # tools, metadata...): computed once from the client's body, handed to from_chat and the
-    # events writer as ``CallContext.client``.
+    # The request fields the client's answer repeats or needs (the Responses API echoes its
+    # instructions, tools, metadata...; Anthropic's stop_sequence is one of the stop_sequences):
+    # computed once from the client's body, handed to from_chat and the events writer as
+    # ``CallContext.client``.
     echo: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     # The client's errors are OpenAI's own: the gateway's error bodies go out unchanged (with their
     # code and param) instead of through error_body.
     openai_errors: bool = False
     # Event-log notes on what a request offered that the chat form leaves out (built-in tools):
     # rule -> text, said once per route.
-    notes: Callable[[Mapping[str, Any]], dict[str, str]] | None = None
+    notes: Callable[[Mapping[str, Any], str, frozenset[str]], dict[str, str]] | None = None
 
     def operation(self, path: str) -> str | None:
         for suffix, operation in self.operations.items():
@@ -96,6 +98,8 @@ ADAPTERS: Mapping[str, Ingress] = {
         optional_fields=anthropic.OPTIONAL_CHAT_FIELDS,
         ignored_fields=anthropic.IGNORED_FIELDS,
         local_answer=anthropic.local_answer,
+        echo=anthropic.echo,
+        notes=anthropic.notes,
     ),
     # Keyed by route type: the Responses API is a route type of its own, with the OpenAI format.
     RESPONSES: Ingress(

@@ -25,9 +25,18 @@ import orjson
 from transforms.common import dumps_arguments, tool_arguments
 from transforms.errors import bad_request
 from transforms.ingress.chat_chunks import ChatChunkWriter
+from transforms.limits import MAX_GROUNDED_TEXT_CHARS
 from transforms.reasoning import EFFORTS, split_call_id, thinking_blocks
-from transforms.types import TOOL_ERROR_MARK, CallContext, Usage
+from transforms.types import (
+    STOP_SEQUENCE_KEY,
+    TOOL_ERROR_MARK,
+    WEB_SEARCH_KEY,
+    WEB_SEARCH_REQUIRED,
+    CallContext,
+    Usage,
+)
 from transforms.usage import estimate_tokens, request_text
+from transforms.web_search import WEB_SEARCH
 
 # Fields of a Messages request with no counterpart in the chat form: accepted, ignored. Claude Code
 # sends several of them (context_management, output_config, betas through the query string).
@@ -49,7 +58,7 @@ IGNORED_FIELDS = frozenset(
 )
 # Chat fields the adapter sets that only narrow or tune the answer: a provider that cannot express
 # one is asked without it (the pipeline retries), rather than the Anthropic client failing.
-OPTIONAL_CHAT_FIELDS = frozenset({"parallel_tool_calls", "top_k", "user", "stop"})
+OPTIONAL_CHAT_FIELDS = frozenset({"parallel_tool_calls", "top_k", "user", "stop", "tool_choice"})
 
 # --- request ------------------------------------------------------------------------------------
 
@@ -99,6 +108,20 @@ def _document_part(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     raise bad_request(f"{where}.source: only base64 and text document sources are supported")
 
 
+def _tool_images(block: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    """The images a tool returned (a screenshot...): a chat tool message carries text only, so they
+    go to the model in the user message that follows the tool results, named by their call."""
+    content = block.get("content")
+    images = [
+        _image_part(part, f"{where}.content[{i}]")
+        for i, part in enumerate(content if isinstance(content, list) else ())
+        if isinstance(part, dict) and part.get("type") == "image"
+    ]
+    if not images:
+        return []
+    return [{"type": "text", "text": f"[images returned by tool call {block.get('tool_use_id')}]"}, *images]
+
+
 def _tool_message(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
@@ -120,6 +143,7 @@ def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
     if not isinstance(content, list):
         raise bad_request(f"{where}.content: expected a string or a list of content blocks")
     tools: list[dict[str, Any]] = []
+    returned: list[dict[str, Any]] = []  # images inside tool results, first in the user message
     parts: list[dict[str, Any]] = []
     for i, block in enumerate(content):
         at = f"{where}.content[{i}]"
@@ -133,11 +157,13 @@ def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
             parts.append(_document_part(block, at))
         elif kind == "tool_result":
             tools.append(_tool_message(block, at))
+            returned.extend(_tool_images(block, at))
         elif kind in ("thinking", "redacted_thinking"):
             continue
         else:
             raise bad_request(f"{at}.type: '{kind}' is not supported in a user turn")
     out = list(tools)
+    parts = returned + parts
     if parts:
         plain = all(p["type"] == "text" for p in parts)
         text = "\n\n".join(p["text"] for p in parts) if plain else None
@@ -183,15 +209,39 @@ def _assistant_message(content: Any, where: str) -> dict[str, Any] | None:
     return message
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
-    """Client tools (custom, or no type); server tools (web search, bash...) run at Anthropic only
-    and are left out of the offer."""
+def _is_web_search(tool: Any) -> bool:
+    """Anthropic's server web search tool (``web_search_20250305`` and later versions)."""
+    kind = tool.get("type") if isinstance(tool, dict) else None
+    return isinstance(kind, str) and kind.startswith("web_search_")
+
+
+def _search_options(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """The server web search tool as chat ``web_search_options`` (for the provider's own search).
+    ``max_uses``, ``allowed_domains`` and ``blocked_domains`` have no chat counterpart."""
+    location = tool.get("user_location")
+    if not isinstance(location, dict):
+        return {}
+    fields = {
+        k: location[k] for k in ("city", "region", "country", "timezone") if isinstance(location.get(k), str)
+    }
+    return {"user_location": {"type": "approximate", "approximate": fields}}
+
+
+def _tools(
+    tools: Any, builtins: frozenset[str] = frozenset()
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Client tools (custom, or no type), and the web search options where the provider has a
+    search of its own; other server tools (bash, code execution...) run at Anthropic only and are
+    left out of the offer (``notes`` says so)."""
     if not isinstance(tools, list):
         raise bad_request("tools: expected a list")
     out = []
+    search: dict[str, Any] | None = None
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise bad_request(f"tools[{i}]: expected an object")
+        if _is_web_search(tool) and WEB_SEARCH in builtins and search is None:
+            search = _search_options(tool)
         if tool.get("type") not in (None, "custom"):
             continue
         if not isinstance(tool.get("name"), str):
@@ -202,7 +252,30 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         schema = tool.get("input_schema")
         function["parameters"] = schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
         out.append({"type": "function", "function": function})
-    return out
+    return out, search
+
+
+def notes(
+    body: Mapping[str, Any], provider: str = "", builtins: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """The server tools a request offered that the provider has no counterpart of (event log)."""
+    tools = body.get("tools")
+    kinds = sorted(
+        {
+            str(t.get("type"))
+            for t in tools
+            if isinstance(t, dict)
+            and t.get("type") not in (None, "custom")
+            and not (_is_web_search(t) and WEB_SEARCH in builtins)
+        }
+        if isinstance(tools, list)
+        else ()
+    )
+    if not kinds:
+        return {}
+    where = f"the {provider} provider has no counterpart"
+    text = f"anthropic clients' server tools {', '.join(kinds)} left out of the offer: {where}"
+    return {f"anthropic-server-tools-{'-'.join(kinds)}": text}
 
 
 def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
@@ -223,9 +296,13 @@ def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
         out["parallel_tool_calls"] = False
 
 
-def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
+def to_chat(
+    body: Mapping[str, Any], provider: str = "", builtins: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """A Messages request as a chat request. Unknown fields are ignored, as Anthropic's own
-    betas would be by a provider that has none of them."""
+    betas would be by a provider that has none of them. ``builtins`` are the client built-in tools
+    the route's provider maps (ProviderSpec.builtin_tools): the server web search becomes the
+    provider's own search where it has one."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise bad_request("messages: Field required")
@@ -265,12 +342,28 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str) and metadata["user_id"]:
         out["user"] = metadata["user_id"]
+    search: dict[str, Any] | None = None
     if body.get("tools"):
-        tools = _tools(body["tools"])
+        tools, search = _tools(body["tools"], builtins)
         if tools:
             out["tools"] = tools
-    if body.get("tool_choice") is not None and "tools" in out:
-        _tool_choice(body["tool_choice"], out)
+    choice = body.get("tool_choice")
+    if search is not None and isinstance(choice, dict):
+        if choice.get("type") == "none":
+            search = None  # no tool at all, the provider's search included
+        elif (choice.get("type") == "tool" and choice.get("name") == WEB_SEARCH) or (
+            choice.get("type") == "any" and "tools" not in out
+        ):
+            search[WEB_SEARCH_REQUIRED] = True  # the chat form cannot name a built-in tool
+            choice = None
+    if isinstance(choice, dict) and choice.get("type") == "tool":
+        names = {t["function"]["name"] for t in out.get("tools", ())}
+        if choice.get("name") not in names:
+            choice = None  # a server tool the provider lacks: the choice only narrowed the answer
+    if choice is not None and "tools" in out:
+        _tool_choice(choice, out)
+    if search is not None:
+        out["web_search_options"] = search
     if body.get("stream") is True:
         out["stream"] = True
     _reasoning(body, out)
@@ -305,6 +398,40 @@ def stop_reason(finish_reason: Any) -> str:
     return _STOP_REASONS.get(finish_reason, "end_turn") if isinstance(finish_reason, str) else "end_turn"
 
 
+def echo(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the answer needs of its request: the stop sequences, to tell which one ended the text
+    where the provider says only that one did; whether a web search was offered (the stream then
+    keeps the open text block's text, to quote what a citation covers)."""
+    out: dict[str, Any] = {}
+    sequences = body.get("stop_sequences")
+    if isinstance(sequences, list):
+        out["stop_sequences"] = [s for s in sequences if isinstance(s, str) and s]
+    tools = body.get("tools")
+    if isinstance(tools, list) and any(_is_web_search(t) for t in tools):
+        out["web_search"] = True
+    return out
+
+
+def matched_stop_sequence(said: Any, text: str, ctx: CallContext) -> str | None:
+    """The stop sequence that ended the text. ``said`` is the chat extension (STOP_SEQUENCE_KEY): the
+    sequence, or "" when the provider said only that one did; then it is the asked sequence the
+    text ends with (providers that keep it in the text), or the only one asked. None if unknown."""
+    if isinstance(said, str) and said:
+        return said
+    asked = ctx.client.get("stop_sequences") or []
+    ending = [s for s in asked if text.endswith(s)]
+    if ending:
+        return max(ending, key=len)
+    return asked[0] if len(asked) == 1 else None
+
+
+def _stop(finish_reason: Any, said: Any, text: str, ctx: CallContext) -> tuple[str, str | None]:
+    """``stop_reason`` and ``stop_sequence`` of a Message."""
+    if isinstance(said, str):  # the provider says a stop sequence ended the text
+        return "stop_sequence", matched_stop_sequence(said, text, ctx)
+    return stop_reason(finish_reason), None
+
+
 def message_usage(usage: Usage | None) -> dict[str, int]:
     """Anthropic counts cache reads apart from the input tokens; OpenAI's prompt tokens hold them."""
     if usage is None:
@@ -320,6 +447,83 @@ def message_usage(usage: Usage | None) -> dict[str, int]:
 
 def message_id(chat_id: Any, ctx: CallContext) -> str:
     return f"msg_{ctx.request_id}" if not isinstance(chat_id, str) or not chat_id else f"msg_{chat_id}"
+
+
+def search_blocks(search: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
+    """One of the provider's web searches as Anthropic's ``server_tool_use`` and
+    ``web_search_tool_result`` blocks. Providers other than Anthropic give no encrypted content or
+    page age: those are empty."""
+    tool_id = f"srvtoolu_{search.get('id') or n}"
+    queries = [q for q in search.get("queries") or () if isinstance(q, str)]
+    use = {
+        "type": "server_tool_use",
+        "id": tool_id,
+        "name": WEB_SEARCH,
+        "input": {"query": queries[0] if queries else ""},
+    }
+    content: Any
+    if search.get("error"):
+        content = {"type": "web_search_tool_result_error", "error_code": str(search["error"])}
+    else:
+        content = [
+            {
+                "type": "web_search_result",
+                "url": s["url"],
+                "title": s.get("title") or "",
+                "encrypted_content": "",
+                "page_age": None,
+            }
+            for s in search.get("sources") or ()
+            if isinstance(s, dict) and isinstance(s.get("url"), str)
+        ]
+    return [use, {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": content}]
+
+
+def _citation(annotation: Mapping[str, Any], cited: str) -> dict[str, Any]:
+    """A chat url_citation as Anthropic's web search citation; the provider gives no source text or
+    encrypted index, so ``cited_text`` is the answer's text it covers."""
+    citation = annotation["url_citation"]
+    title = citation.get("title") if isinstance(citation.get("title"), str) else None
+    return {
+        "type": "web_search_result_location",
+        "url": citation["url"],
+        "title": title,
+        "cited_text": cited,
+        "encrypted_index": "",
+    }
+
+
+def _spans(annotations: Any, length: int) -> list[tuple[int, int, list[Mapping[str, Any]]]]:
+    """The chat citations grouped by the text they cover, in order; overlapping spans after the
+    first are dropped (an Anthropic text block has one set of citations)."""
+    spans: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
+    for annotation in annotations or ():
+        citation = annotation.get("url_citation") if isinstance(annotation, dict) else None
+        if not isinstance(citation, dict) or not isinstance(citation.get("url"), str):
+            continue
+        start, end = citation.get("start_index"), citation.get("end_index")
+        if isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= length:
+            spans.setdefault((start, end), []).append(annotation)
+    out: list[tuple[int, int, list[Mapping[str, Any]]]] = []
+    for (start, end), found in sorted(spans.items()):
+        if not out or start >= out[-1][1]:
+            out.append((start, end, found))
+    return out
+
+
+def text_blocks(text: str, annotations: Any) -> list[dict[str, Any]]:
+    """The answer's text as text blocks, a cited stretch in a block of its own with its citations."""
+    blocks: list[dict[str, Any]] = []
+    at = 0
+    for start, end, found in _spans(annotations, len(text)):
+        if start > at:
+            blocks.append({"type": "text", "text": text[at:start]})
+        cited = text[start:end]
+        blocks.append({"type": "text", "text": cited, "citations": [_citation(a, cited) for a in found]})
+        at = end
+    if at < len(text):
+        blocks.append({"type": "text", "text": text[at:]})
+    return blocks
 
 
 def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) -> dict[str, Any]:
@@ -339,9 +543,12 @@ def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) ->
         content.extend(signed)
     elif isinstance(reasoning, str) and reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
+    for n, search in enumerate(message.get(WEB_SEARCH_KEY) or ()):
+        if isinstance(search, dict):
+            content += search_blocks(search, n)
     text = message.get("content")
     if isinstance(text, str) and text:
-        content.append({"type": "text", "text": text})
+        content += text_blocks(text, message.get("annotations"))
     for n, call in enumerate(calls):
         function = call.get("function")
         if not isinstance(function, dict):
@@ -360,7 +567,8 @@ def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) ->
                 "input": arguments,
             }
         )
-    reason = stop_reason(choice.get("finish_reason"))
+    said = choice.get(STOP_SEQUENCE_KEY)
+    reason, sequence = _stop(choice.get("finish_reason"), said, text if isinstance(text, str) else "", ctx)
     if reason == "tool_use" and not any(b["type"] == "tool_use" for b in content):
         reason = "end_turn"
     return {
@@ -370,7 +578,7 @@ def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) ->
         "model": chat.get("model") or ctx.model,
         "content": content,
         "stop_reason": reason,
-        "stop_sequence": None,
+        "stop_sequence": sequence,
         "usage": message_usage(usage),
     }
 
@@ -476,6 +684,16 @@ class MessagesEvents(ChatChunkWriter):
         self._tool_blocks: dict[Any, int] = {}  # chat tool-call index -> block index
         self._finish: str | None = None
         self._ended = False
+        # The end of the text, as long as the longest stop sequence asked: which one ended it.
+        self._tail_chars = max(map(len, ctx.client.get("stop_sequences") or ()), default=0)
+        self._tail = ""
+        # With a web search offered: the open text block's text (citations quote what they cover),
+        # and where in the chat content it began.
+        self._quotes = bool(ctx.client.get("web_search"))
+        self._block_text: list[str] = []
+        self._block_start = 0
+        self._chars = 0
+        self._searches = 0
 
     def start(self, chunk: Mapping[str, Any] | None) -> list[bytes]:
         if self._started:
@@ -535,10 +753,52 @@ class MessagesEvents(ChatChunkWriter):
 
     def _output_text(self, text: str) -> list[bytes]:
         out: list[bytes] = []
+        if self._tail_chars:
+            self._tail = (self._tail + text)[-self._tail_chars :]
         if self._open != ("text", None):
             out += self._open_block("text", None, {"type": "text", "text": ""})
+            self._block_text, self._block_start = [], self._chars
+        self._chars += len(text)
+        if self._quotes and self._chars - self._block_start <= MAX_GROUNDED_TEXT_CHARS:
+            self._block_text.append(text)
         out.append(self._delta(self._index, {"type": "text_delta", "text": text}))
         return out
+
+    def _web_search(self, search: Mapping[str, Any]) -> list[bytes]:
+        """A search the provider ran: its server_tool_use and web_search_tool_result blocks."""
+        use, result = search_blocks(search, self._searches)
+        self._searches += 1
+        query = orjson.dumps(use["input"]).decode()
+        out = self._open_block("search", None, {**use, "input": {}})
+        out.append(self._delta(self._index, {"type": "input_json_delta", "partial_json": query}))
+        out += self._open_block("search_result", None, result)
+        return [*out, *self._close()]
+
+    def _citations(self, annotations: list[Mapping[str, Any]]) -> list[bytes]:
+        """Citations of the open text block's text, as citations_delta (Anthropic's citations cover
+        their whole block; a citation of text in a block already closed is lost)."""
+        if self._open != ("text", None) or not self._quotes:
+            return []
+        text = "".join(self._block_text)
+        shifted = []
+        for annotation in annotations:
+            citation = annotation.get("url_citation")
+            if (
+                isinstance(citation, dict)
+                and isinstance(citation.get("start_index"), int)
+                and isinstance(citation.get("end_index"), int)
+            ):
+                moved = {
+                    **citation,
+                    "start_index": citation["start_index"] - self._block_start,
+                    "end_index": citation["end_index"] - self._block_start,
+                }
+                shifted.append({"type": "url_citation", "url_citation": moved})
+        return [
+            self._delta(self._index, {"type": "citations_delta", "citation": _citation(a, text[start:end])})
+            for start, end, found in _spans(shifted, len(text))
+            for a in found
+        ]
 
     def _tool_call(self, call: Mapping[str, Any]) -> list[bytes]:
         out: list[bytes] = []
@@ -565,12 +825,12 @@ class MessagesEvents(ChatChunkWriter):
         if self._ended:
             return []
         self._ended = True
-        reason = stop_reason(self._finish)
+        reason, sequence = _stop(self._finish, self._stop_sequence, self._tail, self.ctx)
         if reason == "tool_use" and not self._tool_blocks:
             reason = "end_turn"
         delta = {
             "type": "message_delta",
-            "delta": {"stop_reason": reason, "stop_sequence": None},
+            "delta": {"stop_reason": reason, "stop_sequence": sequence},
             "usage": message_usage(usage),
         }
         return [

@@ -25,7 +25,16 @@ from transforms.errors import GatewayError, error_type_for
 from transforms.errors import error_body as openai_error_body
 from transforms.ingress.chat_chunks import ChatChunkWriter
 from transforms.reasoning import pack_blocks, thinking_blocks, unpack_blocks
-from transforms.types import CallContext, Usage
+from transforms.types import WEB_SEARCH_KEY, WEB_SEARCH_REQUIRED, CallContext, Usage
+from transforms.web_search import WEB_SEARCH
+
+# The Responses API's web search tools (the openai SDK's WebSearchToolParam and
+# WebSearchPreviewToolParam types): the provider's own search where it has one, else left out.
+WEB_SEARCH_TOOLS = frozenset(
+    {"web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"}
+)
+# Built-in tools that need OpenAI's own stores: refused with a 400 naming the provider.
+_STORE_TOOLS = {"file_search": "searches OpenAI vector stores (vector_store_ids)"}
 
 # Fields of a Responses request with no counterpart in the chat form: accepted, ignored. Agents
 # such as the Codex CLI send several of them.
@@ -62,7 +71,7 @@ def _bad(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, "invalid_request", param=param)
 
 
-def _stateful(body: Mapping[str, Any]) -> None:
+def _stateful(body: Mapping[str, Any], provider: str = "") -> None:
     """What only a provider that keeps responses can do."""
     # previous_response_id reaches here only when the gateway keeps no responses (the store addon
     # otherwise replaces it with the stored context).
@@ -81,13 +90,17 @@ def _stateful(body: Mapping[str, Any]) -> None:
     if body.get("background") is True:
         raise GatewayError(
             400,
-            "background: responses run in the background only on OpenAI and Azure",
+            f"background: {_on(provider)} runs nothing in the background (only OpenAI and Azure do)",
             "unsupported_parameter",
             param="background",
         )
 
 
-def _content_parts(content: Any, where: str) -> str | list[dict[str, Any]]:
+def _on(provider: str) -> str:
+    return f"the {provider} provider" if provider else "this route's provider"
+
+
+def _content_parts(content: Any, where: str, provider: str = "") -> str | list[dict[str, Any]]:
     """A message's content as chat content: plain text stays a string, images and files make parts."""
     if isinstance(content, str):
         return content
@@ -116,8 +129,8 @@ def _content_parts(content: Any, where: str) -> str | list[dict[str, Any]]:
             parts.append(
                 {"type": "file", "file": {"filename": part.get("filename") or "file", "file_data": data}}
             )
-        else:
-            raise _bad(f"{at}.type: '{kind}' is not supported", param=at)
+        else:  # input_audio among them: the Responses API has no audio input
+            raise _bad(f"{at}.type: '{kind}' is not supported on {_on(provider)}", param=at)
     if all(p["type"] == "text" for p in parts):
         return "".join(p["text"] for p in parts)
     return parts
@@ -126,7 +139,7 @@ def _content_parts(content: Any, where: str) -> str | list[dict[str, Any]]:
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
-def _messages(items: Any) -> list[dict[str, Any]]:
+def _messages(items: Any, provider: str = "") -> list[dict[str, Any]]:
     if isinstance(items, str):
         return [{"role": "user", "content": items}]
     if not isinstance(items, list):
@@ -144,7 +157,7 @@ def _messages(items: Any) -> list[dict[str, Any]]:
                 raise _bad(
                     f"{where}.role: '{item.get('role')}' is not one of user, assistant, system, developer"
                 )
-            content = _content_parts(item.get("content"), f"{where}.content")
+            content = _content_parts(item.get("content"), f"{where}.content", provider)
             if role == "assistant" and not isinstance(content, str):
                 content = "".join(p.get("text", "") for p in content)
             chat.append({"role": role, "content": content})
@@ -169,20 +182,22 @@ def _messages(items: Any) -> list[dict[str, Any]]:
             if not isinstance(item.get("call_id"), str):
                 raise _bad(f"{where}.call_id: required", param=where)
             output = item.get("output")
-            text = output if isinstance(output, str) else _content_parts(output, f"{where}.output")
+            text = output if isinstance(output, str) else _content_parts(output, f"{where}.output", provider)
             if not isinstance(text, str):
                 text = "".join(p.get("text", "") for p in text)
             chat.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         elif kind == "reasoning":
             # Its encrypted_content (when the client asked for it) is the signed thinking to restore.
             thinking.extend(unpack_blocks(item.get("encrypted_content")))
+        elif kind == "web_search_call":
+            continue  # the chat form has no place for past searches (what they found is in the text)
         elif kind == "item_reference":
             raise _bad(
                 f"{where}: item_reference needs stored responses, which this route's provider does not keep",
                 param=where,
             )
         else:
-            raise _bad(f"{where}.type: '{kind}' is not supported on this route's provider", param=where)
+            raise _bad(f"{where}.type: '{kind}' is not supported on {_on(provider)}", param=where)
         if thinking and kind in ("message", "function_call") and chat[-1]["role"] == "assistant":
             # The thinking goes with the assistant turn that follows it: the provider puts it back
             # in front of that turn's tool calls.
@@ -191,16 +206,47 @@ def _messages(items: Any) -> list[dict[str, Any]]:
     return chat
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
-    """Function tools; built-in tools (web_search, file_search...) run at OpenAI only and are left
-    out of the offer."""
+def _search_options(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """A Responses web search tool as chat ``web_search_options`` (the provider's transform maps
+    them to its own search). ``filters`` and ``external_web_access`` have no chat counterpart."""
+    options: dict[str, Any] = {}
+    if tool.get("search_context_size") in ("low", "medium", "high"):
+        options["search_context_size"] = tool["search_context_size"]
+    location = tool.get("user_location")
+    if isinstance(location, dict):
+        fields = {
+            k: location[k]
+            for k in ("city", "country", "region", "timezone")
+            if isinstance(location.get(k), str)
+        }
+        options["user_location"] = {"type": "approximate", "approximate": fields}
+    return options
+
+
+def _tools(
+    tools: Any, provider: str, builtins: frozenset[str]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Function tools, and the web search options where the provider has a search of its own.
+    Other built-in tools the client merely offers are left out (``notes`` says so); file_search
+    needs OpenAI's vector stores and is refused."""
     if not isinstance(tools, list):
         raise _bad("tools: expected a list", param="tools")
     out = []
+    search: dict[str, Any] | None = None
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise _bad(f"tools[{i}]: expected an object", param="tools")
-        if tool.get("type") != "function":
+        kind = tool.get("type")
+        if kind in WEB_SEARCH_TOOLS and WEB_SEARCH in builtins and search is None:
+            search = _search_options(tool)
+        if kind in _STORE_TOOLS:
+            raise GatewayError(
+                400,
+                f"tools[{i}]: {kind} {_STORE_TOOLS[kind]}, which {_on(provider)} does not have",
+                "unsupported_parameter",
+                param="tools",
+            )
+        if kind != "function":
             continue
         if not isinstance(tool.get("name"), str):
             raise _bad(f"tools[{i}].name: required", param="tools")
@@ -212,26 +258,36 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         if isinstance(tool.get("strict"), bool):
             function["strict"] = tool["strict"]
         out.append({"type": "function", "function": function})
-    return out
+    return out, search
 
 
-def notes(body: Mapping[str, Any]) -> dict[str, str]:
-    """The built-in tools a request offered, left out of the provider's offer (for the event log)."""
+def notes(
+    body: Mapping[str, Any], provider: str = "", builtins: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """The built-in tools a request offered that the provider has no counterpart of, left out of
+    its offer (for the event log)."""
     tools = body.get("tools")
     kinds = sorted(
-        {str(t.get("type")) for t in tools if isinstance(t, dict) and t.get("type") != "function"}
+        {
+            str(t.get("type"))
+            for t in tools
+            if isinstance(t, dict)
+            and t.get("type") != "function"
+            and not (t.get("type") in WEB_SEARCH_TOOLS and WEB_SEARCH in builtins)
+        }
         if isinstance(tools, list)
         else ()
     )
     if not kinds:
         return {}
-    text = (
-        f"responses clients' built-in tools {', '.join(kinds)} left out of the offer: they run at OpenAI only"
-    )
+    where = f"the {provider} provider has no counterpart" if provider else "they run at OpenAI only"
+    text = f"responses clients' built-in tools {', '.join(kinds)} left out of the offer: {where}"
     return {f"responses-builtin-{'-'.join(kinds)}": text}
 
 
-def _tool_choice(choice: Any) -> Any:
+def _tool_choice(choice: Any, provider: str, search: dict[str, Any] | None) -> Any:
+    """The chat tool_choice; None when the client requires the provider's web search (marked on
+    its options instead: the chat form cannot name a built-in tool)."""
     if choice in ("auto", "none", "required"):
         return choice
     if not isinstance(choice, dict):
@@ -241,8 +297,13 @@ def _tool_choice(choice: Any) -> Any:
         return {"type": "function", "function": {"name": choice["name"]}}
     if kind == "allowed_tools":
         return "required" if choice.get("mode") == "required" else "auto"
-    raise _bad(
-        f"tool_choice: the built-in tool '{kind}' is not available on this route's provider",
+    if kind in WEB_SEARCH_TOOLS and search is not None:
+        search[WEB_SEARCH_REQUIRED] = True
+        return None
+    raise GatewayError(
+        400,
+        f"tool_choice: the built-in tool '{kind}' is required but not available on {_on(provider)}",
+        "unsupported_parameter",
         param="tool_choice",
     )
 
@@ -259,15 +320,18 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     raise _bad(f"text.format.type: '{fmt['type']}' is not one of text, json_schema, json_object")
 
 
-def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A Responses request as a chat request."""
-    _stateful(body)
+def to_chat(
+    body: Mapping[str, Any], provider: str = "", builtins: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """A Responses request as a chat request for a route's provider, with the built-in tools its
+    chat transform maps (ProviderSpec.builtin_tools)."""
+    _stateful(body, provider)
     if "input" not in body:
         raise _bad("input: Field required", param="input")
     out: dict[str, Any] = {}
     if isinstance(body.get("model"), str):
         out["model"] = body["model"]
-    chat = _messages(body["input"])
+    chat = _messages(body["input"], provider)
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
         chat.insert(0, {"role": "system", "content": instructions})
@@ -277,16 +341,25 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
         if body.get(name) is not None:
             out[name] = body[name]
+    search: dict[str, Any] | None = None
     if body.get("tools"):
-        tools = _tools(body["tools"])
+        tools, search = _tools(body["tools"], provider, builtins)
         if tools:
             out["tools"] = tools
     if body.get("tool_choice") is not None:
-        choice = _tool_choice(body["tool_choice"])
-        if "tools" in out:
+        choice = _tool_choice(body["tool_choice"], provider, search)
+        if choice == "none":
+            search = None  # no tool at all, the provider's search included
+        if choice is None:
+            pass  # the provider's search is required (marked on its options)
+        elif "tools" in out:
             out["tool_choice"] = choice
+        elif choice == "required" and search is not None:
+            search[WEB_SEARCH_REQUIRED] = True
         elif choice not in ("auto", "none"):
             raise _bad("tool_choice: a tool is required but no function tool is offered", param="tool_choice")
+    if search is not None:
+        out["web_search_options"] = search
     response_format = _response_format(body.get("text"))
     if response_format is not None:
         out["response_format"] = response_format
@@ -362,9 +435,53 @@ def _finish(out: dict[str, Any], finish_reason: Any) -> None:
         out["incomplete_details"] = {"reason": reason}
 
 
-def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+def _message_item(
+    item_id: str, text: str, status: str, annotations: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": []}]
     return {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content}
+
+
+def _citation(
+    annotation: Mapping[str, Any], offset: int = 0, length: int | None = None
+) -> dict[str, Any] | None:
+    """A chat ``url_citation`` annotation as the Responses one, its indices made relative to the
+    message item's text (which starts ``offset`` characters into the chat content); None when it
+    lies outside that text."""
+    citation = annotation.get("url_citation") if annotation.get("type") == "url_citation" else None
+    if not isinstance(citation, dict) or not isinstance(citation.get("url"), str):
+        return None
+    start, end = citation.get("start_index"), citation.get("end_index")
+    if not isinstance(start, int) or not isinstance(end, int):
+        return None
+    start, end = start - offset, end - offset
+    if start < 0 or (length is not None and end > length):
+        return None
+    title = citation.get("title") if isinstance(citation.get("title"), str) else ""
+    return {
+        "type": "url_citation",
+        "start_index": start,
+        "end_index": end,
+        "url": citation["url"],
+        "title": title,
+    }
+
+
+def _search_item(item_id: str, search: Mapping[str, Any], status: str | None = None) -> dict[str, Any]:
+    """One of the provider's web searches as a ``web_search_call`` item."""
+    queries = [q for q in search.get("queries") or () if isinstance(q, str)]
+    action: dict[str, Any] = {"type": "search", "query": queries[0] if queries else ""}
+    if len(queries) > 1:
+        action["queries"] = queries
+    sources = [
+        {"type": "url", "url": s["url"]}
+        for s in search.get("sources") or ()
+        if isinstance(s, dict) and isinstance(s.get("url"), str)
+    ]
+    if sources:
+        action["sources"] = sources
+    done = "failed" if search.get("error") else "completed"
+    return {"type": "web_search_call", "id": item_id, "status": status or done, "action": action}
 
 
 def _reasoning_item(item_id: str, text: str, blocks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -399,9 +516,13 @@ def from_chat(chat: Mapping[str, Any], usage: Usage | None, ctx: CallContext) ->
     signed = thinking_blocks(message.get("thinking_blocks")) if ctx.client.get(_ENCRYPTED) else []
     if (isinstance(reasoning, str) and reasoning) or signed:
         output.append(_reasoning_item(f"rs_{rid}", reasoning if isinstance(reasoning, str) else "", signed))
+    for n, search in enumerate(message.get(WEB_SEARCH_KEY) or ()):
+        if isinstance(search, dict):
+            output.append(_search_item(f"ws_{rid}_{n}", search))
     text = message.get("content")
     if isinstance(text, str) and text:
-        output.append(_message_item(f"msg_{rid}", text, "completed"))
+        found = (_citation(a, 0, len(text)) for a in message.get("annotations") or () if isinstance(a, dict))
+        output.append(_message_item(f"msg_{rid}", text, "completed", [a for a in found if a is not None]))
     for n, call in enumerate(message.get("tool_calls") or ()):
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
@@ -511,6 +632,9 @@ class ResponsesEvents(ChatChunkWriter):
         self._open: tuple[str, Any] | None = None  # (kind, chat tool index) of the open item
         self._text = ""  # the open message's or reasoning item's text so far
         self._signed: list[dict[str, Any]] = []  # the open reasoning item's signed thinking blocks
+        self._annotations: list[dict[str, Any]] = []  # the open message's citations
+        self._chars = 0  # characters of chat content so far (chat citations count in them)
+        self._item_start = 0  # where in the chat content the open message item began
         self._calls: dict[Any, int] = {}  # chat tool-call index -> output index
         self._finish: str | None = None
         self._ended = False
@@ -549,13 +673,18 @@ class ResponsesEvents(ChatChunkWriter):
         item, at = self._output[-1], self._index
         out: list[bytes] = []
         if kind == "message":
-            part = {"type": "output_text", "text": self._text, "annotations": [], "logprobs": []}
+            part = {
+                "type": "output_text",
+                "text": self._text,
+                "annotations": self._annotations,
+                "logprobs": [],
+            }
             where = {"item_id": item["id"], "output_index": at, "content_index": 0}
             out.append(
                 self._event("response.output_text.done", {**where, "text": self._text, "logprobs": []})
             )
             out.append(self._event("response.content_part.done", {**where, "part": part}))
-            item = _message_item(item["id"], self._text, "completed")
+            item = _message_item(item["id"], self._text, "completed", self._annotations)
         elif kind == "reasoning":
             part = {"type": "summary_text", "text": self._text}
             where = {"item_id": item["id"], "output_index": at, "summary_index": 0}
@@ -577,6 +706,8 @@ class ResponsesEvents(ChatChunkWriter):
         out = self._close()
         self._open = (kind, key)
         self._text = ""
+        self._annotations = []
+        self._item_start = self._chars
         self._output.append(item)
         out.append(self._event("response.output_item.added", {"output_index": self._index, "item": item}))
         return out
@@ -621,8 +752,43 @@ class ResponsesEvents(ChatChunkWriter):
             where = {"item_id": item_id, "output_index": self._index, "content_index": 0}
             out.append(self._event("response.content_part.added", {**where, "part": part}))
         self._text += text
+        self._chars += len(text)
         where = {"item_id": self._output[-1]["id"], "output_index": self._index, "content_index": 0}
         out.append(self._event("response.output_text.delta", {**where, "delta": text, "logprobs": []}))
+        return out
+
+    def _citations(self, annotations: list[Mapping[str, Any]]) -> list[bytes]:
+        """Citations of the open message's text (a citation of an earlier, closed item is lost)."""
+        if self._open != ("message", None):
+            return []
+        out: list[bytes] = []
+        where = {"item_id": self._output[-1]["id"], "output_index": self._index, "content_index": 0}
+        for annotation in annotations:
+            citation = _citation(annotation, self._item_start, len(self._text))
+            if citation is None:
+                continue
+            self._annotations.append(citation)
+            added = {**where, "annotation_index": len(self._annotations) - 1, "annotation": citation}
+            out.append(self._event("response.output_text.annotation.added", added))
+        return out
+
+    def _web_search(self, search: Mapping[str, Any]) -> list[bytes]:
+        """A search the provider ran: a web_search_call item, whole (it arrives done)."""
+        out = self._close()
+        at = len(self._output)
+        item = _search_item(f"ws_{self._id}_{at}", search)
+        self._output.append(item)
+        where = {"item_id": item["id"], "output_index": at}
+        out.append(
+            self._event(
+                "response.output_item.added", {"output_index": at, "item": {**item, "status": "in_progress"}}
+            )
+        )
+        out.append(self._event("response.web_search_call.in_progress", where))
+        out.append(self._event("response.web_search_call.searching", where))
+        if item["status"] == "completed":
+            out.append(self._event("response.web_search_call.completed", where))
+        out.append(self._event("response.output_item.done", {"output_index": at, "item": item}))
         return out
 
     def _tool_call(self, call: Mapping[str, Any]) -> list[bytes]:

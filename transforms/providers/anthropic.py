@@ -10,6 +10,7 @@ refused with a 400 naming the field. Field names follow the ``anthropic`` SDK's 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Any
 
 import orjson
@@ -21,12 +22,14 @@ from transforms.common import (
     dumps_arguments,
     fixed_base_url,
     image_url_of,
+    matched_stop,
     merge_turns,
     parse_data_url,
     refuse,
     tool_arguments,
 )
 from transforms.errors import bad_request
+from transforms.limits import MAX_SEARCH_INPUT_CHARS, MAX_STREAM_TOOL_CALLS
 from transforms.model_rules import claude_sampling
 from transforms.reasoning import (
     REASONING_FIELDS,
@@ -38,6 +41,8 @@ from transforms.reasoning import (
     split_call_id,
 )
 from transforms.types import (
+    STOP_SEQUENCE_KEY,
+    WEB_SEARCH_KEY,
     CallContext,
     ErrorInfo,
     Json,
@@ -45,6 +50,15 @@ from transforms.types import (
     ProviderSpec,
     RouteTransform,
     Usage,
+)
+from transforms.web_search import (
+    WEB_SEARCH,
+    required,
+    search_call,
+    search_options,
+    source,
+    url_citation,
+    user_location,
 )
 
 PROVIDER = "anthropic"
@@ -61,6 +75,10 @@ _RESPONSE_TOOL_DESCRIPTION = (
     "that follows the input schema."
 )
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+# Anthropic's server web search tool, offered for a chat request's web_search_options: it searches
+# at Anthropic and answers with server_tool_use / web_search_tool_result blocks and cited text.
+WEB_SEARCH_TOOL = "web_search_20250305"
+WEB_SEARCH_NAME = "web_search"
 
 # --- which client fields are translated, harmless, or refused --------------------------------------
 
@@ -105,6 +123,7 @@ _CHAT_FIELDS = (
         "tool_choice",
         "parallel_tool_calls",
         "response_format",
+        "web_search_options",
     }
     | REASONING_FIELDS
 )
@@ -412,13 +431,33 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
     return {"type": "tool", "name": choice["function"]["name"]}
 
 
+def _web_search_tool(options: Mapping[str, Any], tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """``web_search_options`` as the server web search tool (search_context_size has no
+    counterpart: it only guides how much of the results the model reads)."""
+    if any(t["name"] == WEB_SEARCH_NAME for t in tools):
+        raise bad_request(
+            f"tools: the name '{WEB_SEARCH_NAME}' is Anthropic's web search tool's (web_search_options)"
+        )
+    tool: dict[str, Any] = {"type": WEB_SEARCH_TOOL, "name": WEB_SEARCH_NAME}
+    location = user_location(options)
+    if location:
+        tool["user_location"] = {"type": "approximate", **location}
+    return tool
+
+
 def _tools(body: Mapping[str, Any], out: dict[str, Any], thinking: bool = False) -> None:
-    """tools, tool_choice, parallel_tool_calls and response_format. With thinking on, Claude takes
-    no forced tool choice: the answer tool is then offered, not forced."""
+    """tools, tool_choice, parallel_tool_calls, response_format and web_search_options. With
+    thinking on, Claude takes no forced tool choice: the answer tool is then offered, not forced."""
     tools = [_tool(t, f"tools[{k}]") for k, t in enumerate(body.get("tools") or ())]
     choice_asked = body.get("tool_choice")
     answer_tool = _response_tool(body.get("response_format"))
     choice: dict[str, Any] | None = _tool_choice(choice_asked) if choice_asked is not None else None
+    search = search_options(body)
+    if search is not None:
+        tools.append(_web_search_tool(search, tools))
+        # Forced, unless thinking is on: Claude then takes no forced tool choice.
+        if required(search) and not thinking and choice_asked in (None, "auto", "required"):
+            choice = {"type": "tool", "name": WEB_SEARCH_NAME}
     # When the model must call a client tool (required / named) there is no text answer to shape.
     if answer_tool is not None and choice_asked in (None, "auto", "none"):
         if thinking:
@@ -560,31 +599,86 @@ def _message_body(body: Json) -> dict[str, Any]:
     return body
 
 
-def _read_blocks(blocks: list[Any]) -> tuple[str, str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """(content text, reasoning text, OpenAI tool calls, signed thinking blocks); the answer tool's
-    input is content. Each tool call's id carries the thinking blocks before it."""
-    text: list[str] = []
-    reasoning: list[str] = []
-    calls: list[dict[str, Any]] = []
-    carrier = ThinkingCarrier()
+class _Read:
+    """What a Messages answer's content blocks say, in the chat form."""
+
+    __slots__ = ("annotations", "calls", "carrier", "reasoning", "searches", "text")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: list[dict[str, Any]] = []
+        self.carrier = ThinkingCarrier()  # signed thinking, carried by the next tool call's id
+        self.annotations: list[dict[str, Any]] = []  # url citations, by character of the content
+        self.searches: dict[str, dict[str, Any]] = {}  # server web searches by tool use id
+
+    @property
+    def content(self) -> str:
+        return "".join(self.text)
+
+
+def _citations(block: Mapping[str, Any], start: int, end: int) -> list[dict[str, Any]]:
+    """A text block's web search citations as url_citation annotations over its whole text."""
+    out = []
+    for citation in block.get("citations") or ():
+        kind = citation.get("type") if isinstance(citation, dict) else None
+        if kind == "web_search_result_location" and isinstance(citation.get("url"), str):
+            out.append(url_citation(citation["url"], citation.get("title"), start, end))
+    return out
+
+
+def _search_query(value: Any) -> list[str]:
+    query = value.get("query") if isinstance(value, dict) else None
+    return [query] if isinstance(query, str) and query else []
+
+
+def _search_result(search: dict[str, Any], content: Any) -> None:
+    """A web_search_tool_result's pages (or its error) onto the search it answers."""
+    if isinstance(content, list):
+        found = (source(r.get("url"), r.get("title")) for r in content if isinstance(r, dict))
+        search["sources"] = [s for s in found if s is not None]
+    elif isinstance(content, dict):
+        search["error"] = str(content.get("error_code") or "unavailable")
+
+
+def _read_blocks(blocks: list[Any]) -> _Read:
+    """Content text, reasoning text, OpenAI tool calls (each id carrying the signed thinking
+    blocks before it), citations and web searches; the answer tool's input is content."""
+    read = _Read()
+    chars = 0
     for block in blocks:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            text.append(block["text"])
+            read.text.append(block["text"])
+            start, chars = chars, chars + len(block["text"])
+            if block.get("citations"):
+                read.annotations += _citations(block, start, chars)
         elif kind == "thinking":
-            reasoning.append(block["thinking"])
-            carrier.add(
+            read.reasoning.append(block["thinking"])
+            read.carrier.add(
                 {"type": "thinking", "thinking": block["thinking"], "signature": block.get("signature") or ""}
             )
         elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
-            carrier.add({"type": "redacted_thinking", "data": block["data"]})
+            read.carrier.add({"type": "redacted_thinking", "data": block["data"]})
         elif kind == "tool_use" and block["name"] == RESPONSE_TOOL:
-            text.append(dumps_arguments(block.get("input")))
+            read.text.append(dumps_arguments(block.get("input")))
+            chars += len(read.text[-1])
         elif kind == "tool_use":
             function = {"name": block["name"], "arguments": dumps_arguments(block.get("input"))}
-            calls.append({"id": carrier.call_id(block["id"]), "type": "function", "function": function})
-        # server-side tool blocks carry nothing an OpenAI client can read.
-    return "".join(text), "".join(reasoning), calls, carrier.blocks
+            call_id = read.carrier.call_id(block["id"])
+            read.calls.append({"id": call_id, "type": "function", "function": function})
+        elif kind == "server_tool_use" and block.get("name") == WEB_SEARCH_NAME:
+            search_id = str(block.get("id") or "")
+            read.searches[search_id] = search_call(search_id, _search_query(block.get("input")), [])
+        elif kind == "web_search_tool_result" and block.get("tool_use_id") in read.searches:
+            _search_result(read.searches[block["tool_use_id"]], block.get("content"))
+        # other server tool blocks carry nothing an OpenAI client can read.
+    return read
+
+
+def _stop_sequence(body: Mapping[str, Any], ctx: CallContext) -> str | None:
+    """The stop sequence that ended the text, for ingress clients (STOP_SEQUENCE_KEY)."""
+    return matched_stop(ctx, body.get("stop_reason") == "stop_sequence", body.get("stop_sequence"))
 
 
 def _envelope(body: dict[str, Any], ctx: CallContext, obj: str, choice: dict[str, Any]) -> dict[str, Any]:
@@ -603,7 +697,8 @@ def _envelope(body: dict[str, Any], ctx: CallContext, obj: str, choice: dict[str
 
 def parse_chat(body: Json, ctx: CallContext) -> Json:
     message_body = _message_body(body)
-    text, reasoning, calls, thinking = _read_blocks(message_body["content"])
+    read = _read_blocks(message_body["content"])
+    text, calls, thinking = read.content, read.calls, read.carrier.blocks
     message: dict[str, Any] = {
         "role": "assistant",
         "content": text if text or not calls else None,
@@ -611,22 +706,30 @@ def parse_chat(body: Json, ctx: CallContext) -> Json:
     }
     if calls:
         message["tool_calls"] = calls
-    if reasoning:
-        message["reasoning_content"] = reasoning
+    if read.reasoning:
+        message["reasoning_content"] = "".join(read.reasoning)
     if thinking:
         message["thinking_blocks"] = thinking  # Anthropic's shapes, for clients that send them back
+    if read.annotations:
+        message["annotations"] = read.annotations
+    if read.searches and ctx.extensions:
+        message[WEB_SEARCH_KEY] = list(read.searches.values())
     choice = {
         "index": 0,
         "message": message,
         "logprobs": None,
         "finish_reason": finish_reason(message_body.get("stop_reason"), bool(calls)),
     }
+    stop_sequence = _stop_sequence(message_body, ctx)
+    if stop_sequence is not None:
+        choice[STOP_SEQUENCE_KEY] = stop_sequence
     return _envelope(message_body, ctx, "chat.completion", choice)
 
 
 def parse_completions(body: Json, ctx: CallContext) -> Json:
     message_body = _message_body(body)
-    text, _, calls, _ = _read_blocks(message_body["content"])
+    read = _read_blocks(message_body["content"])
+    text, calls = read.content, read.calls
     reason = finish_reason(message_body.get("stop_reason"), bool(calls))
     choice = {
         "text": text,
@@ -684,10 +787,17 @@ class AnthropicStream(StreamTranslatorBase):
         self.blocks: dict[int, str] = {}  # index -> text / thinking / tool / answer / other
         self.filled: set[int] = set()  # tool blocks that received argument text
         self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
         self.called_client_tools = False
         self.thinking: dict[int, dict[str, Any]] = {}  # open thinking blocks by index
         self.thinking_text: dict[int, ThinkingText] = {}
         self.carrier = ThinkingCarrier()
+        # Web search: the server_tool_use blocks' ids and input JSON by block index, the searches
+        # by tool use id, and each cited text block's start (in content characters) and citations.
+        self._search_input: dict[int, tuple[str, list[str]]] = {}
+        self._search_chars: dict[int, int] = {}  # input characters kept, by block index
+        self._queries: dict[str, list[str]] = {}
+        self._cited: dict[int, tuple[int, list[dict[str, Any]]]] = {}
 
     def on_event(self, event: SSEEvent) -> list[bytes]:
         if not event.data:
@@ -716,6 +826,7 @@ class AnthropicStream(StreamTranslatorBase):
         kind = block.get("type")
         if kind == "text":
             self.blocks[index] = "text"
+            self._cited[index] = (self.tally.chars, [])
             return self.content(block.get("text") or "")
         if kind == "thinking":
             self.blocks[index] = "thinking"
@@ -738,7 +849,17 @@ class AnthropicStream(StreamTranslatorBase):
             self.blocks[index] = "tool"
             self.called_client_tools = True
             return self.out.tool_call_start(index, self.carrier.call_id(block["id"]), block["name"])
+        if kind == "server_tool_use" and block.get("name") == WEB_SEARCH_NAME:
+            self.blocks[index] = "search"
+            self._search_input[index] = (str(block.get("id") or ""), [])
+            self._queries[self._search_input[index][0]] = _search_query(block.get("input"))
+            return []
         self.blocks[index] = "other"
+        if kind == "web_search_tool_result" and block.get("tool_use_id") in self._queries:
+            call_id = block["tool_use_id"]
+            search = search_call(call_id, self._queries.pop(call_id), [])
+            _search_result(search, block.get("content"))
+            return self.out.web_search([search])
         return []
 
     def _block_delta(self, data: dict[str, Any]) -> list[bytes]:
@@ -760,8 +881,24 @@ class AnthropicStream(StreamTranslatorBase):
                 self.filled.add(index)
             if self.blocks.get(index) == "answer":
                 return self.content(fragment)
+            if self.blocks.get(index) == "search":
+                self._search_fragment(index, fragment)
+                return []
             return self.out.tool_call_arguments(index, fragment)
-        return []  # citations_delta
+        if kind == "citations_delta" and index in self._cited:
+            found = self._cited[index][1]
+            if len(found) < MAX_STREAM_TOOL_CALLS:  # one per citation; bounded like tool calls
+                found.append(delta.get("citation"))
+        return []
+
+    def _search_fragment(self, index: int, fragment: str) -> None:
+        """A search's query arrives as input JSON, read when its block stops (bounded: a query is
+        short, and past the bound it is left out)."""
+        fragments = self._search_input[index][1]
+        kept = self._search_chars.get(index, 0) + len(fragment)
+        if kept <= MAX_SEARCH_INPUT_CHARS:
+            fragments.append(fragment)
+            self._search_chars[index] = kept
 
     def _block_stop(self, data: dict[str, Any]) -> list[bytes]:
         index = data["index"]
@@ -771,6 +908,14 @@ class AnthropicStream(StreamTranslatorBase):
                 block["thinking"] = str(self.thinking_text.pop(index))
             self.carrier.add(block)
             return self.out.thinking_block(block)
+        search = self._search_input.pop(index, None)
+        self._search_chars.pop(index, None)
+        if search is not None and search[1]:
+            with suppress(orjson.JSONDecodeError):
+                self._queries[search[0]] = _search_query(orjson.loads("".join(search[1])))
+        cited = self._cited.pop(index, None)
+        if cited is not None and cited[1]:
+            return self.out.annotations(_citations({"citations": cited[1]}, cited[0], self.tally.chars))
         if index in self.filled:
             return []
         # A call without input streams no fragment at all; clients expect parseable arguments.
@@ -784,6 +929,7 @@ class AnthropicStream(StreamTranslatorBase):
         delta = data.get("delta") or {}
         if delta.get("stop_reason"):
             self.stop_reason = delta["stop_reason"]
+            self.stop_sequence = _stop_sequence(delta, self.ctx)
         self._set_usage(data.get("usage"))
         return []
 
@@ -791,7 +937,7 @@ class AnthropicStream(StreamTranslatorBase):
         reason = finish_reason(self.stop_reason, self.called_client_tools)
         if self.out.completions and reason == "tool_calls":
             reason = "stop"
-        return self.end(reason)
+        return self.end(reason, self.stop_sequence)
 
     def _error(self, data: dict[str, Any]) -> list[bytes]:
         info = _error_info(data.get("error")) or ErrorInfo("the anthropic stream reported an error")
@@ -822,5 +968,6 @@ SPECS = (
         },
         parse_error,
         native_usage=usage_of,
+        builtin_tools=frozenset({WEB_SEARCH}),
     ),
 )

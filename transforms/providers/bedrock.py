@@ -46,6 +46,7 @@ from transforms.common import (
     embedding_list,
     embedding_texts,
     image_url_of,
+    matched_stop,
     merge_turns,
     parse_data_url,
     refuse,
@@ -66,6 +67,7 @@ from transforms.reasoning import (
 )
 from transforms.sigv4 import credentials_from, sign
 from transforms.types import (
+    STOP_SEQUENCE_KEY,
     TOOL_ERROR_MARK,
     CallContext,
     ErrorInfo,
@@ -553,6 +555,10 @@ def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
     output_config = _output_config(body.get("response_format"))
     if output_config is not None:
         out["outputConfig"] = output_config
+    if ctx.extensions and "anthropic." in ctx.model and out.get("inferenceConfig", {}).get("stopSequences"):
+        # Claude on Bedrock says which stop sequence ended the text when asked (an ingress
+        # client's stop_sequence); Converse returns it in additionalModelResponseFields.
+        out["additionalModelResponseFieldPaths"] = [STOP_SEQUENCE_PATH]
     return ProviderRequest(out, _converse_path(ctx), notes=notes)
 
 
@@ -736,6 +742,16 @@ def _read_blocks(blocks: list[Any]) -> _Reply:
     return _Reply("".join(text), "".join(reasoning), calls, carrier.blocks)
 
 
+STOP_SEQUENCE_PATH = "/stop_sequence"
+
+
+def _matched_stop(data: Mapping[str, Any], ctx: CallContext) -> str | None:
+    """The stop sequence that ended the text (STOP_SEQUENCE_KEY): Claude's, where it was asked for."""
+    fields = data.get("additionalModelResponseFields")
+    value = fields.get("stop_sequence") if isinstance(fields, dict) else None
+    return matched_stop(ctx, data.get("stopReason") == "stop_sequence", value)
+
+
 def _stop_reason(body: Mapping[str, Any]) -> Any:
     reason = body.get("stopReason")
     if reason in _FAILED:
@@ -772,6 +788,9 @@ def parse_chat(body: Json, ctx: CallContext) -> Json:
     if reply.thinking:
         message["thinking_blocks"] = reply.thinking  # for clients that send them back
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
+    stop_sequence = _matched_stop(body, ctx)
+    if stop_sequence is not None:
+        choice[STOP_SEQUENCE_KEY] = stop_sequence
     return _envelope(body, ctx, "chat.completion", "chatcmpl-", choice)
 
 
@@ -925,6 +944,7 @@ class BedrockStream(StreamTranslatorBase):
         self.reasoning: dict[int, dict[str, Any]] = {}  # open reasoning blocks by index
         self.reasoning_text: dict[int, ThinkingText] = {}
         self.carrier = ThinkingCarrier()
+        self.stop_sequence: str | None = None
 
     def split(self, chunk: bytes) -> list[Any]:
         return self._decoder.feed(chunk) if chunk else []
@@ -936,7 +956,7 @@ class BedrockStream(StreamTranslatorBase):
         # Bedrock always ends with metadata; a stream that stopped cleanly right after messageStop
         # is still a complete answer, only without token counts.
         if not self._ended and self.stop_reason is not None and self._decoder.pending == 0:
-            return self.end(self._finish_reason())
+            return self.end(self._finish_reason(), self.stop_sequence)
         return super().finish()
 
     def on_event(self, event: Frame | CorruptFrame) -> list[bytes]:
@@ -1028,13 +1048,14 @@ class BedrockStream(StreamTranslatorBase):
         if reason in _FAILED:
             return self.fail(_failure_message(reason), code="bad_upstream_response")
         self.stop_reason = reason if isinstance(reason, str) else "end_turn"
+        self.stop_sequence = _matched_stop(data, self.ctx)
         return []
 
     def _metadata(self, data: dict[str, Any]) -> list[bytes]:
         usage = usage_from_tokens(data.get("usage"))
         if usage is not None:
             self.usage = usage
-        return self.end(self._finish_reason())
+        return self.end(self._finish_reason(), self.stop_sequence)
 
     _handlers: Mapping[str, Callable[[BedrockStream, dict[str, Any]], list[bytes]]] = {
         "messageStart": _message_start,

@@ -24,6 +24,7 @@ from transforms.common import (
     embedding_texts,
     fixed_base_url,
     image_url_of,
+    matched_stop,
     parse_data_url,
     refuse,
     tool_arguments,
@@ -32,6 +33,7 @@ from transforms.config import ModelOptions
 from transforms.errors import GatewayError, bad_request
 from transforms.reasoning import REASONING_FIELDS, reasoning_of
 from transforms.types import (
+    STOP_SEQUENCE_KEY,
     CallContext,
     ErrorInfo,
     Json,
@@ -369,9 +371,10 @@ def build_embeddings(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
 
 # --- response -----------------------------------------------------------------------------------
 
+STOP_SEQUENCE = "STOP_SEQUENCE"
 _FINISH = {
     "COMPLETE": "stop",
-    "STOP_SEQUENCE": "stop",
+    STOP_SEQUENCE: "stop",
     "MAX_TOKENS": "length",
     "TOOL_CALL": "tool_calls",
 }
@@ -514,6 +517,9 @@ def parse_chat(body: Json, ctx: CallContext) -> Json:
         "logprobs": None,
         "finish_reason": finish_reason(reply.get("finish_reason")),
     }
+    stop_sequence = matched_stop(ctx, reply.get("finish_reason") == STOP_SEQUENCE)  # not said which
+    if stop_sequence is not None:
+        choice[STOP_SEQUENCE_KEY] = stop_sequence
     return _envelope(reply, ctx, "chat.completion", choice)
 
 
@@ -634,7 +640,8 @@ class CohereStream(StreamTranslatorBase):
         failed = failure_message(reason, delta.get("error"))
         if failed is not None:
             return self.fail(failed)
-        return self.end(finish_reason(reason, completions=self.out.completions))
+        stopped_by = matched_stop(self.ctx, reason == STOP_SEQUENCE)
+        return self.end(finish_reason(reason, completions=self.out.completions), stopped_by)
 
     _handlers: Mapping[str, Callable[[CohereStream, dict[str, Any]], list[bytes]]] = {
         "message-start": _message_start,

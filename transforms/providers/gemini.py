@@ -44,6 +44,7 @@ from transforms.common import (
 from transforms.config import ModelOptions
 from transforms.errors import bad_request
 from transforms.limits import (
+    MAX_GROUNDED_TEXT_CHARS,
     MAX_SCHEMA_DEPTH,
     MAX_SCHEMA_INLINED_BYTES,
     MAX_SCHEMA_NODES,
@@ -53,6 +54,7 @@ from transforms.limits import (
 )
 from transforms.reasoning import BUDGETS, REASONING_FIELDS, Reasoning, carried, carry, reasoning_of
 from transforms.types import (
+    WEB_SEARCH_KEY,
     CallContext,
     ErrorInfo,
     Json,
@@ -63,6 +65,15 @@ from transforms.types import (
     Usage,
 )
 from transforms.usage import estimate_tokens, token_count
+from transforms.web_search import (
+    WEB_SEARCH,
+    char_index,
+    required,
+    search_call,
+    search_options,
+    source,
+    url_citation,
+)
 
 PROVIDER = "gemini"
 AI_STUDIO_BASE = "https://generativelanguage.googleapis.com"
@@ -118,6 +129,7 @@ _CHAT_FIELDS = (
         "tools",
         "tool_choice",
         "response_format",
+        "web_search_options",
     }
     | REASONING_FIELDS
 )
@@ -506,6 +518,28 @@ def _tool_config(choice: Any) -> dict[str, Any]:
     return {"functionCallingConfig": mode}
 
 
+SEARCH_WITH_FUNCTIONS_NOTE = (
+    "web_search_options left out where function tools are offered: Gemini combines Google Search "
+    "with function calling only with server-side tool invocations, which the chat form cannot carry"
+)
+
+
+def _google_search(body: Mapping[str, Any], out: dict[str, Any]) -> dict[str, str]:
+    """``web_search_options`` as Google Search grounding (the REST name of the SDK's google_search).
+    Gemini has no user location or context size for it, and cannot be made to search (the model
+    decides). Next to function declarations it is left out (a note says so), or refused when the
+    client requires the search."""
+    options = search_options(body)
+    if options is None:
+        return {}
+    if out.get("tools"):
+        if required(options):
+            raise refuse(PROVIDER, "web_search_options", "required next to function tools is not supported")
+        return {"gemini-search-with-functions": SEARCH_WITH_FUNCTIONS_NOTE}
+    out["tools"] = [{"googleSearch": {}}]
+    return {}
+
+
 def _tools(body: Mapping[str, Any], out: dict[str, Any], budget: SchemaBudget) -> None:
     tools = body.get("tools") or ()
     declarations = [_function_declaration(t, f"tools[{k}]", budget) for k, t in enumerate(tools)]
@@ -724,13 +758,16 @@ def build_chat(body: dict[str, Any], ctx: CallContext) -> ProviderRequest:
         out["systemInstruction"] = {"parts": system}
     budget = SchemaBudget()  # one inlining budget for all schemas of the request
     _tools(body, out, budget)
+    notes = _google_search(body, out)
     config = _generation_config(body, ctx)
     _response_format(body.get("response_format"), config, budget)
     reasoning = reasoning_of(body)
     thinking = thinking_config(reasoning, ctx.model) if reasoning is not None else None
     if thinking is not None:
         config["thinkingConfig"] = thinking
-    return _generate_request(_with_config(out, config), ctx)
+    request = _generate_request(_with_config(out, config), ctx)
+    request.notes = notes
+    return request
 
 
 # Vertex's countTokens takes these generateContent fields at its top level (CountTokensRequest).
@@ -889,8 +926,59 @@ def _read_parts(
     return "".join(text), "".join(reasoning), calls
 
 
+def grounding_citations(meta: Any, content: str, parts: list[str] | None = None) -> list[dict[str, Any]]:
+    """``groundingMetadata.groundingSupports`` as url_citation annotations over the content.
+    Segments count UTF-8 bytes of the part they name (``parts``: each part's content text, "" for
+    the others), or of the whole text when they name none (streams: every event has its own parts)."""
+    if not isinstance(meta, dict):
+        return []
+    chunks = meta.get("groundingChunks") if isinstance(meta.get("groundingChunks"), list) else []
+    encoded: dict[int, tuple[bytes, int]] = {}  # part index (-1: the whole text) -> (bytes, chars before)
+    out: list[dict[str, Any]] = []
+    for support in meta.get("groundingSupports") or ():
+        segment = support.get("segment") if isinstance(support, dict) else None
+        if not isinstance(segment, dict):
+            continue
+        part = segment.get("partIndex")
+        key = part if isinstance(part, int) and parts is not None and 0 <= part < len(parts) else -1
+        if key not in encoded:
+            before = sum(len(p) for p in parts[:key]) if key >= 0 and parts is not None else 0
+            encoded[key] = ((parts[key] if key >= 0 and parts is not None else content).encode(), before)
+        data, before = encoded[key]
+        start = before + char_index(data, _count(segment.get("startIndex")))
+        end = before + char_index(data, _count(segment.get("endIndex")) or len(data))
+        for i in support.get("groundingChunkIndices") or ():
+            chunk = chunks[i] if isinstance(i, int) and 0 <= i < len(chunks) else None
+            web = chunk.get("web") if isinstance(chunk, dict) else None
+            if isinstance(web, dict) and isinstance(web.get("uri"), str):
+                out.append(url_citation(web["uri"], web.get("title"), start, end))
+    return out
+
+
+def grounding_searches(meta: Any, call_id: str) -> list[dict[str, Any]]:
+    """The searches behind a grounded answer (WEB_SEARCH_KEY): its queries and the pages found."""
+    if not isinstance(meta, dict):
+        return []
+    queries = [q for q in meta.get("webSearchQueries") or () if isinstance(q, str) and q]
+    sources = []
+    for chunk in meta.get("groundingChunks") or ():
+        web = chunk.get("web") if isinstance(chunk, dict) else None
+        found = source(web.get("uri"), web.get("title")) if isinstance(web, dict) else None
+        if found is not None:
+            sources.append(found)
+    return [search_call(call_id, queries, sources)] if queries or sources else []
+
+
+def _content_texts(parts: list[dict[str, Any]]) -> list[str]:
+    """Each part's share of the content text (what groundingSupports segments count in)."""
+    return [
+        p["text"] if isinstance(p.get("text"), str) and p.get("thought") is not True else "" for p in parts
+    ]
+
+
 def _chat_choice(candidate: dict[str, Any], index: int, ctx: CallContext, ids: Iterator[int]) -> dict:
-    text, reasoning, calls = _read_parts(parts_of(candidate), ctx, ids)
+    parts = parts_of(candidate)
+    text, reasoning, calls = _read_parts(parts, ctx, ids)
     filtered = candidate.get("finishReason") in _FILTERED
     # No text: null beside tool calls or for a filtered answer, as OpenAI does; else "".
     content = text if text or not (calls or filtered) else None
@@ -899,6 +987,14 @@ def _chat_choice(candidate: dict[str, Any], index: int, ctx: CallContext, ids: I
         message["tool_calls"] = calls
     if reasoning:
         message["reasoning_content"] = reasoning
+    meta = candidate.get("groundingMetadata")
+    if meta is not None:
+        annotations = grounding_citations(meta, text, _content_texts(parts))
+        if annotations:
+            message["annotations"] = annotations
+        searches = grounding_searches(meta, f"search_{ctx.request_id}_{index}") if ctx.extensions else []
+        if searches:
+            message[WEB_SEARCH_KEY] = searches
     return {
         "index": index,
         "message": message,
@@ -1123,6 +1219,9 @@ class GeminiStream(StreamTranslatorBase):
         self._calls = 0
         self._gemini_reason: str | None = None
         self._blocked = False
+        self._grounding: Any = None  # the last groundingMetadata: citations and searches at the end
+        self._text: list[str] = []  # the content text, kept (bounded) to place grounding citations
+        self._text_chars = 0
 
     # framing ---------------------------------------------------------------------------------
 
@@ -1168,6 +1267,8 @@ class GeminiStream(StreamTranslatorBase):
             frames.extend(self._part(part))
         if isinstance(candidate.get("finishReason"), str):
             self._gemini_reason = candidate["finishReason"]
+        if isinstance(candidate.get("groundingMetadata"), dict):
+            self._grounding = candidate["groundingMetadata"]
         return frames
 
     def _identify(self, event: dict[str, Any]) -> None:
@@ -1188,7 +1289,23 @@ class GeminiStream(StreamTranslatorBase):
         text = part.get("text")
         if not isinstance(text, str):
             return []
-        return self.out.reasoning(text) if part.get("thought") is True else self.content(text)
+        if part.get("thought") is True:
+            return self.out.reasoning(text)
+        if self._text_chars < MAX_GROUNDED_TEXT_CHARS:
+            self._text.append(text)
+            self._text_chars += len(text)
+        return self.content(text)
+
+    def _grounded(self) -> list[bytes]:
+        """A grounded answer's citations and searches, once its whole text is known."""
+        if self._grounding is None:
+            return []
+        text = "".join(self._text)
+        search_id = f"search_{self.ctx.request_id}_0"
+        return [
+            *self.out.annotations(grounding_citations(self._grounding, text)),
+            *self.out.web_search(grounding_searches(self._grounding, search_id)),
+        ]
 
     def _reason(self) -> str:
         if self._blocked and self._gemini_reason is None:
@@ -1204,6 +1321,7 @@ class GeminiStream(StreamTranslatorBase):
                 if self._ended:
                     return frames
         if not self._ended and (self._gemini_reason is not None or self._blocked):
+            frames.extend(self._grounded())
             frames.extend(self.end(self._reason()))
         return frames + super().finish()
 
@@ -1222,5 +1340,6 @@ SPECS = (
         parse_error,
         native_usage=native_usage,
         count_tokens=TokenCounter(build_count_tokens, parse_count_tokens),
+        builtin_tools=frozenset({WEB_SEARCH}),
     ),
 )

@@ -19,11 +19,12 @@ from urllib.parse import quote
 import orjson
 
 from transforms.chunks import SSEEvent, StreamTranslatorBase
-from transforms.common import embedding_list, embedding_texts, fixed_base_url, refuse
+from transforms.common import embedding_list, embedding_texts, fixed_base_url, matched_stop, refuse
 from transforms.config import ModelOptions
 from transforms.reasoning import thinking_as_effort
 from transforms.stream import DONE, sse_frame
 from transforms.types import (
+    STOP_SEQUENCE_KEY,
     CallContext,
     ErrorInfo,
     Json,
@@ -38,6 +39,7 @@ PROVIDER = "huggingface"
 BASE_URL = "https://router.huggingface.co/hf-inference"
 
 # TGI's finish reasons and OpenAI's own -> OpenAI's.
+STOP_SEQUENCE = "stop_sequence"  # TGI's finish reason when a stop sequence ended the text
 _FINISH = {
     "stop": "stop",
     "length": "length",
@@ -45,7 +47,7 @@ _FINISH = {
     "content_filter": "content_filter",
     "function_call": "function_call",
     "eos_token": "stop",
-    "stop_sequence": "stop",
+    STOP_SEQUENCE: "stop",
 }
 # OpenAI bookkeeping (storage, billing, tracing) that never changes the answer and that TGI's
 # request type does not have: not sent.
@@ -212,7 +214,11 @@ def parse_chat(body: Json, ctx: CallContext) -> Json:
     for choice in _choices(body, "chat"):
         message = _message(choice.get("message") or {"role": "assistant"})
         reason = finish_reason(choice.get("finish_reason"), bool(message.get("tool_calls"))) or "stop"
-        choices.append({**choice, "message": message, "finish_reason": reason})
+        out = {**choice, "message": message, "finish_reason": reason}
+        stop_sequence = matched_stop(ctx, choice.get("finish_reason") == STOP_SEQUENCE)  # not said which
+        if stop_sequence is not None:
+            out[STOP_SEQUENCE_KEY] = stop_sequence
+        choices.append(out)
     return {
         **body,
         "object": "chat.completion",
@@ -372,7 +378,11 @@ class HuggingFaceStream(StreamTranslatorBase):
             reason = finish_reason(choice.get("finish_reason"), self._tool_calls)
             if reason is not None:
                 self._finish = reason
-            out_choices.append({**choice, "delta": delta, "finish_reason": reason})
+            out_choice = {**choice, "delta": delta, "finish_reason": reason}
+            stop_sequence = matched_stop(self.ctx, choice.get("finish_reason") == STOP_SEQUENCE)
+            if stop_sequence is not None:
+                out_choice[STOP_SEQUENCE_KEY] = stop_sequence
+            out_choices.append(out_choice)
         chunk = {k: v for k, v in data.items() if k != "usage"}
         chunk.update(
             id=self.out.id,

@@ -28,9 +28,10 @@ from typing import Any
 import orjson
 
 from transforms.chunks import SSEEvent, StreamTranslatorBase
-from transforms.common import content_parts, refuse, requires_upstream_url
+from transforms.common import content_parts, matched_stop, refuse, requires_upstream_url
 from transforms.reasoning import reasoning_of
 from transforms.types import (
+    STOP_SEQUENCE_KEY,
     CallContext,
     ErrorInfo,
     Json,
@@ -255,6 +256,12 @@ def finish_reason(details: Any) -> str:
     return _FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
 
 
+def _matched_stop(details: Any, ctx: CallContext) -> str | None:
+    """TGI says a stop sequence ended the text, not which (STOP_SEQUENCE_KEY)."""
+    reason = details.get("finish_reason") if isinstance(details, dict) else None
+    return matched_stop(ctx, reason == "stop_sequence")
+
+
 def parse_response(body: Json, ctx: CallContext) -> Json:
     generation = _generation(body)
     text = strip_echo(generation["generated_text"]).lstrip()
@@ -268,6 +275,9 @@ def parse_response(body: Json, ctx: CallContext) -> Json:
         choice["message"] = {"role": "assistant", "content": text}
     choice["logprobs"] = None
     choice["finish_reason"] = finish_reason(details)
+    stop_sequence = None if completions else _matched_stop(details, ctx)
+    if stop_sequence is not None:
+        choice[STOP_SEQUENCE_KEY] = stop_sequence
     return {
         "id": ("cmpl-" if completions else "chatcmpl-") + ctx.request_id,
         "object": "text_completion" if completions else "chat.completion",
@@ -318,7 +328,7 @@ class Llama2RawStream(StreamTranslatorBase):
 
     def _end(self, details: Any) -> list[bytes]:
         self.usage = usage_of(details, self.ctx.prompt_text, self.text_chars, stream=True)
-        return self.end(finish_reason(details))
+        return self.end(finish_reason(details), _matched_stop(details, self.ctx))
 
 
 def new_stream(ctx: CallContext) -> Llama2RawStream:
