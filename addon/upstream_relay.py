@@ -89,6 +89,9 @@ class UpstreamRelay:
         self._server: asyncio.Server | None = None
         self._starting: asyncio.Task[None] | None = None
         self.only_balanced = False  # ai_proxy_relay=balanced
+        # mitmproxy's upstream: mode sends flows through another proxy, which the relay's own
+        # connections would bypass: plain routes are then left to mitmproxy.
+        self.behind_proxy = False
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -105,6 +108,13 @@ class UpstreamRelay:
     def configure(self, updated: set[str]) -> None:
         if "ai_proxy_relay" in updated:
             self.only_balanced = ctx.options.ai_proxy_relay == "balanced"
+        if "mode" in updated:
+            self.behind_proxy = any(mode.startswith("upstream:") for mode in ctx.options.mode)
+            if self.behind_proxy:
+                logger.warning(
+                    "ai_proxy: upstream proxy mode: plain routes go through it; routes with targets "
+                    "or a balancer reach their providers directly (the upstream relay)"
+                )
         if updated & {"ssl_insecure", "ssl_verify_upstream_trusted_ca"}:
             options = ctx.options
             self.client.tls_settings(not options.ssl_insecure, options.ssl_verify_upstream_trusted_ca)
@@ -144,7 +154,7 @@ class UpstreamRelay:
         if state is None or state.prep is None or state.prep.inspected or state.replayed:
             return
         call = self.balancing.call(flow)
-        if call is None and self.only_balanced:
+        if not self.relays(call):
             return
         if "upgrade" in flow.request.headers:  # WebSockets keep mitmproxy's own upstream connection
             return
@@ -157,6 +167,10 @@ class UpstreamRelay:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.tickets.pop(flow.id, None)
+
+    def relays(self, call: Call | None) -> bool:
+        """Whether a prepared flow's exchange is the relay's: always for a balanced route."""
+        return call is not None or not (self.only_balanced or self.behind_proxy)
 
     # --- the loopback server ---------------------------------------------------------------------
 

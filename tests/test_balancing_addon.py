@@ -177,3 +177,25 @@ def test_upstream_header_fields_for_another_target() -> None:
         (b"anthropic-version", b"2023-06-01"),
         (b"host", b"api.anthropic.com"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "plain_relayed"),
+    [
+        ({}, True),
+        ({"ai_proxy_relay": "balanced"}, False),
+        ({"mode": ["upstream:http://127.0.0.1:3128"]}, False),  # the relay would bypass that proxy
+        ({"mode": ["regular", "reverse:http://127.0.0.1:1@8081"]}, True),
+    ],
+)
+def test_which_flows_the_relay_takes(options: dict[str, Any], plain_relayed: bool) -> None:
+    from mitmproxy.test import taddons
+
+    from addon.upstream_relay import UpstreamRelay
+
+    gateway = FakeGateway()
+    relay = UpstreamRelay(gateway, Balancing(gateway))
+    with taddons.context(relay) as tctx:
+        tctx.configure(relay, **options)
+        assert relay.relays(None) is plain_relayed
+        assert relay.relays(object()) is True  # type: ignore[arg-type]  # a balanced route's call
