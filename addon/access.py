@@ -56,6 +56,7 @@ class AccessControl:
         self.open_access = False
         self._meters: dict[str, Meter] = {}  # per gateway key name, in memory on this process
         self._loopback: dict[str, bool] = {}  # peer address -> is_loopback: parsing it costs per request
+        self._checked: set[str] = set()  # flows decided from their headers (check_headers)
         gateway.stats.subscribe(self._count_usage)
 
     def load(self, loader: Any) -> None:
@@ -89,12 +90,27 @@ class AccessControl:
         )
 
     def request(self, flow: http.HTTPFlow) -> None:
+        if self._checked and flow.id in self._checked:
+            self._checked.discard(flow.id)
+            return
         if flow.response or flow.error or not flow.live:
             return
+        route = self.gateway.route_for(flow)
+        if route is not None:
+            self._guarded_check(flow, route)
+
+    def check_headers(self, flow: http.HTTPFlow, route: Route) -> None:
+        """For a flow whose body streams upstream as it arrives (addon/streamed_uploads.py): decided
+        from its headers, before anything is sent; the request hook then leaves it alone."""
+        self._checked.add(flow.id)
+        self._guarded_check(flow, route)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._checked.discard(flow.id)
+
+    def _guarded_check(self, flow: http.HTTPFlow, route: Route) -> None:
         try:
-            route = self.gateway.route_for(flow)
-            if route is not None:
-                self._check(flow, route)
+            self._check(flow, route)
         except Exception:
             # Fail closed: a hook that raises would let the flow on to the gateway, which would
             # attach the provider credential to a request nobody admitted.

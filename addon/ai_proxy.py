@@ -37,6 +37,7 @@ from mitmproxy import contentviews  # noqa: E402
 import addon  # noqa: E402
 from addon.access import AccessControl  # noqa: E402
 from addon.balancing import Balancing  # noqa: E402
+from addon.batch_inputs import BatchInputs  # noqa: E402
 from addon.cassettes import Cassettes  # noqa: E402
 from addon.conversation_view import LLMConversationContentview  # noqa: E402
 from addon.flow_masking import FlowMasking  # noqa: E402
@@ -47,6 +48,7 @@ from addon.models import ModelsEndpoint  # noqa: E402
 from addon.prompt_plugins import PromptPluginsAddon  # noqa: E402
 from addon.realtime import RealtimeSessions  # noqa: E402
 from addon.responses_store import ResponseKeeper, ResponseStore, StoredResponses  # noqa: E402
+from addon.streamed_uploads import StreamedUploads  # noqa: E402
 from addon.summary import UsageSummary  # noqa: E402
 from addon.upstream_relay import UpstreamRelay  # noqa: E402
 
@@ -56,6 +58,8 @@ contentviews.add(LLMConversationContentview)
 gateway = AIProxy()
 responses = ResponseStore()
 balancing = Balancing(gateway)
+access = AccessControl(gateway)
+uploads = StreamedUploads(gateway, access)
 # Order is hook order. Access control first: a refused request is answered before the gateway
 # prepares anything. The models endpoint next: it answers GET <prefix>/v1/models before the gateway
 # routes the request. FlowMasking before the gateway: in `error` it must read what was attached before
@@ -68,13 +72,17 @@ balancing = Balancing(gateway)
 # The upstream relay last in `request`: it re-points every prepared flow the cassettes do not replay at
 # its loopback server, which performs the tries; Balancing learns from the answer after the gateway
 # has recorded it.
+# File uploads are prepared from their headers (StreamedUploads.requestheaders, the only such hook) and
+# answered 413 after the gateway when cut; batches naming another provider's model are refused before it.
 addons = [
-    AccessControl(gateway),
+    access,
     ModelsEndpoint(gateway),
     IngressEndpoints(gateway),
     StoredResponses(gateway, responses),
     FlowMasking(gateway),
+    BatchInputs(gateway, uploads),
     gateway,
+    uploads,
     ResponseKeeper(gateway, responses),
     Inspector(gateway),
     PromptPluginsAddon(gateway),

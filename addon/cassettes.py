@@ -149,6 +149,9 @@ class Cassettes:
                 )
                 self.gateway.answer_locally(flow, 501, {"content-type": "application/json"}, body)
             return
+        if state.prep.binary_request or state.prep.binary_response:
+            self._not_recorded(flow, state.prep)
+            return
         try:
             self._replay_or_record(flow, state)
         except Exception:
@@ -162,6 +165,17 @@ class Cassettes:
                     "internal error in the AI gateway (cassettes)", "api_error", "gateway_error"
                 )
                 self.gateway.answer_locally(flow, 500, {"content-type": "application/json"}, body)
+
+    def _not_recorded(self, flow: http.HTTPFlow, prep: Prepared) -> None:
+        """Multipart uploads and binary answers (files, audio) are not recorded: they go live, or
+        in ``none`` (where nothing may reach the upstream) get the miss answer saying so. In ``none``
+        an upload is not streamed (addon/streamed_uploads.py), so it has not gone anywhere yet."""
+        if self.mode != "none":
+            return
+        message = "cassettes do not record multipart uploads or binary answers (files, audio): not replayed"
+        logger.warning(f"ai_proxy route={prep.route.name}: {message}")
+        status, headers, body = miss_answer(client_format(prep), message)
+        self.gateway.answer_locally(flow, status, headers, body)
 
     def _replay_or_record(self, flow: http.HTTPFlow, state: FlowState) -> None:
         prep = state.prep

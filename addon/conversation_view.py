@@ -11,6 +11,7 @@ from __future__ import annotations
 from mitmproxy import contentviews, http
 
 from transforms.conversation import conversation
+from transforms.multipart import is_text_type
 
 _MARKERS = (
     b'"messages"',
@@ -56,6 +57,8 @@ class LLMConversationContentview(contentviews.Contentview):
         return "\n".join(lines)
 
     def render_priority(self, data: bytes, metadata: contentviews.Metadata) -> float:
+        if not is_text_type(metadata.content_type or ""):
+            return -1  # multipart uploads, audio, file contents: no conversation, never decoded
         flow = metadata.flow
         ai = flow.metadata.get("ai_proxy") if flow is not None else None
         gateway_flow = isinstance(ai, dict) and isinstance(flow, http.HTTPFlow)

@@ -28,7 +28,7 @@ from transforms.errors import GatewayError, error_body
 from transforms.ingress import IngressStream, client_error
 from transforms.native import usage_reader
 from transforms.pipeline import Prepared
-from transforms.stream import ObservedStream, OpenAIStream
+from transforms.stream import ObservedStream, OpenAIStream, PassedBytes
 from transforms.types import Inbound, StreamTranslator, Upstream, Usage
 
 logger = logging.getLogger("ai_proxy")
@@ -79,6 +79,8 @@ def ai_metadata(flow: http.HTTPFlow) -> dict[str, Any]:
 def stream_translator(prep: Prepared) -> StreamTranslator:
     """Translated routes get their provider's translator; passthrough bytes are only observed, by the
     provider's own reader where it has one (native formats), else as OpenAI SSE."""
+    if prep.binary_response:
+        return PassedBytes()
     native = prep.native
     reader = usage_reader(native.format, native.operation) if native is not None else None
     if reader is not None:  # native operations the chat translator does not read
@@ -114,13 +116,15 @@ def inbound_from(flow: http.HTTPFlow, host: str) -> Inbound:
     )
 
 
-def apply_upstream(req: http.Request, up: Upstream) -> None:
+def apply_upstream(req: http.Request, up: Upstream, with_body: bool = True) -> None:
     """Point the request at the provider, in one pass over the headers (the Host header and the
-    body's length included) instead of one mitmproxy header operation per change."""
+    body's length included) instead of one mitmproxy header operation per change. Without
+    ``with_body`` the client's body streams on as it arrives, with its own length headers."""
     body = up.body
     changes: dict[str, str | None] = dict.fromkeys((*up.remove_headers, "host"))
     changes.update(up.set_headers)
-    changes["content-length"] = str(len(body))
+    if with_body:
+        changes["content-length"] = str(len(body))
     set_headers(req, changes)
     req.method = up.method
     req.data.scheme = up.scheme.encode()
@@ -128,7 +132,8 @@ def apply_upstream(req: http.Request, up: Upstream) -> None:
     req.data.port = up.port
     req.data.path = up.target.encode()
     req.host_header = url.hostport(up.scheme, up.host, up.port)  # Host (HTTP/1) or :authority (HTTP/2)
-    req.raw_content = body
+    if with_body:
+        req.raw_content = body
 
 
 def point_at_loopback(req: http.Request, port: int, header: str, ticket: str) -> None:
@@ -228,8 +233,8 @@ def call_facts(
         stream=state.translator is not None,
         status=status,
         time_to_first_token_ms=ttft,
-        request_payload=prep.upstream.body,
-        response_payload=response_body,
+        request_payload=None if prep.binary_request else prep.upstream.body,  # never decoded as text
+        response_payload=None if prep.binary_response else response_body,
         secrets=prep.secrets,
         consumer=flow.metadata.get(CONSUMER_METADATA),
         error="; ".join(e for e in (prep.error, state.error, state.failure, state.cut, error) if e) or None,
@@ -247,7 +252,7 @@ def translated_stream(state: FlowState, translator: StreamTranslator) -> Callabl
     one write to the client; a translator that fails ends the stream with an error event."""
     prep = state.prep
     assert prep is not None
-    keep_payload = state.route.logging.log_payloads
+    keep_payload = state.route.logging.log_payloads and not prep.binary_response
     route_name = state.route.name
 
     def on_chunk(data: bytes) -> list[bytes]:

@@ -211,6 +211,8 @@ class AIProxy:
             return
         if flow.is_replay == "request" and "masked" in flow.metadata.get("ai_proxy", {}):
             return  # a provider request the gateway made, replayed as stored (FlowMasking re-attached)
+        if flow.id in self._live:
+            return  # prepared from its headers, its body already streamed upstream (adopt)
         started = time.perf_counter()
         # pretty_host costs more than the rest of matching: only routes that match on host need it.
         host = flow.request.pretty_host if self._match_hosts else ""
@@ -430,11 +432,13 @@ class AIProxy:
         assert prep is not None and flow.response is not None
         translator = stream_translator(prep)
         state.translator = translator
-        changes: dict[str, str | None] = {"content-length": None}
+        changes: dict[str, str | None] = {}
+        if not prep.binary_response:  # a binary answer keeps its bytes, so its length holds
+            changes["content-length"] = None
+            if flow.request.http_version.startswith("HTTP/1"):
+                changes["transfer-encoding"] = "chunked"
         if not prep.passthrough:
             changes["content-type"] = "text/event-stream"
-        if flow.request.http_version.startswith("HTTP/1"):
-            changes["transfer-encoding"] = "chunked"
         if state.route.model_name_header:
             changes[MODEL_HEADER] = header_value(f"{state.route.provider}/{prep.request_model}")
         changes[OVERHEAD_HEADER] = f"{state.overhead * 1000:.3f}"
@@ -445,7 +449,7 @@ class AIProxy:
         translator = state.translator
         assert translator is not None and state.prep is not None and flow.response is not None
         usage = translator.usage
-        if usage is None:
+        if usage is None and not state.prep.usage_only:
             usage = estimate_usage(state.prep.prompt_text, translator.text_chars)
         body = b"".join(state.streamed) if state.streamed else None
         transcript = assembled(translator, usage)
@@ -468,6 +472,8 @@ class AIProxy:
         route, prep = state.route, state.prep
         if prep is None or not prep.metered or not route.logging.log_statistics:
             return
+        if prep.usage_only and (usage is None or not usage.total_tokens):
+            return  # audio: recorded only where the provider reports usage
         record = build_record(call_facts(flow, state, usage, response_model, status, response_body, error))
         ai_metadata(flow).update(record)
         self.stats.emit(record)
@@ -477,6 +483,17 @@ class AIProxy:
     def flow_state(self, flow: http.HTTPFlow) -> FlowState | None:
         """The gateway's state of a flow it prepared, between its request and response hooks."""
         return self._live.get(flow.id)
+
+    def adopt(self, flow: http.HTTPFlow, prep: Prepared) -> FlowState:
+        """Take on a flow another addon prepared from its headers alone, whose body streams upstream
+        as it arrives (addon/streamed_uploads.py): the request hook leaves it alone, the answer is
+        handled as any prepared flow's."""
+        state = FlowState(prep.route, prep, sent_at=time.time())
+        self._live[flow.id] = state
+        return state
+
+    def next_id(self) -> str:
+        return self._next_id()
 
     def answer_locally(self, flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes) -> None:
         """Answer a prepared flow without going upstream and without translating the answer (it is

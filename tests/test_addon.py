@@ -180,8 +180,9 @@ def test_script_loads_our_packages_even_when_foreign_ones_exist(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (
-        "AccessControl ModelsEndpoint IngressEndpoints StoredResponses FlowMasking AIProxy ResponseKeeper "
-        "Inspector PromptPluginsAddon Cassettes RealtimeSessions UpstreamRelay Balancing UsageSummary"
+        "AccessControl ModelsEndpoint IngressEndpoints StoredResponses FlowMasking BatchInputs AIProxy "
+        "StreamedUploads ResponseKeeper Inspector PromptPluginsAddon Cassettes RealtimeSessions UpstreamRelay "
+        "Balancing UsageSummary"
     )
 
 
@@ -202,7 +203,9 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
             "IngressEndpoints",
             "StoredResponses",
             "FlowMasking",
+            "BatchInputs",
             "AIProxy",
+            "StreamedUploads",
             "ResponseKeeper",
             "Inspector",
             "PromptPluginsAddon",
@@ -213,12 +216,14 @@ def test_script_reload_gives_fresh_modules_and_addons(tmp_path):
             "UsageSummary",
         ], names
         assert not set(map(id, second.addons)) & set(map(id, first.addons))
-        assert second.addons[1].gateway is second.addons[5]
-        assert second.addons[6].gateway is second.addons[5]
-        assert second.addons[5].plugins is second.addons[8]
-        assert second.addons[9].gateway is second.addons[5]
-        assert second.addons[10].gateway is second.addons[5]
-        assert second.addons[3].store is second.addons[6].store
+        assert second.addons[1].gateway is second.addons[6]
+        assert second.addons[8].gateway is second.addons[6]
+        assert second.addons[6].plugins is second.addons[10]
+        assert second.addons[11].gateway is second.addons[6]
+        assert second.addons[12].gateway is second.addons[6]
+        assert second.addons[3].store is second.addons[8].store
+        assert second.addons[7].access is second.addons[0]
+        assert second.addons[5].gateway is second.addons[7].gateway is second.addons[6]
         assert sys.path.count({str(ROOT)!r}) == 1
         print("ok")
         """

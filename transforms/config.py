@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from transforms.api_route_types import OPENAI_API_COLLECTIONS, OpenAIApiRouteType, openai_api_route_problem
 from transforms.plugins.prompt_template import parse_template
 from transforms.plugins.regex import compile_pattern
 
@@ -37,20 +38,23 @@ Provider = Literal[
     "huggingface",
     "ollama",
 ]
-RouteType = Literal[
-    "llm/v1/chat",
-    "llm/v1/completions",
-    "llm/v1/embeddings",
-    "llm/v1/responses",
-    "preserve",
-    "image/v1/images/generations",
-    "image/v1/images/edits",
-    "realtime/v1/realtime",
-]
+RouteType = (
+    Literal[
+        "llm/v1/chat",
+        "llm/v1/completions",
+        "llm/v1/embeddings",
+        "llm/v1/responses",
+        "preserve",
+        "image/v1/images/generations",
+        "image/v1/images/edits",
+        "realtime/v1/realtime",
+    ]
+    | OpenAIApiRouteType
+)
 REALTIME = "realtime/v1/realtime"
 # REST route types: ``match.path`` names the collection, and the route serves what lies below it too
 # (``<path>/{id}``, ``<path>/{id}/cancel``...).
-REST_ROUTE_TYPES = frozenset({"llm/v1/responses"})
+REST_ROUTE_TYPES = frozenset({"llm/v1/responses", *OPENAI_API_COLLECTIONS})
 LlmFormat = Literal["openai", "anthropic", "gemini", "bedrock", "cohere", "huggingface"]
 # llm_format values any provider serves, translated to and from the chat form (transforms/ingress).
 CLIENT_FORMATS = frozenset({"anthropic"})
@@ -510,6 +514,9 @@ class Route(_Strict):
             raise ValueError(
                 "'model.options.upstream_url' can be ws(s):// only on realtime/v1/realtime routes"
             )
+        problem = openai_api_route_problem(self.route_type, provider, self.auth.param_location)
+        if problem:
+            raise ValueError(problem)
         if provider in ("bedrock", "gemini") and self.auth.allow_override:
             raise ValueError("bedrock and gemini only support auth.allow_override = false")
         if self.llm_format != "openai":

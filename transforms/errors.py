@@ -45,6 +45,12 @@ class GatewayError(Exception):
         return error_body(self.message, self.error_type, self.code, self.param)
 
 
+def body_too_large(limit: int, size: int | None = None) -> GatewayError:
+    """A request body over the route's ``max_request_body_size`` (``size``: its length, when known)."""
+    what = f"request body of {size} bytes" if size is not None else "request body"
+    return GatewayError(413, f"{what} exceeds max_request_body_size ({limit})", "request_too_large")
+
+
 def bad_request(message: str, code: str = "invalid_request") -> GatewayError:
     return GatewayError(400, message, code)
 

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import orjson
 
 from transforms.auth import CREDENTIAL_HEADERS, AuthResult
+from transforms.multipart import is_text_type
 from transforms.types import Inbound, Upstream
 
 CLIENT_MARKER = "[ai-proxy: client credential]"
@@ -110,13 +111,15 @@ def client_request(inbound: Inbound, limit: int = CLIENT_REQUEST_BODY_LIMIT) -> 
     masked_headers = set(mask.headers)
     query = mask_query(inbound.query, mask)
     body = inbound.body
+    if not is_text_type(inbound.headers.get("content-type", "")):
+        body = b""  # multipart and binary bodies are never decoded as text (body_size says how big)
     return {
         "method": inbound.method,
         "host": inbound.host,
         "path": inbound.path + (f"?{urlencode(query)}" if query else ""),
         "headers": [[k, mask.marker if k in masked_headers else v] for k, v in inbound.headers.items()],
         "body": body[:limit].decode("utf-8", "replace"),
-        "body_size": len(body),
+        "body_size": len(inbound.body),
         "truncated": len(body) > limit,
     }
 

@@ -61,6 +61,18 @@ def _responses(body: Any, headers: Headers) -> Usage | None:
     return responses_usage(body.get("usage")) if isinstance(body, dict) else None
 
 
+def audio_usage(usage: Any) -> Usage | None:
+    """The audio APIs' token ``usage`` (transcriptions of gpt-4o-transcribe, speech events); a
+    ``duration`` usage (whisper-1: seconds of audio) carries no tokens and gives None."""
+    if not isinstance(usage, dict) or usage.get("type", "tokens") != "tokens" or "input_tokens" not in usage:
+        return None
+    return _usage(_int(usage.get("input_tokens")), _int(usage.get("output_tokens")))
+
+
+def _audio(body: Any, headers: Headers) -> Usage | None:
+    return audio_usage(body.get("usage")) if isinstance(body, dict) else None
+
+
 def _anthropic(body: Any, headers: Headers) -> Usage | None:
     return anthropic.usage_of(body)
 
@@ -179,6 +191,8 @@ _OPENAI_READERS: Mapping[str, Reader] = {
     "completions": _openai,
     "embeddings": _openai,
     "responses": _responses,
+    "transcription": _audio,
+    "speech": _audio,
 }
 READERS: Mapping[tuple[str, str], Reader] = {
     **{(fmt, op): reader for fmt in ("openai", "azure", "mistral") for op, reader in _OPENAI_READERS.items()},
@@ -289,6 +303,17 @@ def _on_image_event(reader: UsageReader, event: Any) -> None:
         reader.usage = image_usage(event) or reader.usage
 
 
+_AUDIO_OPERATIONS = ("transcription", "speech")
+
+
+def _on_audio_event(reader: UsageReader, event: Any) -> None:
+    # transcript.text.done and speech.audio.done carry the usage of a streamed audio call.
+    if isinstance(event, dict) and str(event.get("type", "")).endswith(".done"):
+        usage = audio_usage(event.get("usage"))
+        if usage is not None:
+            reader.usage = usage
+
+
 def _on_invoke_chunk(reader: UsageReader, event: Any) -> None:
     if not isinstance(event, dict):
         return
@@ -317,6 +342,7 @@ def _on_tgi_event(reader: UsageReader, event: Any) -> None:
 STREAM_READERS: Mapping[tuple[str, str], tuple[str, Callable[[UsageReader, Any], None]]] = {
     **{(fmt, "responses"): ("sse", _on_responses_event) for fmt in ("openai", "azure", "mistral")},
     **{(fmt, IMAGES): ("sse", _on_image_event) for fmt in ("openai", "azure")},
+    **{(fmt, op): ("sse", _on_audio_event) for fmt in ("openai", "azure") for op in _AUDIO_OPERATIONS},
     ("bedrock", "invoke-with-response-stream"): ("eventstream", _on_invoke_chunk),
     ("cohere", "chat_v1"): ("ndjson", _on_cohere_v1_event),
     ("huggingface", "generate"): ("sse", _on_tgi_event),

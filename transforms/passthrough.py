@@ -136,8 +136,8 @@ def _prepare_responses(
     if create:
         payload = _encode({**body, **auth.body_params})
     client_query = dict(inbound.query)
-    scheme, host, port, path, query = _responses_target(
-        spec, route, model, rest.rstrip("/"), env, client_query.get("api-version")
+    scheme, host, port, path, query = collection_target(
+        spec, route, model, "responses", rest.rstrip("/"), env, client_query.get("api-version")
     )
     dropped = {route.auth.param_name, "api-version"} if route.auth.param_name else {"api-version"}
     query = [*query, *((k, v) for k, v in inbound.query if k not in dropped), *auth.query.items()]
@@ -161,33 +161,42 @@ def _prepare_responses(
     )
 
 
-def _responses_target(
+def collection_target(
     spec: ProviderSpec,
     route: Route,
     model: str,
+    collection: str,
     rest: str,
     env: Mapping[str, str],
     client_version: str | None,
+    deployment_scoped: bool = False,
 ) -> tuple[str, str, int, str, list[tuple[str, str]]]:
-    """``rest`` is what follows the collection (``/{id}/cancel``). OpenAI: ``/v1/responses``.
-    Azure: ``azure_api_version: preview`` gives the v1 path ``/openai/v1/responses``; a dated
-    version ``/openai/responses``, with the version in ``api-version`` (a client's own wins)."""
+    """Where a call to one of OpenAI's own APIs goes (``collection``: ``responses``, ``files``,
+    ``audio/speech``...; ``rest``: what follows it, ``/{id}/cancel``). OpenAI: ``/v1/<collection>``.
+    Azure: ``azure_api_version: preview`` gives the v1 path ``/openai/v1/<collection>``; a dated
+    version ``/openai/<collection>`` (``/openai/deployments/{deployment}/<collection>`` for the
+    ``deployment_scoped`` ones, audio), with the version in ``api-version`` (a client's own wins)."""
     opts = route.model.options
     query: list[tuple[str, str]] = []
     if route.provider == "azure":
         version = opts.azure_api_version or "preview"
-        collection = "/openai/v1/responses" if version == "preview" else "/openai/responses"
+        if version == "preview":
+            path = f"/openai/v1/{collection}"
+        elif deployment_scoped:
+            path = f"/openai/deployments/{opts.azure_deployment_id}/{collection}"
+        else:
+            path = f"/openai/{collection}"
         query.append(("api-version", client_version or version))
     else:
-        collection = "/v1/responses"
+        path = f"/v1/{collection}"
     if opts.upstream_url:
-        scheme, host, port, path, extra = _split_origin(opts.upstream_url)
-        if path and path != "/":  # Kong's rule: a URL with a path names the collection itself
-            collection = path.rstrip("/")
+        scheme, host, port, url_path, extra = _split_origin(opts.upstream_url)
+        if url_path and url_path != "/":  # Kong's rule: a URL with a path names the collection itself
+            path = url_path.rstrip("/")
     else:
         scheme, host, port, prefix, extra = _split_origin(spec.base_url(opts, model, env))
-        collection = prefix.rstrip("/") + collection
-    return scheme, host, port, collection + rest, [*extra, *query]
+        path = prefix.rstrip("/") + path
+    return scheme, host, port, path + rest, [*extra, *query]
 
 
 def _native_context(route: Route, model: str, stream: bool, now: int) -> CallContext:

@@ -14,13 +14,15 @@ from typing import Any
 
 import orjson
 
+from transforms.api_route_types import OPENAI_API_ROUTE_TYPES
 from transforms.auth import apply_auth
 from transforms.config import REALTIME, ModelOptions, Route
-from transforms.errors import GatewayError, bad_request, error_body, error_type_for
+from transforms.errors import GatewayError, bad_request, body_too_large, error_body, error_type_for
 from transforms.image_fields import IMAGE_EDITS, IMAGE_GENERATIONS
 from transforms.images import prepare_images
 from transforms.ingress import COUNT, CREATE, RESPONSES, Ingress, ingress_for, provider_counts
 from transforms.masking import attached_credentials
+from transforms.openai_apis import prepare_openai_api
 from transforms.passthrough import (
     _native_answer,
     _passthrough_answer,
@@ -84,6 +86,7 @@ _OWN_PATHS: Mapping[str, Callable[..., Prepared]] = {
     IMAGE_GENERATIONS: prepare_images,
     IMAGE_EDITS: prepare_images,
     REALTIME: prepare_realtime,
+    **dict.fromkeys(OPENAI_API_ROUTE_TYPES, prepare_openai_api),  # files, batches, assistants, audio
 }
 # Headers of a client format that mean nothing to the provider its request is translated for.
 _CLIENT_FORMAT_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -107,16 +110,12 @@ def prepare(
     credentials = credentials or {}
     limit = route.max_request_body_size
     if limit and len(inbound.body) > limit:
-        raise GatewayError(
-            413,
-            f"request body of {len(inbound.body)} bytes exceeds max_request_body_size ({limit})",
-            "request_too_large",
-        )
+        raise body_too_large(limit, len(inbound.body))
     spec = spec_for(route)
     if spec is None:
         raise bad_request(f"no transformer for {route.provider}://{route.route_type}", "unsupported_provider")
     own_path = _OWN_PATHS.get(route.route_type)
-    if own_path is not None:  # route types that are no chat call (images, realtime)
+    if own_path is not None:  # route types that are no chat call (images, realtime, OpenAI's own APIs)
         return own_path(route, spec, inbound, env, credentials, now, request_id)
     ingress = ingress_for(route)
     if route.route_type == "preserve" or (route.llm_format != "openai" and ingress is None):

@@ -62,6 +62,12 @@ class Prepared:
     # Plain JSON-able facts the gateway puts in flow.metadata["ai_proxy"] for the addons that act
     # on the flow later (a realtime session's route and model: addon/realtime.py).
     flow_metadata: Mapping[str, Any] = field(default_factory=dict)
+    # Recorded only when the answer reports usage (audio: seed 002 gives it no statistics otherwise).
+    usage_only: bool = False
+    # Bodies that are not text (multipart uploads, audio, file contents): never decoded, logged as
+    # payload or recorded; a binary answer streams as it arrives, its bytes and length untouched.
+    binary_request: bool = False
+    binary_response: bool = False
 
 
 @dataclass(slots=True)

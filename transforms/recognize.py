@@ -159,13 +159,16 @@ def _openai_operation(path: str) -> str | None:
     return None
 
 
-_RESPONSES_COLLECTION = re.compile(r"/responses(?=/|$)")
-
-
 def responses_operation(path: str) -> tuple[str, bool] | None:
-    """A Responses API path: (what follows the collection, e.g. ``/{id}/cancel``; True when that
-    is nothing, the create call), or None when the path has no ``/responses`` collection."""
-    found = _RESPONSES_COLLECTION.search(path)
+    """A Responses API path: see ``collection_operation``."""
+    return collection_operation(path, "responses")
+
+
+def collection_operation(path: str, collection: str) -> tuple[str, bool] | None:
+    """A path in a REST collection of OpenAI's (``responses``, ``files``, ``threads``...): (what
+    follows the collection, e.g. ``/{id}/cancel``; True when that is nothing, the collection itself),
+    or None when the path has no such collection."""
+    found = re.search(rf"/{re.escape(collection)}(?=/|$)", path)
     if found is None:
         return None
     rest = path[found.end() :]

@@ -268,3 +268,18 @@ class OpenAIStream:
                 self.tally.add(text)
             self.transcript.openai_delta(choice)
         return data
+
+
+class PassedBytes:
+    """A binary answer (audio, a file's content): every chunk goes on as it came, never read."""
+
+    usage: Usage | None = None
+    response_model: str | None = None
+    error: str | None = None
+    text_chars = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        return [chunk] if chunk else []
+
+    def finish(self) -> list[bytes]:
+        return []
