@@ -26,6 +26,7 @@ from addon.stats import (
 from transforms.config import Route
 from transforms.errors import GatewayError, error_body
 from transforms.ingress import IngressStream, client_error
+from transforms.multipart import is_text_type
 from transforms.native import usage_reader
 from transforms.pipeline import Prepared
 from transforms.stream import ObservedStream, OpenAIStream, PassedBytes
@@ -233,8 +234,8 @@ def call_facts(
         stream=state.translator is not None,
         status=status,
         time_to_first_token_ms=ttft,
-        request_payload=None if prep.binary_request else prep.upstream.body,  # never decoded as text
-        response_payload=None if prep.binary_response else response_body,
+        request_payload=prep.upstream.body if logs_text(route, prep.binary_request, flow.request) else None,
+        response_payload=response_body if logs_text(route, prep.binary_response, resp) else None,
         secrets=prep.secrets,
         consumer=flow.metadata.get(CONSUMER_METADATA),
         error="; ".join(e for e in (prep.error, state.error, state.failure, state.cut, error) if e) or None,
@@ -245,6 +246,14 @@ def call_facts(
         retries=state.retries,
         fallbacks=state.fallbacks,
     )
+
+
+def logs_text(route: Route, binary: bool, message: http.Message | None) -> bool:
+    """Whether a body goes into the payload log: only text (a multipart upload or audio passed
+    through any route, preserve included, is never decoded as text)."""
+    if not route.logging.log_payloads or binary or message is None:
+        return False
+    return is_text_type(message.headers.get("content-type", ""))
 
 
 def translated_stream(state: FlowState, translator: StreamTranslator) -> Callable[[bytes], list[bytes]]:

@@ -309,3 +309,90 @@ def test_cassettes_skip_uploads_and_downloads(gateway, fake: FakeOpenAI, tmp_pat
     with pytest.raises(openai.BadRequestError, match="cassettes do not record multipart uploads"):
         client.files.content(created.id)
     assert fake.seen == []
+
+
+LIMITED = [
+    ("llm/v1/chat", "/c/v1/chat/completions", "application/json"),
+    ("llm/v1/completions", "/c/v1/completions", "application/json"),
+    ("llm/v1/embeddings", "/c/v1/embeddings", "application/json"),
+    ("llm/v1/responses", "/c/v1/responses", "application/json"),
+    ("llm/v1/files", "/c/v1/files", "multipart/form-data; boundary=b"),
+    ("llm/v1/batches", "/c/v1/batches", "application/json"),
+    ("llm/v1/assistants", "/c/v1/assistants", "application/json"),
+    ("llm/v1/assistants", "/c/x/v1/threads", "application/json"),
+    ("audio/v1/audio/speech", "/c/v1/audio/speech", "application/json"),
+    ("audio/v1/audio/transcriptions", "/c/v1/audio/transcriptions", "multipart/form-data; boundary=b"),
+    ("audio/v1/audio/translations", "/c/v1/audio/translations", "multipart/form-data; boundary=b"),
+    ("preserve", "/c/preserve/*", "multipart/form-data; boundary=b"),
+]
+
+
+SMALL = {
+    "llm/v1/chat": b'{"messages": [{"role": "user", "content": "x"}]}',
+    "llm/v1/completions": b'{"prompt": "x"}',
+    "audio/v1/audio/speech": b'{"input": "x", "voice": "alloy"}',
+}
+
+
+@pytest.mark.parametrize(("route_type", "path", "ctype"), LIMITED)
+def test_every_route_type_answers_413_past_its_limit(
+    gateway, fake: FakeOpenAI, route_type: str, path: str, ctype: str
+) -> None:
+    """``max_request_body_size`` holds on every route type, multipart included: a 413 in OpenAI's shape
+    and nothing sent upstream; a body within the limit goes on."""
+    gw = gateway(
+        [
+            {
+                "name": f"limited-{i}",
+                "match": {"path": p},
+                "route_type": t,
+                "max_request_body_size": 300,
+                "model": {"provider": "openai", "name": "gpt-4o", "options": {"upstream_url": fake.url}},
+            }
+            for i, (t, p, _) in enumerate(LIMITED)
+        ]
+    )
+    if ctype.startswith("multipart"):
+        body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n' + b"\x00\xff" * 200
+        body += b"\r\n--b--\r\n"
+    else:
+        body = b'{"model": "gpt-4o", "input": "' + b"x" * 400 + b'"}'
+    url = gw.url + path.replace("/*", "/v1/images/edits")
+    answer = httpx.post(url, content=body, headers={"content-type": ctype})
+    assert answer.status_code == 413, answer.text
+    assert answer.json() == {
+        "error": {
+            "message": f"request body of {len(body)} bytes exceeds max_request_body_size (300)",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "request_too_large",
+        }
+    }
+    assert fake.seen == []
+    small = SMALL.get(route_type, b'{"model": "gpt-4o", "input": "x"}')
+    if ctype.startswith("multipart"):
+        small = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nxy\r\n--b--\r\n'
+    httpx.post(url, content=small, headers={"content-type": ctype})
+    assert len(fake.seen) == 1  # within the limit: forwarded (whatever the fake makes of it)
+
+
+def test_payload_logs_never_hold_binary_bodies(gateway, fake: FakeOpenAI) -> None:
+    """A preserve route passing a multipart upload and its binary answer records no payload text."""
+    gw = gateway(
+        [
+            {
+                "name": "raw",
+                "match": {"path": "/raw/*"},
+                "route_type": "preserve",
+                "logging": {"log_statistics": True, "log_payloads": True},
+                "model": {"provider": "openai", "name": "gpt-4o", "options": {"upstream_url": fake.url}},
+            }
+        ]
+    )
+    client = openai.OpenAI(base_url=gw.url + "/raw/v1", api_key="k", max_retries=0)
+    created = client.files.create(file=("a.bin", b"\x00\xff" * 100), purpose="batch")
+    assert client.files.content(created.id).content == b"\x00\xff" * 100
+    upload, download = (r["ai"]["proxy"]["payload"] for r in gw.wait_records(2))
+    assert upload["request"] is None  # the multipart upload
+    assert orjson.loads(upload["response"])["id"] == created.id  # its JSON answer is text
+    assert download == {"request": "", "response": None}  # the file's bytes are not
