@@ -396,3 +396,21 @@ def test_payload_logs_never_hold_binary_bodies(gateway, fake: FakeOpenAI) -> Non
     assert upload["request"] is None  # the multipart upload
     assert orjson.loads(upload["response"])["id"] == created.id  # its JSON answer is text
     assert download == {"request": "", "response": None}  # the file's bytes are not
+
+
+def test_uploads_are_admitted_from_their_headers_once(gateway, fake: FakeOpenAI) -> None:
+    """Gateway keys hold on streamed uploads: decided before any byte goes upstream, counted once,
+    the gateway key never forwarded."""
+    keys = [{"name": "team", "key": "gw-team-key-1", "limits": {"requests_per_minute": 2}}]
+    gw = gateway(files_routes(fake), gateway_keys=keys)
+    anonymous = openai.OpenAI(base_url=gw.url + "/openai/v1", api_key="not-a-gateway-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.files.create(file=("a.jsonl", b"{}\n"), purpose="batch")
+    assert fake.seen == []
+    team = openai.OpenAI(base_url=gw.url + "/openai/v1", api_key="gw-team-key-1", max_retries=0)
+    for _ in range(2):
+        team.files.create(file=("a.jsonl", b"{}\n"), purpose="batch")
+    assert [s.headers["authorization"] for s in fake.seen] == [f"Bearer {KEY}"] * 2
+    with pytest.raises(openai.RateLimitError):  # two admitted: the third in the minute is refused
+        team.files.create(file=("a.jsonl", b"{}\n"), purpose="batch")
+    assert len(fake.seen) == 2
