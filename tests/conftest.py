@@ -157,6 +157,23 @@ def _fresh_emulator(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
+def _fake_openai() -> Iterator[Any]:
+    from fake_openai import FakeOpenAI
+
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_openai(_fake_openai: Any) -> Any:
+    """A fake OpenAI upstream for the files, batches, assistants and audio APIs (tests/fake_openai.py),
+    emptied for each test."""
+    _fake_openai.reset()
+    return _fake_openai
+
+
+@pytest.fixture(scope="session")
 def _gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Gateway]]:
     running: dict[str, Gateway] = {}
     yield running

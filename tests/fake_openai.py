@@ -95,6 +95,7 @@ class FakeOpenAI:
         self.files.clear()
         self.contents.clear()
         self.transcription.clear()
+        self.ids = itertools.count(1)
 
     def last(self) -> Seen:
         return self.seen[-1]
@@ -124,12 +125,12 @@ class FakeOpenAI:
     def _files(self, method: str, rest: list[str], seen: Seen, query: dict[str, str]) -> tuple[int, str, Any]:
         if method == "POST" and not rest:
             if seen.body is None:  # a big upload: described by its size and hash
-                file_id = f"file-{next(self.ids)}"
+                file_id = f"file-{next(self.ids):04d}"
                 obj = {"id": file_id, "bytes": seen.size, "filename": "big.bin", "purpose": "batch"}
             else:
                 form = seen.form()
                 filename, _, data = form["file"]
-                file_id = f"file-{next(self.ids)}"
+                file_id = f"file-{next(self.ids):04d}"
                 obj = {"id": file_id, "bytes": len(data), "filename": filename, "purpose": form["purpose"]}
                 self.contents[file_id] = data
             obj.update(object="file", created_at=1700000000, status="processed")

@@ -4,7 +4,6 @@ real mitmdump, with the openai SDK, against a local fake OpenAI (tests/fake_open
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import openai
 import pytest
@@ -14,16 +13,9 @@ KEY = "sk-audio-secret-4242"
 WAV = b"RIFF\x00\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8 + b"\r\n--boundary-lookalike\r\n"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fake: FakeOpenAI) -> None:
-    fake.reset()
+@pytest.fixture
+def fake(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    return fake_openai
 
 
 def routes(fake: FakeOpenAI) -> list[dict]:

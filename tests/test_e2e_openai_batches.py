@@ -3,8 +3,6 @@ mitmdump, with the openai SDK, against a local fake OpenAI (tests/fake_openai.py
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
 import orjson
 import pytest
@@ -13,16 +11,9 @@ from fake_openai import FakeOpenAI
 KEY = "sk-batch-secret-9876"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fake: FakeOpenAI) -> None:
-    fake.reset()
+@pytest.fixture
+def fake(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    return fake_openai
 
 
 def options(fake: FakeOpenAI, provider: str) -> dict:

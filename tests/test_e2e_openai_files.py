@@ -23,16 +23,9 @@ KEY = "sk-files-secret-1234"
 BIG = 200 * 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fake: FakeOpenAI) -> None:
-    fake.reset()
+@pytest.fixture
+def fake(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    return fake_openai
 
 
 def files_routes(fake: FakeOpenAI, limit: int = 300 << 20) -> list[dict]:
