@@ -23,7 +23,8 @@ from mitmproxy import ctx, http
 from addon.access import AccessControl
 from addon.flows import FlowState, answer_error, apply_upstream, inbound_from
 from addon.gateway import AIProxy
-from transforms.config import Route
+from transforms.api_route_types import FILES
+from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError, body_too_large
 from transforms.multipart import boundary_of
 from transforms.openai_apis import prepare_openai_api, streams_request_body
@@ -42,10 +43,19 @@ class StreamedUploads:
         self.uploads: dict[str, tuple[UploadWatch, Route]] = {}
         # Told of every upload that streamed through and was answered (the answer is in flow.response).
         self.listeners: list[UploadListener] = []
+        self._config: GatewayConfig | None = None
+        self._any_files_route = False  # of self._config: most configs have none, and pay nothing
+
+    def _serves_uploads(self) -> bool:
+        config = self.gateway.config
+        if config is not self._config:
+            self._config = config
+            self._any_files_route = any(route.route_type == FILES for route in config.routes)
+        return self._any_files_route
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        if flow.response or flow.error or not flow.live or req.method != "POST":
+        if req.method != "POST" or not self._serves_uploads() or flow.response or flow.error or not flow.live:
             return
         route = self.gateway.route_for(flow)
         if route is None:
@@ -82,6 +92,8 @@ class StreamedUploads:
             answer_error(flow, GatewayError(500, message, "gateway_error"), route)
 
     def response(self, flow: http.HTTPFlow) -> None:
+        if not self.uploads:
+            return
         found = self.uploads.pop(flow.id, None)
         if found is None or flow.response is None:
             return

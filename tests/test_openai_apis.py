@@ -389,3 +389,19 @@ def test_binary_bodies_are_never_decoded_for_the_flow_record_or_the_view() -> No
         assert view.render_priority(BODY, meta) == -1
     meta = contentviews.Metadata(content_type="application/json", flow=flow, http_message=flow.request)
     assert view.render_priority(b"{}", meta) == 2
+
+
+def test_streaming_denied_on_runs_and_transcriptions() -> None:
+    ctype = f"multipart/form-data; boundary={BOUNDARY.decode()}"
+    body = form(("model", b"gpt-4o-transcribe", None), ("stream", b"true", None), ("file", b"\x00", "a.wav"))
+    allowed = route("audio/v1/audio/transcriptions")
+    prep = prepare_openai_api(allowed, spec_for(allowed), inbound("POST", "/t", body, ctype), {}, {}, 0)
+    assert prep.stream and prep.usage_only and prep.binary_request and not prep.binary_response
+    assert prep.upstream.set_headers["accept-encoding"] == "identity"
+    denied = route("audio/v1/audio/transcriptions", response_streaming="deny")
+    with pytest.raises(GatewayError, match="response streaming is not enabled for this LLM"):
+        prepare_openai_api(denied, spec_for(denied), inbound("POST", "/t", body, ctype), {}, {}, 0)
+    runs = route("llm/v1/assistants", match={"path": "/a/v1/threads"}, response_streaming="deny")
+    run = inbound("POST", "/a/v1/threads/t1/runs", b'{"assistant_id": "a", "stream": true}')
+    with pytest.raises(GatewayError, match="response streaming is not enabled"):
+        prepare_openai_api(runs, spec_for(runs), run, {}, {}, 0)

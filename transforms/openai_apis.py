@@ -142,14 +142,14 @@ def prepare_openai_api(
             raise bad_request(f"cannot use own model - must be: {route.model.name}", "model_not_allowed")
         model = asked or model
         operation = "transcription"
-        stream = fields.get("stream", "").lower() == "true"
+        stream = _streams(route, fields.get("stream", "").lower() == "true")
     elif route.route_type == ASSISTANTS and inbound.method == "POST" and inbound.body:
         body = parse_json_object(inbound.body)
         creates = call.collection == "assistants" and not call.rest.strip("/")
         if creates or "model" in body:
             model = _model(route, body)
             payload = _encode(body)
-        stream = body.get("stream") is True
+        stream = _streams(route, body.get("stream") is True)
     if route.route_type == ASSISTANTS:
         headers["openai-beta"] = ASSISTANTS_BETA
     if stream and not call.binary_response:
@@ -200,6 +200,13 @@ def _model(route: Route, body: dict[str, Any]) -> str:
         model = _resolve_model(route, body)
     body["model"] = opts.azure_deployment_id if route.provider == "azure" else model
     return model
+
+
+def _streams(route: Route, asked: bool) -> bool:
+    """A client's ``stream: true`` (runs, transcriptions), refused where the route denies streaming."""
+    if asked and route.response_streaming == "deny":
+        raise bad_request("response streaming is not enabled for this LLM", "streaming_disabled")
+    return asked
 
 
 def _form(body: bytes, content_type: str) -> dict[str, str]:
