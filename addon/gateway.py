@@ -484,11 +484,12 @@ class AIProxy:
         """The gateway's state of a flow it prepared, between its request and response hooks."""
         return self._live.get(flow.id)
 
-    def adopt(self, flow: http.HTTPFlow, prep: Prepared) -> FlowState:
+    def adopt(self, flow: http.HTTPFlow, route: Route, prep: Prepared | None = None) -> FlowState:
         """Take on a flow another addon prepared from its headers alone, whose body streams upstream
         as it arrives (addon/streamed_uploads.py): the request hook leaves it alone, the answer is
-        handled as any prepared flow's."""
-        state = FlowState(prep.route, prep, sent_at=time.time())
+        handled as any prepared flow's. Without ``prep`` (a refused upload sent to be discarded) the
+        flow is left alone throughout."""
+        state = FlowState(route, prep, sent_at=time.time())
         self._live[flow.id] = state
         return state
 

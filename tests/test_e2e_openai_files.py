@@ -399,6 +399,12 @@ def test_uploads_are_admitted_from_their_headers_once(gateway, fake: FakeOpenAI)
     anonymous = openai.OpenAI(base_url=gw.url + "/openai/v1", api_key="not-a-gateway-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         anonymous.files.create(file=("a.jsonl", b"{}\n"), purpose="batch")
+    chunked = httpx.post(  # a body of undeclared length is discarded all the same
+        gw.url + "/openai/v1/files",
+        content=iter([b"--b\r\n", b"x" * 100_000, b"\r\n--b--\r\n"]),
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert (chunked.status_code, chunked.json()["error"]["code"]) == (401, "invalid_api_key")
     assert fake.seen == []
     team = openai.OpenAI(base_url=gw.url + "/openai/v1", api_key="gw-team-key-1", max_retries=0)
     for _ in range(2):
@@ -407,3 +413,25 @@ def test_uploads_are_admitted_from_their_headers_once(gateway, fake: FakeOpenAI)
     with pytest.raises(openai.RateLimitError):  # two admitted: the third in the minute is refused
         team.files.create(file=("a.jsonl", b"{}\n"), purpose="batch")
     assert len(fake.seen) == 2
+
+
+def test_a_refused_large_upload_is_discarded_with_flat_memory(gateway, fake: FakeOpenAI) -> None:
+    """An upload refused from its headers (here: its declared length) is read and thrown away on the
+    side, not held in memory, and the client gets the refusal once it has sent its body."""
+    gw = gateway(files_routes(fake))
+    size = 100 * 1024 * 1024
+    httpx.get(gw.url + "/openai/v1/files", timeout=10)  # warm the proxy up before the baseline
+    with Resident(gw.proc.pid) as rss:
+        answer = httpx.post(
+            gw.url + "/small/v1/files",
+            content=pattern_chunks(size),
+            headers={"content-type": "multipart/form-data; boundary=b", "content-length": str(size)},
+            timeout=120,
+        )
+    assert answer.status_code == 413
+    assert (
+        answer.json()["error"]["message"]
+        == f"request body of {size} bytes exceeds max_request_body_size (4096)"
+    )
+    assert [s.method for s in fake.seen] == ["GET"]  # the warm-up only
+    assert rss.growth < FLAT, f"the proxy grew by {rss.growth >> 20} MiB refusing a {size >> 20} MB upload"
