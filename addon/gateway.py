@@ -493,9 +493,6 @@ class AIProxy:
         self._live[flow.id] = state
         return state
 
-    def next_id(self) -> str:
-        return self._next_id()
-
     def answer_locally(self, flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes) -> None:
         """Answer a prepared flow without going upstream and without translating the answer (it is
         already in the client's format); no statistics record, as for a request the gateway refuses."""
