@@ -435,3 +435,39 @@ def test_a_refused_large_upload_is_discarded_with_flat_memory(gateway, fake: Fak
     )
     assert [s.method for s in fake.seen] == ["GET"]  # the warm-up only
     assert rss.growth < FLAT, f"the proxy grew by {rss.growth >> 20} MiB refusing a {size >> 20} MB upload"
+
+
+def test_inspected_uploads_pass_untouched_and_are_not_recorded(fake: FakeOpenAI, tmp_path: Path) -> None:
+    """No route: an upload to a recognised OpenAI host is inspected (not changed) and, being
+    multipart, kept out of cassettes."""
+    from conftest import Gateway
+
+    port = fake.url.rsplit(":", 1)[1]
+    cassettes = tmp_path / "cassettes"
+    cassettes.mkdir()
+    extra = [
+        "--set",
+        f"confdir={tmp_path}",
+        "--set",
+        f"ai_proxy_inspect_hosts=127.0.0.1:{port}=openai",
+        "--set",
+        f"ai_proxy_cassettes={cassettes}",
+    ]
+    with Gateway(None, tmp_path / "stats.jsonl", {}, extra, mode="regular") as gw:
+        body = b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        body += b'--b\r\nContent-Disposition: form-data; name="file"; filename="f.bin"\r\n\r\n'
+        body += bytes(range(256)) * 4 + b"\r\n--b--\r\n"
+        with httpx.Client(proxy=gw.url) as http:
+            answer = http.post(
+                f"{fake.url}/v1/files",
+                content=body,
+                headers={"content-type": "multipart/form-data; boundary=b"},
+            )
+            assert answer.status_code == 200
+            assert (
+                http.get(f"{fake.url}/v1/files/{answer.json()['id']}/content").content
+                == bytes(range(256)) * 4
+            )
+        assert (fake.seen[0].size, fake.seen[0].body) == (len(body), body)
+        time.sleep(0.3)
+    assert list(cassettes.rglob("*.json")) == []

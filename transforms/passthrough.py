@@ -16,6 +16,7 @@ from transforms.auth import apply_auth
 from transforms.config import Route
 from transforms.errors import GatewayError
 from transforms.masking import attached_credentials
+from transforms.multipart import is_text_type
 from transforms.native import read_usage, response_model
 from transforms.prepared import (
     _BODY_HEADERS,
@@ -93,6 +94,7 @@ def _prepare_passthrough(
         secrets=route.auth.secrets(),
         mask=attached_credentials(route.name, auth, upstream),
         native=operation_of(route.llm_format, path) if route.llm_format != "openai" else None,
+        binary_request=not is_text_type(inbound.headers.get("content-type", "")),
     )
 
 
@@ -261,6 +263,7 @@ def prepare_inspected(found: Recognized, origin: Origin, inbound: Inbound, now: 
         secrets=client_secrets(inbound.headers, inbound.query),
         native=found,
         inspected=True,
+        binary_request=not is_text_type(inbound.headers.get("content-type", "")),
         error=error,
     )
 
