@@ -65,6 +65,9 @@ class JsonlModels:
     def feed(self, data: bytes) -> None:
         if self.problem is not None:
             return
+        if not self.lines and not self._partial and data.lstrip()[:1] not in (b"{", b""):
+            self.problem = "it is not JSON Lines"  # a binary file: nothing is kept of it
+            return
         start = 0
         while (end := data.find(b"\n", start)) != -1:
             piece = data[start:end]
