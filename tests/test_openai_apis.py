@@ -395,7 +395,7 @@ def test_binary_bodies_are_never_decoded_for_the_flow_record_or_the_view() -> No
 
 
 def test_streaming_denied_on_runs_and_transcriptions() -> None:
-    ctype = f"multipart/form-data; boundary={BOUNDARY.decode()}"
+    ctype = f"multipart/form-data; boundary={BOUNDARY}"
     body = form(("model", b"gpt-4o-transcribe", None), ("stream", b"true", None), ("file", b"\x00", "a.wav"))
     allowed = route("audio/v1/audio/transcriptions")
     prep = prepare_openai_api(allowed, spec_for(allowed), inbound("POST", "/t", body, ctype), {}, {}, 0)
