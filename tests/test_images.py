@@ -184,6 +184,7 @@ def test_forwarded_images_carry_a_body_auth_parameter_and_the_route_model():
     inbound = Inbound("POST", "", "/v1/images/edits", [], {"content-type": ctype}, body)
     prep = prepare(cfg.routes[0], inbound, request_id="1", now=1)
     assert prep.upstream.url == "https://api.openai.com/v1/images/edits"
+    assert prep.binary_request  # a forwarded multipart edit: never logged as text nor recorded in cassettes
     fields = {p.name: p.data for p in multipart.parse(ctype, prep.upstream.body)}
     assert fields == {
         "prompt": b"a hat",

@@ -232,4 +232,5 @@ def _forward(
         mask=attached_credentials(route.name, auth, upstream),
         native=Recognized(route.provider, IMAGES),  # a streamed answer's usage is read on the side
         answer=forwarded_answer,
+        binary_request=route.route_type == IMAGE_EDITS,  # multipart: not logged or recorded as text
     )
