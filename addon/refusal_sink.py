@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 TOKEN_HEADER = "x-ai-proxy-refusal"  # names the held answer on the hop to the sink
 MAX_HEAD = 64 * 1024
+HEAD_SECONDS = 30  # mitmproxy sends the head at once: a connection that does not is dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class RefusalSink:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_SECONDS)
             headers = {}
             for line in head.split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
@@ -73,7 +74,13 @@ class RefusalSink:
             lines += [b"content-length: " + str(len(held.body)).encode(), b"connection: close"]
             writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + held.body)
             await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+            ValueError,
+            TimeoutError,
+        ):
             pass  # the client went away, or sent what is not HTTP: nothing to answer
         finally:
             writer.close()
