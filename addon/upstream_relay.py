@@ -158,6 +158,8 @@ class UpstreamRelay:
             return
         if "upgrade" in flow.request.headers:  # WebSockets keep mitmproxy's own upstream connection
             return
+        if flow.request.stream:  # a streamed upload's body has already gone upstream on mitmproxy's own
+            return
         if len(self.tickets) >= MAX_TICKETS:
             self.tickets.pop(next(iter(self.tickets)))
         self.tickets[flow.id] = Ticket(flow, state, call)
