@@ -43,31 +43,20 @@ def routes(fake: FakeOpenAI) -> list[dict]:
     for provider in ("openai", "azure"):
         auth = {"header_name": "Authorization", "header_value": f"Bearer {KEY}"}
         base = {"auth": auth, "model": {"provider": provider, "options": options(fake, provider)}}
+        collections = [
+            ("files", "/v1/files", "llm/v1/files"),
+            ("batches", "/v1/batches", "llm/v1/batches"),
+            ("assistants", "/v1/assistants", "llm/v1/assistants"),
+            ("threads", "/x/v1/threads", "llm/v1/assistants"),
+        ]
         out += [
             {
-                "name": f"files-{provider}",
-                "match": {"path": f"/{provider}/v1/files"},
-                "route_type": "llm/v1/files",
+                "name": f"{name}-{provider}",
+                "match": {"path": f"/{provider}{path}"},
+                "route_type": kind,
                 **base,
-            },
-            {
-                "name": f"batches-{provider}",
-                "match": {"path": f"/{provider}/v1/batches"},
-                "route_type": "llm/v1/batches",
-                **base,
-            },
-            {
-                "name": f"assistants-{provider}",
-                "match": {"path": f"/{provider}/v1/assistants"},
-                "route_type": "llm/v1/assistants",
-                **base,
-            },
-            {
-                "name": f"threads-{provider}",
-                "match": {"path": f"/{provider}/x/v1/threads"},
-                "route_type": "llm/v1/assistants",
-                **base,
-            },
+            }
+            for name, path, kind in collections
         ]
     return out
 
