@@ -302,3 +302,25 @@ def test_route_index_keeps_order_across_kinds_and_hosts():
     assert name("example.com", "/v1") == "prefix"
     assert name("example.com", "/v2") == "anything"
     assert GatewayConfig().find("h", "/v1") is None
+
+
+def test_what_a_route_computes_once_follows_its_values_and_not_a_copys_original():
+    route = Route.model_validate(
+        {
+            "name": "r",
+            "route_type": "llm/v1/chat",
+            "auth": {"header_name": "Authorization", "header_value": "Bearer sk-abcdef"},
+            "model": {"provider": "openai", "options": {"upstream_url": "https://h.example:8443/v1/x?a=1"}},
+        }
+    )
+    options = route.model.options
+    assert options.upstream_origin == ("https", "h.example", 8443, "/v1/x", (("a", "1"),))
+    assert route.auth.secrets() == ("Bearer sk-abcdef", "sk-abcdef")
+    assert route.plugins == ()
+    moved = options.model_copy(update={"upstream_url": "http://other.example/"})
+    assert moved.upstream_origin == ("http", "other.example", 80, "/", ())
+    assert options.upstream_origin == ("https", "h.example", 8443, "/v1/x", (("a", "1"),))
+    rekeyed = route.auth.model_copy(update={"header_value": "Bearer sk-123456"})
+    assert rekeyed.secrets() == ("Bearer sk-123456", "sk-123456")
+    assert route.model_dump()["model"]["options"]["upstream_url"] == "https://h.example:8443/v1/x?a=1"
+    assert "upstream_origin" not in route.model_dump()["model"]["options"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from functools import cached_property
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -61,9 +62,35 @@ CLIENT_FORMATS = frozenset({"anthropic"})
 
 
 class _Strict(BaseModel):
-    """Unknown keys are errors: a typo in a config must not silently do nothing."""
+    """Unknown keys are errors: a typo in a config must not silently do nothing.
+
+    Frozen: what requests need of a route that never changes is computed on first use and kept on
+    it (``cached_property``), so that no request pays for it again."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Self:
+        # A copy with other values must not keep what was computed from the original's.
+        copied = super().model_copy(update=update, deep=deep)
+        for name in _cached_names(type(self)):
+            copied.__dict__.pop(name, None)
+        return copied
+
+
+def _cached_names(cls: type) -> tuple[str, ...]:
+    return tuple(name for name in dir(cls) if isinstance(getattr(cls, name, None), cached_property))
+
+
+UrlParts = tuple[str, str, int, str, tuple[tuple[str, str], ...]]
+
+
+def split_origin(url: str) -> UrlParts:
+    """(scheme, host, port, path, query) of an absolute URL."""
+    parts = urlsplit(url)
+    # A WebSocket URL (realtime routes) is reached by its HTTP upgrade request.
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, parts.hostname or "", port, parts.path, tuple(parse_qsl(parts.query))
 
 
 def _all_or_none(model: BaseModel, *fields: str, prefix: str) -> None:
@@ -126,6 +153,10 @@ class Auth(_Strict):
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, so that logs and errors can be scrubbed of them."""
+        return self.secret_values
+
+    @cached_property
+    def secret_values(self) -> tuple[str, ...]:
         values = (
             self.header_value,
             self.param_value,
@@ -205,6 +236,11 @@ class ModelOptions(_Strict):
         if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
             raise ValueError("must be an absolute http(s) URL")
         return v
+
+    @cached_property
+    def upstream_origin(self) -> UrlParts | None:
+        """``upstream_url`` split, once per route rather than per request."""
+        return split_origin(self.upstream_url) if self.upstream_url else None
 
 
 class ModelConfig(_Strict):
@@ -457,7 +493,6 @@ class Route(_Strict):
     prompt_guard: PromptGuard | None = None
     request_transformer: RequestTransformer | None = None
     response_transformer: ResponseTransformer | None = None
-    _plugins: tuple[str, ...] = PrivateAttr(())
     _target_routes: tuple[Route, ...] = PrivateAttr(())
     _is_target: bool = PrivateAttr(False)
 
@@ -595,12 +630,11 @@ class Route(_Strict):
             block = getattr(self, name)
             if block is not None:
                 block.bind(self.name, name)
-        self._plugins = configured
 
-    @property
+    @cached_property
     def plugins(self) -> tuple[str, ...]:
         """The AI plugin blocks this route configures, in the order they act."""
-        return self._plugins
+        return tuple(name for name in _PLUGIN_ROUTE_TYPES if getattr(self, name) is not None)
 
     @property
     def provider(self) -> str:

@@ -28,6 +28,7 @@ from transforms.prepared import (
     _resolve_stream,
     _sign,
     _split_origin,
+    _upstream_origin,
     forwarded_path,
 )
 from transforms.recognize import UNMETERED, Recognized, inspect_route, operation_of, responses_operation
@@ -68,7 +69,7 @@ def _prepare_passthrough(
         payload = _encode({**body, **auth.body_params})
     upstream_url = route.model.options.upstream_url
     if upstream_url:
-        scheme, host, port, path, query = _split_origin(upstream_url)
+        scheme, host, port, path, query = _upstream_origin(route.model.options)
         if not path or path == "/":
             path = client_path
     else:
@@ -192,7 +193,7 @@ def collection_target(
     else:
         path = f"/v1/{collection}"
     if opts.upstream_url:
-        scheme, host, port, url_path, extra = _split_origin(opts.upstream_url)
+        scheme, host, port, url_path, extra = _upstream_origin(opts)
         if url_path and url_path != "/":  # Kong's rule: a URL with a path names the collection itself
             path = url_path.rstrip("/")
     else:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from transforms.config import Route
+from transforms.config import ModelOptions, Route, split_origin
 from transforms.errors import GatewayError, bad_request
 from transforms.ingress import Ingress
 from transforms.masking import NO_MASK, CredentialMask
@@ -133,11 +132,16 @@ def _resolve_stream(route: Route, body: dict[str, Any]) -> bool:
 
 
 def _split_origin(url: str) -> tuple[str, str, int, str, list[tuple[str, str]]]:
-    parts = urlsplit(url)
-    # A WebSocket URL (realtime routes) is reached by its HTTP upgrade request.
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, parts.hostname or "", port, parts.path, parse_qsl(parts.query)
+    scheme, host, port, path, query = split_origin(url)
+    return scheme, host, port, path, list(query)
+
+
+def _upstream_origin(opts: ModelOptions) -> tuple[str, str, int, str, list[tuple[str, str]]]:
+    """The route's ``upstream_url`` (set), split when the config was loaded."""
+    origin = opts.upstream_origin
+    assert origin is not None
+    scheme, host, port, path, query = origin
+    return scheme, host, port, path, list(query)
 
 
 def forwarded_path(route: Route, path: str) -> str:
@@ -156,7 +160,7 @@ def _target(
     appended to it; with no upstream_url, the provider's own base URL is used."""
     upstream_url = route.model.options.upstream_url
     if upstream_url:
-        scheme, host, port, path, query = _split_origin(upstream_url)
+        scheme, host, port, path, query = _upstream_origin(route.model.options)
         if path and path != "/":
             return scheme, host, port, path, query
         return scheme, host, port, provider_path, query
