@@ -22,6 +22,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
+from addon.dispatch import switch_hooks
 from addon.flows import FlowState, point_at_loopback
 from addon.gateway import AIProxy
 from transforms.cassette import (
@@ -51,6 +52,7 @@ logger = logging.getLogger("ai_proxy")
 REPLAY_HEADER = "x-ai-proxy-replay"  # names the cassette on the hop to the local replay server
 MAX_RECORDED_STREAM = 16 << 20  # a longer stream is passed on but not recorded
 REPLAY_GAP_MS = 20  # recorded pauses between stream events are kept up to this long
+FLOW_HOOKS = ("request", "responseheaders", "response", "error")  # off while no directory is set
 
 
 @dataclass(slots=True)
@@ -106,6 +108,8 @@ class Cassettes:
         if not folder:
             self.directory = None
             self._set_index([])
+            self._recording.clear()  # nothing is written while off
+            switch_hooks(self, FLOW_HOOKS, on=False)
             self.done()  # no replay server while off
             return
         directory = Path(folder).expanduser().resolve()
@@ -115,6 +119,7 @@ class Cassettes:
             )
         self.directory = directory
         self._set_index(read_cassettes(directory))
+        switch_hooks(self, FLOW_HOOKS, on=True)
         if self._server is None:
             self._server = ReplayServer(self)
         logger.info(f"ai_proxy: {len(self.by_key)} cassette(s) in {directory}, record mode {mode}")

@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -101,6 +101,9 @@ class AIProxy:
         self.plugins: PromptPlugins | None = None
         # Hook point: picks the target of routes with targets or a balancer (addon/balancing.py).
         self.balancing: TargetChooser | None = None
+        # Hook point: told every routes config in force (on_routes), so that an addon with work on
+        # some routes only can switch its per-flow hooks off where there is none (addon/dispatch.py).
+        self._routes_watchers: list[Callable[[GatewayConfig], None]] = []
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -168,8 +171,7 @@ class AIProxy:
         if not path:
             # No routes file, no routes: nothing is answered locally or rerouted (the offline demo
             # is asked for explicitly: `make run` names addon/demo_routes.yaml).
-            self.config = GatewayConfig()
-            self._match_hosts = False
+            self._use(GatewayConfig())
             logger.info("ai_proxy: no routes (ai_proxy_config is not set)")
             return
         try:
@@ -179,12 +181,22 @@ class AIProxy:
             kept = f"keeping the previous {len(self.config.routes)} route(s)"
             logger.warning(f"ai_proxy: cannot load {path}, {kept}:\n{e}")
             return
+        self._use(config)
+        names = ", ".join(r.name for r in config.routes) or "none"
+        logger.info(f"ai_proxy: loaded {len(config.routes)} route(s) from {path}: {names}")
+
+    def _use(self, config: GatewayConfig) -> None:
         self.config = config
         self._match_hosts = config.matches_hosts
         self._find = config.finder
         self._noted.clear()
-        names = ", ".join(r.name for r in config.routes) or "none"
-        logger.info(f"ai_proxy: loaded {len(config.routes)} route(s) from {path}: {names}")
+        for callback in self._routes_watchers:
+            callback(config)
+
+    def on_routes(self, callback: Callable[[GatewayConfig], None]) -> None:
+        """Hook point: ``callback(config)`` now and whenever other routes are loaded."""
+        self._routes_watchers.append(callback)
+        callback(self.config)
 
     async def _watch_config(self) -> None:
         while True:

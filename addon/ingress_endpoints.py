@@ -13,7 +13,9 @@ import time
 
 from mitmproxy import http
 
+from addon.dispatch import switch_hooks
 from addon.gateway import AIProxy
+from transforms.config import GatewayConfig
 from transforms.ingress import local_answer
 
 # Paths this addon may answer: anything else is left alone after one substring test.
@@ -23,6 +25,11 @@ _MARKERS = ("/v1/messages/count_tokens", "/v1/models")
 class IngressEndpoints:
     def __init__(self, gateway: AIProxy) -> None:
         self.gateway = gateway
+        gateway.on_routes(self._routes)
+
+    def _routes(self, config: GatewayConfig) -> None:
+        """Only routes whose clients speak another format than OpenAI's have anything to answer here."""
+        switch_hooks(self, ("request",), on=any(r.llm_format != "openai" for r in config.routes))
 
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request

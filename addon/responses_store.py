@@ -15,6 +15,7 @@ store and rewrites a continued request before the gateway prepares it), ``Respon
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,9 +23,10 @@ from urllib.parse import parse_qsl
 import orjson
 from mitmproxy import ctx, http
 
+from addon.dispatch import switch_hooks
 from addon.gateway import AIProxy
 from addon.stats import CONSUMER_METADATA
-from transforms.config import Route
+from transforms.config import GatewayConfig, Route
 from transforms.errors import GatewayError
 from transforms.ingress import ADAPTERS, RESPONSES, ingress_for
 from transforms.ingress.responses import continued, input_items, item_page, not_found
@@ -49,10 +51,24 @@ class ResponseStore:
     size: int = DEFAULT_SIZE
     kept: OrderedDict[str, Stored] = field(default_factory=OrderedDict)
     pending: dict[str, tuple[list[dict[str, Any]], str | None, Any]] = field(default_factory=dict)
+    # Told when the first flow starts waiting and when the last is done (ResponseKeeper's hooks).
+    on_waiting: Callable[[bool], None] | None = None
 
     def get(self, response_id: str, owner: str | None = None) -> Stored | None:
         found = self.kept.get(response_id)
         return found if found is not None and found.owner == owner else None
+
+    def wait(self, flow_id: str, inputs: list[dict[str, Any]], owner: str | None) -> None:
+        """A flow whose answer will be kept once it has it."""
+        self.pending[flow_id] = (inputs, owner, None)
+        if len(self.pending) == 1 and self.on_waiting is not None:
+            self.on_waiting(True)
+
+    def done(self, flow_id: str) -> tuple[list[dict[str, Any]], str | None, Any] | None:
+        found = self.pending.pop(flow_id, None)
+        if found is not None and not self.pending and self.on_waiting is not None:
+            self.on_waiting(False)
+        return found
 
     def put(self, response_id: str, stored: Stored) -> None:
         self.kept[response_id] = stored
@@ -79,6 +95,16 @@ class StoredResponses:
     def __init__(self, gateway: AIProxy, store: ResponseStore) -> None:
         self.gateway = gateway
         self.store = store
+        self._adapting = False  # some route adapts the Responses API
+        gateway.on_routes(self._routes)
+
+    def _routes(self, config: GatewayConfig) -> None:
+        self._adapting = any(_adapted(route) for route in config.routes)
+        self._switch()
+
+    def _switch(self) -> None:
+        """Only routes that adapt the Responses API, with a store, have anything to answer here."""
+        switch_hooks(self, ("request",), on=self._adapting and self.store.size > 0)
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -94,6 +120,7 @@ class StoredResponses:
             self.store.size = max(0, ctx.options.ai_proxy_responses_store)
             while len(self.store.kept) > self.store.size:
                 self.store.kept.popitem(last=False)
+            self._switch()
 
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
@@ -147,7 +174,7 @@ class StoredResponses:
             flow.request.content = orjson.dumps(body)
         if body.get("store") is not False:
             own = input_items({**body, "input": body["input"][len(context) :]} if context else body, flow.id)
-            self.store.pending[flow.id] = ([*context, *own], owner, None)
+            self.store.wait(flow.id, [*context, *own], owner)
 
 
 class ResponseKeeper:
@@ -156,6 +183,12 @@ class ResponseKeeper:
     def __init__(self, gateway: AIProxy, store: ResponseStore) -> None:
         self.gateway = gateway
         self.store = store
+        # Hooks on only while some flow waits for its answer to be kept.
+        store.on_waiting = self._switch
+        self._switch(bool(store.pending))
+
+    def _switch(self, waiting: bool) -> None:
+        switch_hooks(self, ("responseheaders", "response", "error"), on=waiting)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         pending = self.store.pending.get(flow.id)
@@ -165,7 +198,7 @@ class ResponseKeeper:
             self.store.pending[flow.id] = (inputs, owner, getattr(state.translator, "events", None))
 
     def response(self, flow: http.HTTPFlow) -> None:
-        pending = self.store.pending.pop(flow.id, None)
+        pending = self.store.done(flow.id)
         if pending is None or flow.response is None or not 200 <= flow.response.status_code < 300:
             return
         inputs, owner, events = pending
@@ -180,4 +213,4 @@ class ResponseKeeper:
             self.store.put(response["id"], Stored(response, inputs, owner))
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self.store.pending.pop(flow.id, None)
+        self.store.done(flow.id)
