@@ -162,3 +162,26 @@ def test_stream_text_is_counted_but_only_its_start_is_kept():
     t = _Echo(ctx())
     t.feed(b'{"text": "' + b"x" * 200_000 + b'"}\n')
     assert t.text_chars == 200_000 and len(t.text) == TextTally.KEPT
+
+
+def test_sse_parser_fields_with_and_without_the_space_and_more_colons():
+    raw = b"event:a:b\ndata:x\ndata: y: z\n\nevent: c: d\ndata: 1\ndata:2\n\ndata: \n\nid: 7\nretry: 5\n\n"
+    assert parse_all([raw]) == [("a:b", "x\ny: z"), ("c: d", "1\n2"), (None, "")]
+
+
+def test_content_chunks_are_the_bytes_of_the_whole_chunk_written_out():
+    out = ChunkWriter(ctx())
+
+    def written_out(writer: ChunkWriter, text: str) -> bytes:
+        return writer._delta({"content": text})
+
+    first = out.content("Hi")  # the role chunk comes first
+    assert first == [out._delta({"role": "assistant", "content": ""}), written_out(out, "Hi")]
+    for text in ("Hello", 'quote " and \\ and \n', "é ✓ \ue000", "x" * 5000):
+        assert out.content(text) == [written_out(out, text)]
+    out.id, out.model = "msg_other", "claude-other"  # a provider's own id and model, once known
+    assert out.content("again") == [written_out(out, "again")]
+    assert b'"id":"msg_other"' in out.content("again")[0]
+    out.id = "msg_\ue000ai-proxy content\ue000"  # the frame's own mark: written out in full
+    assert out.content("safe") == [written_out(out, "safe")]
+    assert orjson.loads(out.content("safe")[0][len(b"data: ") :])["id"] == out.id

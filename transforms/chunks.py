@@ -19,6 +19,10 @@ from transforms.transcript import Transcript
 from transforms.types import STOP_SEQUENCE_KEY, WEB_SEARCH_KEY, CallContext, Usage
 from transforms.usage import TextTally, estimate_usage
 
+# Stands for a content chunk's text while its frame is made (see ChunkWriter.content).
+_CONTENT_MARK = "\ue000ai-proxy content\ue000"
+_DUMPED_MARK = orjson.dumps(_CONTENT_MARK)
+
 
 class ChunkWriter:
     """Builds ``chat.completion.chunk`` (or ``text_completion``) SSE frames for one response."""
@@ -35,6 +39,8 @@ class ChunkWriter:
         self._tools: dict[Hashable, int] = {}
         self.transcript = Transcript()  # what was said, bounded, for the conversation view
         self._argument_chars: list[int] = []  # per tool call index, against MAX_TOOL_ARGUMENTS_CHARS
+        # A content chunk's frame around its text, for the id and model it was made with.
+        self._content_frame: tuple[str, str, bytes, bytes] | None = None
 
     def _frame(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         chunk: dict[str, Any] = {
@@ -75,7 +81,22 @@ class ChunkWriter:
     def content(self, text: str) -> list[bytes]:
         if not text:
             return []
-        return [*self.start(), self._delta({"content": text})]
+        if not self._role_sent or self.completions:
+            return [*self.start(), self._delta({"content": text})]
+        # Most chunks of a stream are text: the frame is the same bytes around each text's JSON.
+        frame = self._content_frame
+        if frame is None or frame[0] != self.id or frame[1] != self.model:
+            frame = self._content_frame = self._frame_around_content()
+        if not frame[2]:  # an upstream id or model that holds the mark itself
+            return [self._delta({"content": text})]
+        return [frame[2] + orjson.dumps(text) + frame[3]]
+
+    def _frame_around_content(self) -> tuple[str, str, bytes, bytes]:
+        whole = self._delta({"content": _CONTENT_MARK})
+        before, found, after = whole.partition(_DUMPED_MARK)
+        if not found or _DUMPED_MARK in after:
+            return self.id, self.model, b"", b""
+        return self.id, self.model, before, after
 
     def reasoning(self, text: str) -> list[bytes]:
         if not text or self.completions:

@@ -76,14 +76,26 @@ class SSEParser:
     def __init__(self) -> None:
         self._lines = LineBuffer()
         self._event: str | None = None
-        self._data: bytearray | None = None  # the event's data lines, joined by newlines
+        self._data: bytes | bytearray | None = None  # the event's data lines, joined by newlines
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not chunk:
             return []
         events: list[SSEEvent] = []
         for raw in self._lines.feed(chunk):
-            self._line(raw.rstrip(b"\r"), events)
+            line = raw.rstrip(b"\r")
+            # The three lines of nearly every event are read here: a method call per line costs more.
+            if not line:
+                if self._data is not None or self._event is not None:
+                    data = self._data.decode("utf-8", "replace") if self._data is not None else ""
+                    events.append(SSEEvent(self._event, data))
+                    self._event, self._data = None, None
+            elif line.startswith(b"data: ") and self._data is None:
+                self._data = line[6:]
+            elif line.startswith(b"event: "):
+                self._event = line[7:].decode("utf-8", "replace")
+            else:
+                self._line(line, events)
         return events
 
     def finish(self) -> list[SSEEvent]:
@@ -108,12 +120,14 @@ class SSEParser:
             value = value[1:]
         if name == b"data":
             if self._data is None:
-                self._data = bytearray(value)
+                self._data = value
             else:
                 # An event's data lines add up until a blank line: bounded like a single line.
                 if len(self._data) + len(value) >= MAX_STREAM_EVENT_BYTES:
                     self._data = None
                     raise element_too_large("an event")
+                if isinstance(self._data, bytes):
+                    self._data = bytearray(self._data)  # appended to in place from now on
                 self._data += b"\n"
                 self._data += value
         elif name == b"event":
