@@ -45,6 +45,7 @@ _TYPE_TESTS = {
 
 
 _VARIABLE = re.compile(r"\bv\b")  # the checked value in generated tests (constants are K<n>)
+_IN_PLACE = 4  # properties of an object tested in place, before a lookup of the rest
 
 
 class _Generator:
@@ -114,14 +115,19 @@ class _Generator:
                     f"if {is_dict}not v.keys() >= {self.constant(frozenset(required))}: return False"
                 )
         if "properties" in node:
-            props = self.constant({k: self.function(sub) for k, sub in node["properties"].items()})
+            functions = {k: self.function(sub) for k, sub in node["properties"].items()}
+            props = self.constant(functions)
             self.property_tables.append(props)
-            # Loop over the value's few keys, not the schema's many properties.
-            loop = [
-                "for k, x in v.items():",
-                f"    f = {props}.get(k)",
-                "    if f is not None and not f(x): return False",
-            ]
+            # Loop over the value's few keys, not the schema's many properties. The first properties
+            # whose check is one test are tested in place (a call costs more than most tests).
+            tested = [(k, self.inline[f]) for k, f in functions.items() if f in self.inline][:_IN_PLACE]
+            loop = ["for k, x in v.items():"]
+            for i, (key, test) in enumerate(tested):
+                loop.append(f"    {'elif' if i else 'if'} k == {key!r}:")  # a literal: faster than a global
+                loop.append(f"        if not {_VARIABLE.sub('x', test)}: return False")
+            other = [f"f = {props}.get(k)", "if f is not None and not f(x): return False"]
+            indent = "        " if tested else "    "
+            loop += (["    else:"] if tested else []) + [indent + line for line in other]
             lines += loop if not is_dict else ["if isinstance(v, dict):", *(f"    {line}" for line in loop)]
         if "items" in node:
             item = self.function(node["items"])
