@@ -107,13 +107,15 @@ def inbound_from(flow: http.HTTPFlow, host: str) -> Inbound:
         name.decode("latin-1").lower(): value.decode("utf-8", "surrogateescape")
         for name, value in req.headers.fields
     }
+    # get_content looks the encoding up in mitmproxy's headers again: only an encoded body needs it.
+    body = req.get_content(strict=False) if "content-encoding" in headers else req.raw_content
     return Inbound(
         method=req.method,
         host=host,
         path=path,
         query=parse_qsl(query, keep_blank_values=True) if query else [],
         headers=headers,
-        body=req.get_content(strict=False) or b"",
+        body=body or b"",
     )
 
 
@@ -126,13 +128,17 @@ def apply_upstream(req: http.Request, up: Upstream, with_body: bool = True) -> N
     changes.update(up.set_headers)
     if with_body:
         changes["content-length"] = str(len(body))
+    host = url.hostport(up.scheme, up.host, up.port)
+    if req.is_http2 or req.is_http3:
+        req.authority = host  # its Host header, if any, is dropped above: :authority says it
+    else:
+        changes["Host"] = host  # last, as Request.host_header would add it
     set_headers(req, changes)
     req.method = up.method
     req.data.scheme = up.scheme.encode()
     req.data.host = up.host
     req.data.port = up.port
     req.data.path = up.target.encode()
-    req.host_header = url.hostport(up.scheme, up.host, up.port)  # Host (HTTP/1) or :authority (HTTP/2)
     if with_body:
         req.raw_content = body
 
@@ -188,6 +194,17 @@ def set_headers(message: http.Message, changes: Mapping[str, str | None]) -> Non
         if value is not None
     )
     message.headers.fields = tuple(fields)
+
+
+def header_values(message: http.Message, *names: bytes) -> dict[bytes, str]:
+    """Some headers (lower-case names), folded as mitmproxy folds repeated ones, in one pass over its
+    raw fields instead of one per lookup."""
+    found: dict[bytes, list[bytes]] = {}
+    for name, value in message.headers.fields:
+        lower = name.lower()
+        if lower in names:
+            found.setdefault(lower, []).append(value)
+    return {name: b", ".join(values).decode("utf-8", "surrogateescape") for name, values in found.items()}
 
 
 def is_stream(response: http.Response) -> bool:

@@ -30,6 +30,7 @@ from addon.flows import (
     answer_error,
     apply_upstream,
     call_facts,
+    header_values,
     inbound_from,
     is_stream,
     set_headers,
@@ -252,7 +253,7 @@ class AIProxy:
             target = route
             if self.balancing is not None and (route.targets or route.balancer):
                 state.route = target = self.balancing.choose(flow, route, sent)
-            credentials = await self.cloud_credentials(target)
+            credentials = await self.cloud_credentials(target) if target.auth.gcp_use_service_account else {}
             prep = prepare(
                 target,
                 sent,
@@ -403,30 +404,31 @@ class AIProxy:
         return policy == "reject"
 
     def _translate_whole(self, flow: http.HTTPFlow, state: FlowState, started: float) -> Answer:
-        prep = state.prep
-        assert prep is not None and flow.response is not None
-        raw = flow.response.get_content(strict=False) or b""
+        prep, resp = state.prep, flow.response
+        assert prep is not None and resp is not None
+        found = header_values(resp, b"content-type", b"content-encoding", b"transfer-encoding")
+        # get_content looks the encoding up in mitmproxy's headers again: only an encoded body needs it.
+        raw = (resp.get_content(strict=False) if found.get(b"content-encoding") else resp.raw_content) or b""
         state.upstream_body = raw
         if not prep.passthrough:  # the client gets a translation: keep what the provider said
             ai_metadata(flow)["provider_response"] = {
-                "status": flow.response.status_code,
-                "content_type": flow.response.headers.get("content-type", ""),
+                "status": resp.status_code,
+                "content_type": found.get(b"content-type", ""),
                 "body": redact_text(raw[:CLIENT_REQUEST_BODY_LIMIT].decode("utf-8", "replace"), prep.secrets),
                 "body_size": len(raw),
             }
         try:
-            answer = translate_response(prep, flow.response.status_code, raw)
+            answer = translate_response(prep, resp.status_code, raw)
         except GatewayError as e:
             logger.warning(f"ai_proxy route={state.route.name}: {e.message}")
             answer = Answer(e.status, client_error(state.route, e.status, e.body()), None, None, False)
-        resp = flow.response
         changes: dict[str, str | None] = {}
         if not prep.passthrough:
             resp.status_code = answer.status
             changes["content-encoding"] = None
             changes["content-type"] = "application/json"
             resp.raw_content = answer.body
-            if "transfer-encoding" not in resp.headers:  # as Message.set_content: chunked has no length
+            if b"transfer-encoding" not in found:  # as Message.set_content: chunked has no length
                 changes["content-length"] = str(len(answer.body))
         model = answer.response_model or prep.request_model
         if state.route.model_name_header and 200 <= answer.status < 300:
