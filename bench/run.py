@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
 
 
-ON_REQUEST = ("addon-openai-norelay", "addon-openai-targets")
+ON_REQUEST = ("addon-openai-norelay", "addon-openai-targets", "addon-anthropic-norelay")
 TARGETS = (
     "direct",
     "mitmdump",
@@ -131,6 +131,7 @@ TARGETS = (
     "addon-openai-norelay",
     "addon-openai-targets",
     "addon-anthropic",
+    "addon-anthropic-norelay",
     "portkey",
 )
 
@@ -264,6 +265,7 @@ def _start_targets(
         ("addon-openai-norelay", lambda: addon_mitmdump("openai", upstream, run, variant="norelay")),
         ("addon-openai-targets", lambda: addon_mitmdump("openai", upstream, run, variant="targets")),
         ("addon-anthropic", _anthropic_starter(providers, import_error, upstream, run)),
+        ("addon-anthropic-norelay", _anthropic_starter(providers, import_error, upstream, run, "norelay")),
     ]
     results.tools["mitmproxy"] = f"mitmdump {VERSION} on Python {platform.python_version()}"
     results.tools["project"] = _project_version()
@@ -298,13 +300,13 @@ def _project_version() -> str:
 
 
 def _anthropic_starter(
-    providers: list[str], import_error: str, upstream: Service, run: Path
+    providers: list[str], import_error: str, upstream: Service, run: Path, variant: str = ""
 ) -> Callable[[], Target] | str:
     if import_error:
         return f"the provider registry does not import: {import_error}"
     if "anthropic" not in providers:
         return "no anthropic provider in transforms.registry.SPECS yet"
-    return lambda: addon_mitmdump("anthropic", upstream, run)
+    return lambda: addon_mitmdump("anthropic", upstream, run, variant=variant)
 
 
 def _start_portkey(
