@@ -61,8 +61,14 @@ async def _master(addon: bool, run: Path) -> DumpMaster:
         config = run / "routes.json"
         config.write_bytes(orjson.dumps(routes_for("anthropic", _Upstream())))  # type: ignore[arg-type]
         updates["scripts"] = [str(ADDON)]
-        # Set before the script defines them, as mitmdump's --set does.
-        opts.update_defer(ai_proxy_config=str(config), ai_proxy_stats_file=str(run / "stats.jsonl"))
+        # Set before the script defines them, as mitmdump's --set does. No relay: its loopback hop
+        # needs sockets (measure it with the bench's addon-anthropic against -norelay), and flows
+        # re-pointed at it would wait for it here, kept alive, for the collector to walk.
+        opts.update_defer(
+            ai_proxy_config=str(config),
+            ai_proxy_stats_file=str(run / "stats.jsonl"),
+            ai_proxy_relay="balanced",
+        )
     opts.update(**updates)
     await asyncio.sleep(0.1)  # mitmproxy loads scripts from a task
     master.addons.trigger(RunningHook())
