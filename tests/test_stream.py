@@ -182,6 +182,9 @@ def test_content_chunks_are_the_bytes_of_the_whole_chunk_written_out():
     out.id, out.model = "msg_other", "claude-other"  # a provider's own id and model, once known
     assert out.content("again") == [written_out(out, "again")]
     assert b'"id":"msg_other"' in out.content("again")[0]
+    out.created = 1700000123  # a provider's own time (Hugging Face, Ollama)
+    assert out.content("later") == [written_out(out, "later")]
+    assert b'"created":1700000123' in out.content("later")[0]
     out.id = "msg_\ue000ai-proxy content\ue000"  # the frame's own mark: written out in full
     assert out.content("safe") == [written_out(out, "safe")]
     assert orjson.loads(out.content("safe")[0][len(b"data: ") :])["id"] == out.id

@@ -39,8 +39,8 @@ class ChunkWriter:
         self._tools: dict[Hashable, int] = {}
         self.transcript = Transcript()  # what was said, bounded, for the conversation view
         self._argument_chars: list[int] = []  # per tool call index, against MAX_TOOL_ARGUMENTS_CHARS
-        # A content chunk's frame around its text, for the id and model it was made with.
-        self._content_frame: tuple[str, str, bytes, bytes] | None = None
+        # A content chunk's frame around its text, for the id, model and time it was made with.
+        self._content_frame: tuple[tuple[str, str, int], bytes, bytes] | None = None
 
     def _frame(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         chunk: dict[str, Any] = {
@@ -85,18 +85,19 @@ class ChunkWriter:
             return [*self.start(), self._delta({"content": text})]
         # Most chunks of a stream are text: the frame is the same bytes around each text's JSON.
         frame = self._content_frame
-        if frame is None or frame[0] != self.id or frame[1] != self.model:
+        if frame is None or frame[0] != (self.id, self.model, self.created):
             frame = self._content_frame = self._frame_around_content()
-        if not frame[2]:  # an upstream id or model that holds the mark itself
+        if not frame[1]:  # an upstream id or model that holds the mark itself
             return [self._delta({"content": text})]
-        return [frame[2] + orjson.dumps(text) + frame[3]]
+        return [frame[1] + orjson.dumps(text) + frame[2]]
 
-    def _frame_around_content(self) -> tuple[str, str, bytes, bytes]:
+    def _frame_around_content(self) -> tuple[tuple[str, str, int], bytes, bytes]:
+        made_for = (self.id, self.model, self.created)
         whole = self._delta({"content": _CONTENT_MARK})
         before, found, after = whole.partition(_DUMPED_MARK)
         if not found or _DUMPED_MARK in after:
-            return self.id, self.model, b"", b""
-        return self.id, self.model, before, after
+            return made_for, b"", b""
+        return made_for, before, after
 
     def reasoning(self, text: str) -> list[bytes]:
         if not text or self.completions:
