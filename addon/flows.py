@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -186,14 +187,21 @@ def set_headers(message: http.Message, changes: Mapping[str, str | None]) -> Non
     Headers operations scans and rebuilds them, which costs more than the rest of a hook."""
     if not changes:
         return
-    dropped = {name.lower().encode() for name in changes}
-    fields = [(name, value) for name, value in message.headers.fields if name.lower() not in dropped]
+    dropped = _lowered(tuple(changes))
+    fields = [field for field in message.headers.fields if field[0].lower() not in dropped]
     fields.extend(
         (name.encode(), value.encode("utf-8", "surrogateescape"))
         for name, value in changes.items()
         if value is not None
     )
     message.headers.fields = tuple(fields)
+
+
+@lru_cache(maxsize=256)
+def _lowered(names: tuple[str, ...]) -> frozenset[bytes]:
+    """The header names a change touches, as raw lower-case bytes: a flow's hooks make the same few
+    sets of changes, and this costs more than the rest of set_headers."""
+    return frozenset(name.lower().encode() for name in names)
 
 
 def header_values(message: http.Message, *names: bytes) -> dict[bytes, str]:
