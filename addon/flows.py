@@ -27,6 +27,7 @@ from addon.stats import (
 from transforms.config import Route
 from transforms.errors import GatewayError, error_body
 from transforms.ingress import IngressStream, client_error
+from transforms.keepalive import PingMarks
 from transforms.multipart import is_text_type
 from transforms.native import usage_reader
 from transforms.pipeline import Prepared
@@ -70,6 +71,8 @@ class FlowState:
     failure: str | None = None
     # The upstream broke off a stream the client was already reading: it ends with an error event.
     cut: str | None = None
+    # Keep-alive marks the relay writes into a slow provider's stream (addon/stream_pings.py).
+    pings: PingMarks | None = None
 
 
 def ai_metadata(flow: http.HTTPFlow) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from addon.flows import (
     show_upstream,
     upstream_header_fields,
 )
+from addon.stream_pings import Pinger, hook_pings
 from addon.upstream_client import (
     CONNECT,
     LAST_CHUNK,
@@ -53,6 +54,7 @@ from transforms import balancer
 from transforms.config import NO_RETRIES, Balancer
 from transforms.errors import GatewayError
 from transforms.ingress import client_error
+from transforms.keepalive import PingMarks, wants_pings
 from transforms.pipeline import Prepared
 
 logger = logging.getLogger("ai_proxy")
@@ -166,6 +168,11 @@ class UpstreamRelay:
         if call is not None:
             state.target = call.target_facts(state.prep.request_model)
         point_at_loopback(flow.request, self.port, RELAY_HEADER, flow.id)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state = self.gateway.flow_state(flow)
+        if state is not None and state.pings is not None:
+            hook_pings(flow, state)
 
     def error(self, flow: http.HTTPFlow) -> None:
         self.tickets.pop(flow.id, None)
@@ -330,10 +337,16 @@ class Exchange:
         chunked = response.length is None or response.length < 0  # else its content-length stands
         if chunked:
             headers.append((b"transfer-encoding", b"chunked"))
+        # Keep-alive pings while the provider is silent: a body of promised length takes no mark.
+        marks = PingMarks() if chunked and wants_pings(self.prep) else None
+        self.state.pings = marks  # before the head: mitmproxy's responseheaders hook finds it
         self.writer.write(write_head(start, headers))
+        pinger = Pinger(self.writer, marks) if marks is not None else None
         try:
             async for part in response.chunks():
                 self.writer.write(chunk(part) if chunked else part)
+                if pinger is not None:
+                    pinger.forwarded(len(part))
                 await self.writer.drain()
         except UpstreamFailure as failure:
             # Too late for another target: the client's stream ends with an error event.
@@ -347,6 +360,9 @@ class Exchange:
         except BaseException:
             response.close()
             raise
+        finally:
+            if pinger is not None:
+                pinger.stop()
         if chunked:
             self.writer.write(LAST_CHUNK)
             await self.writer.drain()

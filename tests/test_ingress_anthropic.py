@@ -479,8 +479,24 @@ def test_stream_cut_short_and_error_frames():
     assert out[-1] == {"type": "error", "error": {"type": "api_error", "message": "overloaded"}}
 
 
-def test_ping_event():
-    assert events(MessagesEvents.ping()) == [{"type": "ping"}]
+def test_keepalive_is_a_ping_after_message_start():
+    stream = ingress_stream()
+    first = stream.feed(MIXED[: MIXED.index(b"\n\n") + 2])  # the role chunk: message_start
+    assert [e["type"] for e in events(b"".join(first))] == ["message_start"]
+    assert events(b"".join(stream.keepalive())) == [{"type": "ping"}]
+    rest = drive(stream, [MIXED[MIXED.index(b"\n\n") + 2 :]])
+    assert stream.keepalive() == []  # the message ended: nothing more
+    assert [e["type"] for e in events(rest)][-1] == "message_stop"
+
+
+def test_keepalive_before_the_first_chunk_starts_the_message():
+    stream = ingress_stream()
+    out = events(b"".join(stream.keepalive() + stream.keepalive()))
+    assert [e["type"] for e in out] == ["message_start", "ping", "ping"]
+    assert out[0]["message"]["id"] == "msg_abc" and out[0]["message"]["model"] == "gpt-4o-mini"
+    later = events(drive(stream, [MIXED]))  # the provider's chunks do not start it again
+    assert [e["type"] for e in later].count("message_start") == 0
+    assert later[-1] == {"type": "message_stop"}
 
 
 # --- errors and routes ----------------------------------------------------------------------------

@@ -44,6 +44,8 @@ class ClientEvents(Protocol):
 
     def error(self, status: int, message: str) -> list[bytes]: ...
 
+    def keepalive(self) -> list[bytes]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Ingress:
@@ -78,6 +80,9 @@ class Ingress:
     # Event-log notes on what a request offered that the chat form leaves out (built-in tools):
     # rule -> text, said once per route.
     notes: Callable[[Mapping[str, Any], str, frozenset[str]], dict[str, str]] | None = None
+    # The client's streams have a keep-alive frame (``ClientEvents.keepalive``) the gateway writes
+    # while the provider is silent (transforms/keepalive.py).
+    pings: bool = False
 
     def operation(self, path: str) -> str | None:
         for suffix, operation in self.operations.items():
@@ -100,6 +105,7 @@ ADAPTERS: Mapping[str, Ingress] = {
         local_answer=anthropic.local_answer,
         echo=anthropic.echo,
         notes=anthropic.notes,
+        pings=True,
     ),
     # Keyed by route type: the Responses API is a route type of its own, with the OpenAI format.
     RESPONSES: Ingress(
@@ -207,6 +213,10 @@ class IngressStream(ObservedStream):
         if not self._ended:  # the provider's translator said nothing more: end the answer cleanly
             out += self._end()
         return out
+
+    def keepalive(self) -> list[bytes]:
+        """The client's keep-alive frame(s) while the provider is silent: nothing once ended."""
+        return [] if self._ended else self._events.keepalive()
 
     def _end(self) -> list[bytes]:
         self._ended = True

@@ -847,9 +847,16 @@ class MessagesEvents(ChatChunkWriter):
         self._ended = True
         return [_event("error", orjson.loads(error_body(status, message)))]
 
-    @staticmethod
-    def ping() -> bytes:
-        return _event("ping", {"type": "ping"})
+    def keepalive(self) -> list[bytes]:
+        """A ``ping`` while the provider is silent, after ``message_start`` as in Anthropic's own
+        streams: a provider silent before its first chunk starts the message (id and model then
+        come from the request, as on a stream with no chunks)."""
+        if self._ended:
+            return []
+        return [*self.start(None), PING]
+
+
+PING = _event("ping", {"type": "ping"})
 
 
 __all__ = ["IGNORED_FIELDS", "OPTIONAL_CHAT_FIELDS", "MessagesEvents", "error_body", "from_chat", "to_chat"]

@@ -40,6 +40,9 @@ class ChatChunkWriter:
     def _web_search(self, search: Mapping[str, Any]) -> list[bytes]:
         return []  # a client format that shows no provider searches
 
+    def keepalive(self) -> list[bytes]:
+        return []  # a client format without a keep-alive frame
+
     def chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
         out = self.start(chunk)
         for choice in chunk.get("choices") or ():
