@@ -8,7 +8,8 @@ fixture folder has an ``emulator.json`` listing the requests it answers::
 
 A matched request gets ``<dir>/response.json`` (or ``<dir>/stream.*`` when it asks to stream).
 Headers steer it in tests: ``x-emulator-fixture: <path under fixtures/>``, ``x-emulator-status``,
-``x-emulator-delay-ms`` (pause between stream events), ``x-emulator-cut-after: N`` (drop the
+``x-emulator-delay-ms`` (pause between stream events), ``x-emulator-pause: N:MS`` (a pause of MS
+milliseconds before stream event N only: a provider slow mid-stream), ``x-emulator-cut-after: N`` (drop the
 connection after N stream events). Every request is recorded in ``requests``. A test may set a
 ``responder``: a function of each request that answers it (a fake with rules, such as a provider's
 checks on thinking), or returns None to let the fixtures answer.
@@ -192,11 +193,13 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             status = int(headers.get("x-emulator-status") or 200)
             delay = int(headers.get("x-emulator-delay-ms") or 0) / 1000
             cut_after = int(headers["x-emulator-cut-after"]) if "x-emulator-cut-after" in headers else None
+            at, _, ms = (headers.get("x-emulator-pause") or "").partition(":")
+            pause = (int(at), int(ms) / 1000) if ms else None
             if scripted is not None:
                 suffix = STREAM_SUFFIXES.get(scripted.content_type)
                 if suffix and scripted.events and scripted.status == 200:
                     events = split_stream(scripted.body, suffix)
-                    return self._stream(events, scripted.content_type, delay, cut_after)
+                    return self._stream(events, scripted.content_type, delay, cut_after, pause)
                 return self._send(scripted.status, scripted.body, scripted.content_type, scripted.headers)
             if fixture is None:
                 folder = emulator.resolve(self.command, self.path.split("?", 1)[0])
@@ -212,7 +215,7 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             ctype = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
             data = path.read_bytes()
             if path.name.startswith("stream") and status == 200:
-                return self._stream(split_stream(data, path.suffix), ctype, delay, cut_after)
+                return self._stream(split_stream(data, path.suffix), ctype, delay, cut_after, pause)
             return self._send(status, data, ctype)
 
         def _pick(self, folder: str, body: bytes) -> str:
@@ -232,7 +235,14 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def _stream(self, events: list[bytes], ctype: str, delay: float, cut_after: int | None) -> None:
+        def _stream(
+            self,
+            events: list[bytes],
+            ctype: str,
+            delay: float,
+            cut_after: int | None,
+            pause: tuple[int, float] | None = None,
+        ) -> None:
             self.send_response(200)
             self.send_header("content-type", ctype)
             self.send_header("transfer-encoding", "chunked")
@@ -243,6 +253,8 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                     return  # no terminating chunk: the connection just drops
                 if delay and i:
                     time.sleep(delay)
+                if pause is not None and i == pause[0]:
+                    time.sleep(pause[1])
                 self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
