@@ -10,7 +10,8 @@ request prepared afresh by the pipeline; before the answer's head goes back it w
 sent to the target that answered onto the flow, so mitmproxy's flow list shows the real provider
 call. Whole answers are read before they go back (a failure mid-body can still fail over); streams
 go back chunk by chunk as they arrive, and once their first byte is on its way no other target is
-tried: a stream the upstream breaks off ends with an error event in the client's format.
+tried: a stream the upstream breaks off ends with an error event in the client's format. While a
+streamed provider is silent, Anthropic-format clients get ``ping`` events (addon/stream_pings.py).
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ class UpstreamRelay:
             "all",
             "Which routes' upstream exchange the gateway performs itself: all (dead, reset or slow "
             "upstreams answered in the client's format on every route), balanced (only routes with "
-            "targets or a balancer: plain routes skip the relay hop, and a dead upstream gets "
-            "mitmproxy's HTML 502).",
+            "targets or a balancer: plain routes skip the relay hop, a dead upstream gets "
+            "mitmproxy's HTML 502, and Anthropic-format clients of a slow provider get no pings).",
             choices=RELAY_CHOICES,
         )
 

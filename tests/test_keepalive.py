@@ -86,6 +86,7 @@ def test_marks_are_cut_out_however_the_body_is_chunked() -> None:
 def test_pings_sit_between_events_after_message_start() -> None:
     _, plain = relay([START, HELLO, THERE, END], [])
     seen, client = relay([START, HELLO[:9], None, HELLO[9:], THERE, None, END], [30, 200])
+    assert seen == START + HELLO + THERE + END
     assert [t for t in event_types(client) if t != "ping"] == event_types(plain)
     assert event_types(client) == [
         "message_start",
