@@ -112,13 +112,14 @@ def test_slow_providers_get_pings_and_nothing_else_changes(gw) -> None:
     gw.clear_records()
 
     pause = f"3:{PAUSE_MS}"  # before the provider's 4th event: mid-stream, after the first text
-    with ThreadPoolExecutor(5) as pool:
+    with ThreadPoolExecutor(6) as pool:
         slow = {
             "co": pool.submit(messages, gw, "co", OPENAI, pause),
             "cb": pool.submit(messages, gw, "cb", BEDROCK, pause),
             "o": pool.submit(chat, gw, "o", OPENAI, pause),
             "ob": pool.submit(chat, gw, "ob", BEDROCK, pause),
             "sdk": pool.submit(sdk_message, gw, pause),
+            "first": pool.submit(messages, gw, "co", OPENAI, f"0:{PAUSE_MS}"),  # silent from the head on
         }
         results = {name: future.result() for name, future in slow.items()}
 
@@ -134,6 +135,14 @@ def test_slow_providers_get_pings_and_nothing_else_changes(gw) -> None:
         )
         assert evs[at][1] == {"type": "ping"}
         assert without_pings(evs) == events(quick[prefix])  # the answer, event for event
+    # Silent before its first chunk: the message starts early (the request's model), then the ping.
+    first, plain = events(results["first"]), events(quick["co"])
+    assert [e[0] for e in first][:3] == ["message_start", "ping", "content_block_start"]
+    assert (
+        first[0][1]["message"]["model"] == OPENAI
+        and plain[0][1]["message"]["model"] == "gpt-4o-mini-2024-07-18"
+    )
+    assert without_pings(first)[1:] == plain[1:]
     text = "".join(d["delta"]["text"] for k, d in events(results["cb"]) if k == "content_block_delta")
     assert text == "The capital of Australia is Canberra."  # the binary event stream, whole
 
@@ -148,13 +157,17 @@ def test_slow_providers_get_pings_and_nothing_else_changes(gw) -> None:
     assert (final.usage.input_tokens, final.usage.output_tokens) == (25, 7)
 
     # Statistics as without the pause (timings aside); the first token came before the pause.
-    slow_records = records_by_route(gw, 5)
+    slow_records = records_by_route(gw, 6)
     for name in ("claude-on-openai", "claude-on-bedrock", "openai", "openai-on-bedrock"):
         [before] = baseline[name]
         for usage in slow_records[name]:
             assert untimed(usage) == untimed(before)
-            assert usage["time_to_first_token"] < PING_INTERVAL * 1000
-    assert len(slow_records["claude-on-openai"]) == 2
+            if name != "claude-on-openai":
+                assert usage["time_to_first_token"] < PING_INTERVAL * 1000
+    assert len(slow_records["claude-on-openai"]) == 3
+    # The first token is the provider's, not a ping's: before the mid-stream pause, after the early one.
+    ttfts = sorted(usage["time_to_first_token"] for usage in slow_records["claude-on-openai"])
+    assert ttfts[1] < PING_INTERVAL * 1000 < PAUSE_MS <= ttfts[2]
 
 
 def untimed(usage: dict[str, Any]) -> dict[str, Any]:
