@@ -8,34 +8,27 @@ from typing import Any
 import orjson
 import pytest
 from streams import splits
+from test_ingress_anthropic import CTX, _route, chunk_frames
 
 from addon.stream_pings import with_pings
-from transforms.config import ModelOptions, Route
 from transforms.ingress import IngressStream
 from transforms.ingress.anthropic import MessagesEvents
 from transforms.keepalive import MARK, PING_INTERVAL, PingMarks, ping_in, wants_pings
 from transforms.pipeline import prepare
 from transforms.stream import OpenAIStream, SSEParser
-from transforms.types import CallContext, Inbound
+from transforms.types import Inbound
 
-CTX = CallContext("r", "llm/v1/chat", "openai", "gpt-4o-mini", ModelOptions(), True, "abc", 1700000000)
+DONE = b"data: [DONE]\n\n"
 
 
-def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    body = {
-        "id": "chatcmpl-9",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + orjson.dumps(body) + b"\n\n"
+def chunk(delta: dict[str, Any]) -> bytes:
+    return chunk_frames([(delta, None)], None).removesuffix(DONE)
 
 
 START = chunk({"role": "assistant", "content": ""})
 HELLO = chunk({"content": "Hello"})
 THERE = chunk({"content": " there"})
-END = chunk({}, "stop") + b"data: [DONE]\n\n"
+END = chunk_frames([({}, "stop")], None)
 
 
 def wire(parts: list[bytes | None]) -> tuple[PingMarks, bytes]:
@@ -131,20 +124,6 @@ def test_ping_due_after_the_interval() -> None:
     assert ping_in(100.0, 103.0) == PING_INTERVAL - 3
     assert ping_in(100.0, 100.0 + PING_INTERVAL) == 0
     assert ping_in(100.0, 200.0) == 0
-
-
-def _route(provider: str, **extra: Any) -> Route:
-    options = {"upstream_url": "http://127.0.0.1:9"} | (
-        {"anthropic_version": "2023-06-01"} if provider == "anthropic" else {}
-    )
-    return Route.model_validate(
-        {
-            "name": "r",
-            "route_type": "llm/v1/chat",
-            "model": {"provider": provider, "options": options},
-            **extra,
-        }
-    )
 
 
 @pytest.mark.parametrize(
