@@ -70,8 +70,9 @@ uploads = StreamedUploads(gateway, access)
 # answered and continued before the gateway prepares a request, kept after it has translated the answer.
 # Realtime sessions: their WebSocket messages are read for usage once the gateway has upgraded them.
 # The upstream relay last in `request`: it re-points every prepared flow the cassettes do not replay at
-# its loopback server, which performs the tries; Balancing learns from the answer after the gateway
-# has recorded it.
+# its loopback server, which performs the tries, and last in `responseheaders`: its ping hook wraps the
+# cassettes' recording, which so records the provider's bytes only; Balancing learns from the answer
+# after the gateway has recorded it.
 # File uploads are prepared from their headers (StreamedUploads.requestheaders, the only such hook) and
 # answered 413 after the gateway when cut; batches naming another provider's model are refused before it.
 addons = [

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import ROOT
 from streams import splits
 from test_ingress_anthropic import CTX, _route, chunk_frames
 
@@ -111,6 +112,18 @@ def test_binary_body_passes_untouched() -> None:
     out = [f for piece in splits(body, [50, 101, 102, 103, 500]) for f in hook(piece)]
     assert b"".join(seen) == frames
     assert out == [b"<ping>", b"<ping>"]
+
+
+def test_the_ping_hook_wraps_every_other_stream_hook() -> None:
+    """The relay's responseheaders runs after the gateway's and the cassettes': its hook is outermost,
+    so the cassettes record the provider's bytes, marks cut out."""
+    order = (ROOT / "addon" / "ai_proxy.py").read_text()
+    order = order[order.index("addons = [") :]
+    assert (
+        order.index("\n    gateway,\n")
+        < order.index("Cassettes(gateway)")
+        < order.index("UpstreamRelay(gateway")
+    )
 
 
 def test_no_mark_no_copy() -> None:
