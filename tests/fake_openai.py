@@ -321,7 +321,7 @@ def _message(message_id: str, role: str, text: str) -> dict[str, Any]:
 def _paced(pieces: list[bytes]):
     for piece in pieces:
         yield piece
-        time.sleep(0.02)
+        time.sleep(0.1)  # far apart enough that a loaded machine still delivers them apart
 
 
 def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
