@@ -21,9 +21,8 @@ from transforms.auth import apply_auth
 from transforms.config import Route
 from transforms.errors import GatewayError, bad_request
 from transforms.image_fields import IMAGE_EDITS, IMAGE_GENERATIONS, ImageFile, sniff_mime, usage_of
-from transforms.masking import attached_credentials
 from transforms.native import IMAGES
-from transforms.prepared import _BODY_HEADERS, Answer, Prepared, _encode, _resolve_model, _sign, _target
+from transforms.prepared import _BODY_HEADERS, Answer, Prepared, _encode, _resolve_model, _target, signed_call
 from transforms.recognize import Recognized
 from transforms.redact import redact_text
 from transforms.types import CallContext, Inbound, ProviderSpec, Upstream
@@ -82,18 +81,18 @@ def prepare_images(
     remove = (*auth.remove_headers, *_BODY_HEADERS)
     payload = preq.body if isinstance(preq.body, bytes) else _encode(preq.body)
     upstream = Upstream(preq.method, scheme, host, port, path, query, headers, remove, payload)
-    _sign(spec, route, upstream, env, now)
-    return Prepared(
-        route=route,
-        spec=spec,
-        upstream=upstream,
+    return signed_call(
+        route,
+        spec,
+        auth,
+        upstream,
+        env,
+        now,
         request_model=model,
         stream=False,
         passthrough=False,
         ctx=ctx,
         prompt_text=prompt,
-        secrets=route.auth.secrets(),
-        mask=attached_credentials(route.name, auth, upstream),
         notes=preq.notes,
         answer=translated_answer,
     )
@@ -217,19 +216,19 @@ def _forward(
     headers = {**auth.set_headers, **({"accept-encoding": "identity"} if stream else {})}
     remove = (*auth.remove_headers, *_BODY_HEADERS[:2])
     upstream = Upstream("POST", scheme, host, port, path, query, headers, remove, payload)
-    _sign(spec, route, upstream, env, now)
     prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else ""
-    return Prepared(
-        route=route,
-        spec=spec,
-        upstream=upstream,
+    return signed_call(
+        route,
+        spec,
+        auth,
+        upstream,
+        env,
+        now,
         request_model=model,
         stream=stream,
         passthrough=True,
         ctx=CallContext(route.name, route.route_type, route.provider, model, opts, stream, "images", now),
         prompt_text=prompt,
-        secrets=route.auth.secrets(),
-        mask=attached_credentials(route.name, auth, upstream),
         native=Recognized(route.provider, IMAGES),  # a streamed answer's usage is read on the side
         answer=forwarded_answer,
         binary_request=route.route_type == IMAGE_EDITS,  # multipart: not logged or recorded as text

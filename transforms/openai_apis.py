@@ -25,10 +25,9 @@ from transforms.api_route_types import (
 from transforms.auth import apply_auth
 from transforms.config import Route
 from transforms.errors import GatewayError, bad_request
-from transforms.masking import attached_credentials
 from transforms.multipart import boundary_of, parse
 from transforms.passthrough import _native_context, collection_target
-from transforms.prepared import _BODY_HEADERS, Prepared, _encode, _resolve_model, _sign
+from transforms.prepared import _BODY_HEADERS, Prepared, _encode, _resolve_model, signed_call
 from transforms.recognize import UNMETERED, Recognized, collection_operation
 from transforms.types import Inbound, ProviderSpec, Upstream
 from transforms.validation import parse_json_object
@@ -170,19 +169,19 @@ def prepare_openai_api(
     query = [*query, *((k, v) for k, v in inbound.query if k not in dropped), *auth.query.items()]
     remove = auth.remove_headers if streamed else (*auth.remove_headers, *_BODY_HEADERS[:2])
     upstream = Upstream(inbound.method, scheme, host, port, path, query, headers, remove, payload)
-    _sign(spec, route, upstream, env, now)
     audio = operation != UNMETERED
-    return Prepared(
-        route=route,
-        spec=spec,
-        upstream=upstream,
+    return signed_call(
+        route,
+        spec,
+        auth,
+        upstream,
+        env,
+        now,
         request_model=model or "UNSPECIFIED",
         stream=stream,
         passthrough=True,
         ctx=_native_context(route, model or "UNSPECIFIED", stream, now),
         prompt_text="",
-        secrets=route.auth.secrets(),
-        mask=attached_credentials(route.name, auth, upstream),
         native=Recognized(route.provider, operation),
         metered=audio,
         usage_only=audio,

@@ -15,7 +15,6 @@ import orjson
 from transforms.auth import apply_auth
 from transforms.config import Route
 from transforms.errors import GatewayError
-from transforms.masking import attached_credentials
 from transforms.multipart import is_text_type
 from transforms.native import read_usage, response_model
 from transforms.prepared import (
@@ -26,10 +25,10 @@ from transforms.prepared import (
     _encode,
     _resolve_model,
     _resolve_stream,
-    _sign,
     _split_origin,
     _upstream_origin,
     forwarded_path,
+    signed_call,
 )
 from transforms.recognize import UNMETERED, Recognized, inspect_route, operation_of, responses_operation
 from transforms.redact import client_secrets
@@ -82,18 +81,18 @@ def _prepare_passthrough(
     upstream = Upstream(
         inbound.method, scheme, host, port, path, query, dict(auth.set_headers), remove, payload
     )
-    _sign(spec, route, upstream, env, now)
-    return Prepared(
-        route=route,
-        spec=spec,
-        upstream=upstream,
+    return signed_call(
+        route,
+        spec,
+        auth,
+        upstream,
+        env,
+        now,
         request_model=model,
         stream=stream,
         passthrough=True,
         ctx=_native_context(route, model, stream, now),
         prompt_text=request_text(parsed),
-        secrets=route.auth.secrets(),
-        mask=attached_credentials(route.name, auth, upstream),
         native=operation_of(route.llm_format, path) if route.llm_format != "openai" else None,
         binary_request=not is_text_type(inbound.headers.get("content-type", "")),
     )
@@ -147,18 +146,18 @@ def _prepare_responses(
     remove = (*auth.remove_headers, *_BODY_HEADERS[:2])
     headers = {**auth.set_headers, **({"accept-encoding": "identity"} if stream else {})}
     upstream = Upstream(inbound.method, scheme, host, port, path, query, headers, remove, payload)
-    _sign(spec, route, upstream, env, now)
-    return Prepared(
-        route=route,
-        spec=spec,
-        upstream=upstream,
+    return signed_call(
+        route,
+        spec,
+        auth,
+        upstream,
+        env,
+        now,
         request_model=model,
         stream=stream,
         passthrough=True,
         ctx=_native_context(route, model, stream, now),
         prompt_text=request_text({"input": body.get("input")}) if create else "",
-        secrets=route.auth.secrets(),
-        mask=attached_credentials(route.name, auth, upstream),
         native=Recognized(route.provider, "responses" if create else UNMETERED),
         metered=create,
     )

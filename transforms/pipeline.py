@@ -21,7 +21,6 @@ from transforms.errors import GatewayError, bad_request, body_too_large, error_b
 from transforms.image_fields import IMAGE_EDITS, IMAGE_GENERATIONS
 from transforms.images import prepare_images
 from transforms.ingress import COUNT, CREATE, RESPONSES, Ingress, ingress_for, provider_counts
-from transforms.masking import attached_credentials
 from transforms.openai_apis import prepare_openai_api
 from transforms.passthrough import (
     _native_answer,
@@ -38,10 +37,10 @@ from transforms.prepared import (
     _encode,
     _resolve_model,
     _resolve_stream,
-    _sign,
     _target,
     _too_deep,
     forwarded_path,
+    signed_call,
 )
 from transforms.realtime import prepare_realtime
 from transforms.redact import redact_text
@@ -181,19 +180,19 @@ def prepare(
     payload = preq.body if isinstance(preq.body, bytes) else _encode(preq.body)
     remove = (*auth.remove_headers, *_BODY_HEADERS, *(_CLIENT_FORMAT_HEADERS if ingress else ()))
     upstream = Upstream(preq.method, scheme, host, port, path, query, headers, remove, payload)
-    _sign(spec, route, upstream, env, now)
-    return Prepared(
-        route=route,
-        spec=spec,
-        upstream=upstream,
+    return signed_call(
+        route,
+        spec,
+        auth,
+        upstream,
+        env,
+        now,
         request_model=model,
         stream=stream,
         passthrough=False,
         ctx=ctx,
         prompt_text=ctx.prompt_text,
         embeddings_base64=route_type == "llm/v1/embeddings" and body.get("encoding_format") == "base64",
-        secrets=route.auth.secrets(),
-        mask=attached_credentials(route.name, auth, upstream),
         notes={**preq.notes, **ignored},
         ingress=ingress,
         counts_tokens=counts_tokens,

@@ -13,10 +13,11 @@ from typing import Any
 
 import orjson
 
+from transforms.auth import AuthResult
 from transforms.config import ModelOptions, Route, split_origin
 from transforms.errors import GatewayError, bad_request
 from transforms.ingress import Ingress
-from transforms.masking import NO_MASK, CredentialMask
+from transforms.masking import NO_MASK, CredentialMask, attached_credentials
 from transforms.recognize import Recognized
 from transforms.types import CallContext, ProviderSpec, Upstream, Usage
 
@@ -105,6 +106,28 @@ def _sign(spec: ProviderSpec, route: Route, upstream: Upstream, env: Mapping[str
     """Signatures (AWS SigV4) cover the final request, so they come last."""
     if spec.sign is not None:
         spec.sign(upstream, route.auth, env, now, route.model.options)
+
+
+def signed_call(
+    route: Route,
+    spec: ProviderSpec,
+    auth: AuthResult,
+    upstream: Upstream,
+    env: Mapping[str, str],
+    now: int,
+    **fields: Any,
+) -> Prepared:
+    """A prepared call as every path makes it: the request signed where the provider wants it, the
+    route's secrets and the credentials the call carries (for masking stored flows) attached."""
+    _sign(spec, route, upstream, env, now)
+    return Prepared(
+        route=route,
+        spec=spec,
+        upstream=upstream,
+        secrets=route.auth.secrets(),
+        mask=attached_credentials(route.name, auth, upstream),
+        **fields,
+    )
 
 
 def _resolve_model(route: Route, body: dict[str, Any]) -> str:

@@ -14,8 +14,7 @@ from typing import Any
 from transforms.auth import apply_auth
 from transforms.config import REALTIME, Route
 from transforms.errors import GatewayError, bad_request
-from transforms.masking import attached_credentials
-from transforms.prepared import Answer, Prepared, _resolve_model, _sign, _target
+from transforms.prepared import Answer, Prepared, _resolve_model, _target, signed_call
 from transforms.types import CallContext, Inbound, ProviderSpec, Upstream, Usage
 
 SERVED = frozenset({"openai", "azure"})
@@ -66,18 +65,18 @@ def prepare_realtime(
     upstream = Upstream(
         "GET", scheme, host, port, path, query, dict(auth.set_headers), tuple(auth.remove_headers), b""
     )
-    _sign(spec, route, upstream, env, now)
-    return Prepared(
-        route=route,
-        spec=spec,
-        upstream=upstream,
+    return signed_call(
+        route,
+        spec,
+        auth,
+        upstream,
+        env,
+        now,
         request_model=model,
         stream=False,
         passthrough=True,
         ctx=CallContext(route.name, REALTIME, route.provider, model, opts, False, request_id, now),
         prompt_text="",
-        secrets=route.auth.secrets(),
-        mask=attached_credentials(route.name, auth, upstream),
         metered=False,  # the upgrade is no call: each response.done is (addon/realtime.py)
         answer=_upgrade_answer,
         flow_metadata={REALTIME_METADATA: {"route": route.name, "model": model}},
