@@ -8,12 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
-from mitmproxy.test import tflow
+from mitmproxy.test import taddons, tflow
 
 from addon.balancing import Balancing
 from addon.flows import upstream_header_fields
 from addon.stats import StatsSink
 from addon.summary import UsageSummary
+from addon.upstream_relay import UpstreamRelay
 from transforms import balancer
 from transforms.config import Route
 from transforms.errors import GatewayError
@@ -189,10 +190,6 @@ def test_upstream_header_fields_for_another_target() -> None:
     ],
 )
 def test_which_flows_the_relay_takes(options: dict[str, Any], plain_relayed: bool) -> None:
-    from mitmproxy.test import taddons
-
-    from addon.upstream_relay import UpstreamRelay
-
     gateway = FakeGateway()
     relay = UpstreamRelay(gateway, Balancing(gateway))
     with taddons.context(relay) as tctx:
