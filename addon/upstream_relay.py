@@ -293,7 +293,7 @@ class InHookExchange:
             return  # sent elsewhere by another addon: mitmproxy's own exchange
         started = time.time()
         fields = first_fields([(k.lower(), v) for k, v in req.headers.fields], ticket.state)
-        exchange = Exchange(relay, ticket, fields, req.raw_content or b"")
+        exchange = Exchange(relay, ticket, fields, req.raw_content or b"", shown=True)
         try:
             whole = await exchange.run()
         except Exception:
@@ -320,7 +320,9 @@ class Exchange:
     """One flow's tries: ``run`` makes them and returns the answer when it is whole; a streamed one
     goes back with ``stream_to``."""
 
-    def __init__(self, relay: UpstreamRelay, ticket: Ticket, fields: Headers, body: bytes) -> None:
+    def __init__(
+        self, relay: UpstreamRelay, ticket: Ticket, fields: Headers, body: bytes, shown: bool = False
+    ) -> None:
         self.relay = relay
         self.flow = ticket.flow
         self.state = ticket.state
@@ -331,6 +333,8 @@ class Exchange:
         self.fields = fields  # the first try sends what mitmproxy would have sent, to the provider
         self.body = body
         self.streaming: UpstreamResponse | None = None
+        # The flow's request already is the call sent (in the request hook, until a fallback).
+        self.shown = shown
         config: Balancer = self.call.config if self.call is not None else NO_RETRIES
         self.timeouts = Timeouts(
             config.connect_timeout / 1000, config.read_timeout / 1000, config.write_timeout / 1000
@@ -397,6 +401,7 @@ class Exchange:
             self.state.retries += 1
             return None
         self.state.fallbacks += 1
+        self.shown = False
         route = call.target_route(index)
         try:
             prep = await self.relay.gateway.prepare_again(route, call.inbound)
@@ -418,17 +423,24 @@ class Exchange:
         if whole is None:
             self.streaming = response
             return None
-        show_upstream(self.flow.request, self.fields, self.prep.upstream)
+        self._show()
         headers = [(k, v) for k, v in response.headers if k not in _HOP_HEADERS and k != b"content-length"]
         headers.append((b"content-length", str(len(whole)).encode()))
         return Whole(response.status, response.reason, headers, whole)
+
+    def _show(self) -> None:
+        """The flow's request as sent to the target that answered: mitmproxy's flow list shows it."""
+        if not self.shown:
+            show_upstream(self.flow.request, self.fields, self.prep.upstream)
+            self.shown = True
 
     async def stream_to(self, writer: asyncio.StreamWriter) -> None:
         """The streamed answer, chunk by chunk as it arrives."""
         response = self.streaming
         assert response is not None
         # Shown only now: a flow parked by the request hook must still reach the relay.
-        show_upstream(self.flow.request, self.fields, self.prep.upstream)
+        self.shown = False
+        self._show()
         headers = [(k, v) for k, v in response.headers if k not in _HOP_HEADERS]
         start = b"HTTP/1.1 %d %b" % (response.status, response.reason)
         chunked = response.length is None or response.length < 0  # else its content-length stands
@@ -487,7 +499,7 @@ class Exchange:
         )
         self.state.failure = message
         logger.warning(f"ai_proxy route={route.name}: {message}")
-        show_upstream(self.flow.request, self.fields, self.prep.upstream)
+        self._show()
         return json_whole(
             status, client_error(self.state.route, status, GatewayError(status, message, code).body())
         )
