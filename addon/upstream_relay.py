@@ -3,22 +3,20 @@ upstream is answered in the client's format, and a route's balancer can retry an
 
 Why: mitmproxy answers an upstream it cannot reach (or that breaks off) with its own HTML 502 page,
 which no hook can replace, and cannot retry within a flow; an answer an addon sets is sent whole,
-so it cannot carry a stream. So this addon takes every prepared flow the cassettes do not replay
-and makes its tries itself (``addon/upstream_client.py``), each target's request prepared afresh by
-the pipeline, in one of two places:
-
-- a flow whose client asked for a whole answer: in mitmproxy's ``request`` hook, by an addon added
-  last to mitmproxy's chain (``InHookExchange``), which hands mitmproxy the answer;
-- a stream (and a whole request answered with a stream): through a loopback server of its own in
-  mitmproxy's event loop, at which the flow is re-pointed (as the cassettes' replay server), naming
-  it in ``x-ai-proxy-relay``. Streams go back chunk by chunk as they arrive, and once their first
-  byte is on its way no other target is tried: a stream the upstream breaks off ends with an error
-  event in the client's format. While a streamed provider is silent, Anthropic-format clients get
-  ``ping`` events (addon/stream_pings.py).
+so it cannot carry a stream. So this addon takes every prepared flow the cassettes do not replay,
+and an addon it adds last to mitmproxy's chain (``InHookExchange``) makes the flow's tries in
+mitmproxy's ``request`` hook (``addon/upstream_client.py``), each target's request prepared afresh
+by the pipeline. A whole answer is handed to mitmproxy as the flow's response. A stream cannot be:
+the flow is re-pointed at a loopback server of the relay's own in mitmproxy's event loop (as the
+cassettes' replay server), naming it in ``x-ai-proxy-relay``, and the relay passes the stream on
+chunk by chunk as it arrives. Once a stream's first byte is on its way no other target is tried: a
+stream the upstream breaks off ends with an error event in the client's format. While a streamed
+provider is silent, Anthropic-format clients get ``ping`` events (addon/stream_pings.py).
 
 Whole answers are read before they go back (a failure mid-body can still fail over). The request
 as sent to the target that answered is written onto the flow, so mitmproxy's flow list shows the
-real provider call.
+real provider call. Without mitmproxy's chain (an addon test harness that never runs ``running``),
+flows are re-pointed at the relay, which then makes the tries itself.
 """
 
 from __future__ import annotations
@@ -195,13 +193,13 @@ class UpstreamRelay:
             return
         if flow.request.stream:  # a streamed upload's body has already gone upstream on mitmproxy's own
             return
-        in_hook = not state.prep.stream and self.hook_exchange.added
+        in_hook = self.hook_exchange.added
         if len(self.tickets) >= MAX_TICKETS:
             self.tickets.pop(next(iter(self.tickets)))
         self.tickets[flow.id] = Ticket(flow, state, call, in_hook)
         if call is not None:
             state.target = call.target_facts(state.prep.request_model)
-        if not in_hook:  # a whole answer is fetched in the request hook, last in mitmproxy's chain
+        if not in_hook:  # the tries are made in the request hook, last in mitmproxy's chain
             point_at_loopback(flow.request, self.port, RELAY_HEADER, flow.id)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -264,13 +262,13 @@ class UpstreamRelay:
 
 
 class InHookExchange:
-    """Makes the tries of a flow whose client asked for a whole answer in mitmproxy's ``request``
-    hook, and hands mitmproxy the answer: no loopback hop (the relay's costs about a fifth of the
-    gateway's throughput in the benchmark). It is added last to mitmproxy's chain, so every other
-    addon has seen the request first, as it would before mitmproxy sends it: the flow list shows
-    it in flight, Save keeps it, an intercept is waited out, and a flow another addon re-pointed
-    (say, map_remote) is left to mitmproxy. An answer that turns out to be a stream is parked on
-    the ticket and the flow re-pointed at the relay, which passes it on chunk by chunk."""
+    """Makes a relayed flow's tries in mitmproxy's ``request`` hook, and hands mitmproxy a whole
+    answer as the flow's response: no loopback hop (the relay's costs about a fifth of the gateway's
+    throughput in the benchmark). It is added last to mitmproxy's chain, so every other addon has
+    seen the request first, as it would before mitmproxy sends it: the flow list shows it in flight,
+    Save keeps it, an intercept is waited out (and its edits sent), and a flow another addon
+    re-pointed (say, map_remote) is left to mitmproxy. A streamed answer is parked on the ticket and
+    the flow re-pointed at the relay, which passes it on chunk by chunk."""
 
     def __init__(self, relay: UpstreamRelay) -> None:
         self.relay = relay
@@ -299,10 +297,11 @@ class InHookExchange:
         except Exception:
             logger.exception("ai_proxy: internal error in the upstream exchange")
             whole = json_whole(502, b'{"error":{"message":"internal error in the upstream exchange"}}')
-        if whole is None:  # a stream after all: the relay passes it on
+        if whole is None:  # a stream: mitmproxy dials the relay, which passes it on
             ticket.exchange, ticket.in_hook = exchange, False
             relay.tickets[flow.id] = ticket
             point_at_loopback(req, relay.port, RELAY_HEADER, flow.id)
+            req.content = b""  # already sent: mitmproxy asks the relay for the answer only
             return
         flow.response = http.Response(
             b"HTTP/1.1",

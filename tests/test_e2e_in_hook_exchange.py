@@ -53,13 +53,17 @@ def test_a_whole_answer_skips_the_relay_hop_and_a_stream_takes_it(gateway, fake,
     assert [r["body"]["stream"] for r in fake.requests] == [False, True]
 
 
-def test_an_intercepted_flow_goes_upstream_as_edited_once_resumed(gateway, fake) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_intercepted_flow_goes_upstream_as_edited_once_resumed(gateway, fake, stream: bool) -> None:
     fake.reset()
     edit = ["-s", str(ROOT / "tests" / "intercept_edit.py")]
     gw = gateway([chat_route(fake)], extra=edit)
+    if stream:
+        fake.cue("stream")
     started = time.monotonic()
-    resp = ask(gw)
+    resp = ask(gw, stream)
     assert resp.status_code == 200, resp.text
+    assert ("from a" in resp.text) and (resp.text.rstrip().endswith("[DONE]") is stream)
     assert time.monotonic() - started >= 0.3  # held while intercepted
     (sent,) = fake.requests
     assert sent["headers"]["x-edited"] == "after-resume"  # the edit made while it was held went out
