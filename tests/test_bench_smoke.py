@@ -69,6 +69,9 @@ def test_smoke_report_has_load_numbers_for_every_configuration(report: str) -> N
     for row in addon_rows:
         streamed = row["addon/mitmdump-stream"]
         assert number(streamed) > 0 if row["mode"] == "stream" else streamed == "-", row
+        # One round: each round's own ratio is the ratio of the medians, to the cell's baseline.
+        baseline = streamed if row["mode"] == "stream" else row["addon/mitmdump"]
+        assert row["addon/baseline paired"] == baseline, row
 
 
 def test_smoke_report_has_first_chunk_memory_and_targets(report: str) -> None:
@@ -81,7 +84,7 @@ def test_smoke_report_has_first_chunk_memory_and_targets(report: str) -> None:
     long_stream = {r["config"]: r for r in table(report, "One long stream (1.0 MB from the upstream)")}
     assert all(r["complete"] == "yes" for r in long_stream.values()), long_stream
     targets = table(report, "Targets of issue 6")
-    assert len(targets) == 10 and all(r["met"] for r in targets)
+    assert len(targets) == 12 and all(r["met"] for r in targets)
 
 
 def test_smoke_report_has_the_route_count_cells(report: str) -> None:
