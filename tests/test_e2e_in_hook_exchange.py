@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,9 @@ import httpx
 import pytest
 from conftest import ROOT, route
 from fake_upstream import FakeUpstream
+from mitmproxy import options
+from mitmproxy.hooks import DoneHook, RunningHook
+from mitmproxy.tools.dump import DumpMaster
 from test_e2e_masking import read_flows
 
 
@@ -82,3 +86,25 @@ def test_a_stream_answering_a_whole_request_is_passed_on_by_the_relay(gateway, f
     assert resp.text.count("data: ") == 4 and '"from a"' in resp.text
     assert ask(gw).json()["choices"][0]["message"]["content"] == "hello from a"  # the next one is whole
     assert [r["path"] for r in fake.requests] == ["/v1/chat/completions"] * 2
+
+
+async def test_the_in_hook_exchange_is_last_in_mitmproxys_chain_and_replaced_on_reload(
+    tmp_path: Path,
+) -> None:
+    master = DumpMaster(options.Options(), loop=asyncio.get_running_loop())
+    master.options.update(scripts=[str(ROOT / "addon" / "ai_proxy.py")], confdir=str(tmp_path))
+    await asyncio.sleep(0.1)  # mitmproxy loads scripts from a task
+    master.addons.trigger(RunningHook())
+
+    def exchanges() -> list[object]:
+        return [a for a in master.addons.chain if type(a).__name__ == "InHookExchange"]
+
+    relay = master.addons.get("upstreamrelay")
+    assert exchanges() == [relay.hook_exchange] and master.addons.chain[-1] is relay.hook_exchange
+    (script,) = master.addons.get("scriptloader").addons
+    script.loadscript()  # what mitmproxy does when the script file changes
+    fresh = master.addons.get("upstreamrelay")
+    assert fresh is not relay and not relay.hook_exchange.added
+    assert exchanges() == [fresh.hook_exchange] and master.addons.chain[-1] is fresh.hook_exchange
+    master.addons.trigger(DoneHook())
+    assert exchanges() == []
