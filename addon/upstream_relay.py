@@ -15,8 +15,7 @@ provider is silent, Anthropic-format clients get ``ping`` events (addon/stream_p
 
 Whole answers are read before they go back (a failure mid-body can still fail over). The request
 as sent to the target that answered is written onto the flow, so mitmproxy's flow list shows the
-real provider call. Without mitmproxy's chain (an addon test harness that never runs ``running``),
-flows are re-pointed at the relay, which then makes the tries itself.
+real provider call.
 """
 
 from __future__ import annotations
@@ -73,19 +72,18 @@ _HOP_HEADERS = frozenset(
 )
 _ERROR_CODES = {CONNECT: "upstream_connect_failed", TIMEOUT: "upstream_timeout"}
 RELAY_CHOICES = ("all", "balanced")
-MAX_TICKETS = 100_000  # flows re-pointed and not yet served (a killed flow never comes)
+MAX_TICKETS = 100_000  # flows waiting for their tries or for the relay (a killed flow never comes)
 
 
 class Ticket:
-    __slots__ = ("call", "exchange", "flow", "in_hook", "state")
+    __slots__ = ("call", "exchange", "flow", "state")
 
-    def __init__(self, flow: http.HTTPFlow, state: FlowState, call: Call | None, in_hook: bool) -> None:
+    def __init__(self, flow: http.HTTPFlow, state: FlowState, call: Call | None) -> None:
         self.flow = flow
         self.state = state
         self.call = call
-        self.in_hook = in_hook  # the tries are made in the request hook (InHookExchange)
-        # Tries already made in the request hook whose answer turned out to be a stream: mitmproxy
-        # dials the relay, which passes it on.
+        # The tries made in the request hook, once their answer is a stream: mitmproxy dials the
+        # relay, which passes it on.
         self.exchange: Exchange | None = None
 
 
@@ -159,7 +157,6 @@ class UpstreamRelay:
         addons = ctx.master.addons
         if self.hook_exchange not in addons.chain:
             addons.add(self.hook_exchange)  # last in mitmproxy's chain: after every other request hook
-        self.hook_exchange.added = True
 
     async def _start(self, sock: socket.socket) -> None:
         self._server = await asyncio.start_server(self._serve, sock=sock)
@@ -168,7 +165,6 @@ class UpstreamRelay:
         addons = ctx.master.addons
         if self.hook_exchange in addons.chain:  # a reloaded script brings its own
             addons.remove(self.hook_exchange)
-        self.hook_exchange.added = False
         if self._starting is not None:
             self._starting.cancel()
             self._starting = None
@@ -193,14 +189,12 @@ class UpstreamRelay:
             return
         if flow.request.stream:  # a streamed upload's body has already gone upstream on mitmproxy's own
             return
-        in_hook = self.hook_exchange.added
         if len(self.tickets) >= MAX_TICKETS:
             self.tickets.pop(next(iter(self.tickets)))
-        self.tickets[flow.id] = Ticket(flow, state, call, in_hook)
+        # The tries are made by InHookExchange, once every other addon has seen the request.
+        self.tickets[flow.id] = Ticket(flow, state, call)
         if call is not None:
             state.target = call.target_facts(state.prep.request_model)
-        if not in_hook:  # the tries are made in the request hook, last in mitmproxy's chain
-            point_at_loopback(flow.request, self.port, RELAY_HEADER, flow.id)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = self.gateway.flow_state(flow)
@@ -217,7 +211,7 @@ class UpstreamRelay:
     # --- the loopback server ---------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One connection from mitmproxy: requests in turn (keep-alive), each one flow's tries."""
+        """One connection from mitmproxy: requests in turn (keep-alive), each for a parked stream."""
         try:
             while True:
                 try:
@@ -225,20 +219,21 @@ class UpstreamRelay:
                 except asyncio.IncompleteReadError:
                     return  # mitmproxy closed the connection between requests
                 _method, _target, _version, headers = parse_head(data)
-                length = framing(headers) or 0  # a request without a length has no body
+                # The request went upstream from the request hook: its body here (none, unless
+                # another addon added one) is read past.
+                length = framing(headers) or 0
                 if length > 0:
-                    body = await reader.readexactly(length)
+                    await reader.readexactly(length)
                 elif length < 0:
-                    body = b"".join([part async for part in body_parts(reader, length)])
-                else:
-                    body = b""
+                    async for _part in body_parts(reader, length):
+                        pass
                 ticket = self.tickets.pop((header(headers, _RELAY_HEADER) or b"").decode(), None)
-                if ticket is None:
+                if ticket is None or ticket.exchange is None:
                     await write_whole(
                         writer, json_whole(502, b'{"error":{"message":"unknown relay ticket"}}')
                     )
-                else:
-                    await self._answer(ticket, headers, body, writer)
+                else:  # a stream parked by the request hook
+                    await ticket.exchange.stream_to(writer)
                 if b"close" in (header(headers, b"connection") or b"").lower():
                     return
         except (ConnectionError, ValueError, asyncio.IncompleteReadError):
@@ -247,18 +242,6 @@ class UpstreamRelay:
             logger.exception("ai_proxy: internal error in the upstream relay")
         finally:
             writer.close()
-
-    async def _answer(
-        self, ticket: Ticket, headers: Headers, body: bytes, writer: asyncio.StreamWriter
-    ) -> None:
-        exchange, whole = ticket.exchange, None
-        if exchange is None:
-            exchange = Exchange(self, ticket, first_fields(headers, ticket.state), body)
-            whole = await exchange.run()
-        if whole is not None:
-            await write_whole(writer, whole)
-        else:
-            await exchange.stream_to(writer)
 
 
 class InHookExchange:
@@ -272,13 +255,12 @@ class InHookExchange:
 
     def __init__(self, relay: UpstreamRelay) -> None:
         self.relay = relay
-        self.added = False  # in mitmproxy's chain
 
     async def request(self, flow: http.HTTPFlow) -> None:
         relay = self.relay
         ticket = relay.tickets.get(flow.id)
-        if ticket is None or not ticket.in_hook:
-            return  # not the gateway's, or the relay's (its request points at the relay)
+        if ticket is None or ticket.exchange is not None:
+            return  # not the gateway's, or parked for the relay already
         prep = ticket.state.prep
         assert prep is not None
         del relay.tickets[flow.id]
@@ -298,7 +280,7 @@ class InHookExchange:
             logger.exception("ai_proxy: internal error in the upstream exchange")
             whole = json_whole(502, b'{"error":{"message":"internal error in the upstream exchange"}}')
         if whole is None:  # a stream: mitmproxy dials the relay, which passes it on
-            ticket.exchange, ticket.in_hook = exchange, False
+            ticket.exchange = exchange
             relay.tickets[flow.id] = ticket
             point_at_loopback(req, relay.port, RELAY_HEADER, flow.id)
             req.content = b""  # already sent: mitmproxy asks the relay for the answer only
@@ -437,9 +419,8 @@ class Exchange:
         """The streamed answer, chunk by chunk as it arrives."""
         response = self.streaming
         assert response is not None
-        # Shown only now: a flow parked by the request hook must still reach the relay.
-        self.shown = False
-        self._show()
+        # Shown only now: the parked flow had to reach the relay first.
+        show_upstream(self.flow.request, self.fields, self.prep.upstream)
         headers = [(k, v) for k, v in response.headers if k not in _HOP_HEADERS]
         start = b"HTTP/1.1 %d %b" % (response.status, response.reason)
         chunked = response.length is None or response.length < 0  # else its content-length stands

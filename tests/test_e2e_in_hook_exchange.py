@@ -104,7 +104,7 @@ async def test_the_in_hook_exchange_is_last_in_mitmproxys_chain_and_replaced_on_
     (script,) = master.addons.get("scriptloader").addons
     script.loadscript()  # what mitmproxy does when the script file changes
     fresh = master.addons.get("upstreamrelay")
-    assert fresh is not relay and not relay.hook_exchange.added
+    assert fresh is not relay and relay.hook_exchange not in master.addons.chain
     assert exchanges() == [fresh.hook_exchange] and master.addons.chain[-1] is fresh.hook_exchange
     master.addons.trigger(DoneHook())
     assert exchanges() == []
