@@ -61,6 +61,7 @@ from transforms.errors import GatewayError
 from transforms.ingress import client_error
 from transforms.keepalive import PingMarks, wants_pings
 from transforms.pipeline import Prepared
+from transforms.types import Upstream
 
 logger = logging.getLogger("ai_proxy")
 
@@ -272,7 +273,7 @@ class InHookExchange:
         if req.host != up.host or req.port != up.port or req.scheme != up.scheme:
             return  # sent elsewhere by another addon: mitmproxy's own exchange
         started = time.time()
-        fields = first_fields([(k.lower(), v) for k, v in req.headers.fields], ticket.state)
+        fields = first_fields(req, up)
         exchange = Exchange(relay, ticket, fields, req.raw_content or b"", shown=True)
         try:
             whole = await exchange.run()
@@ -485,12 +486,10 @@ class Exchange:
         )
 
 
-def first_fields(headers: Headers, state: FlowState) -> Headers:
-    """The first try's header fields: what mitmproxy sent (or would have sent), with the
-    provider's Host instead of the relay's (names lower-case)."""
-    assert state.prep is not None
-    up = state.prep.upstream
-    fields = [(k, v) for k, v in headers if k not in (b"host", _RELAY_HEADER)]
+def first_fields(req: http.Request, up: Upstream) -> Headers:
+    """The first try's header fields: the flow's request as every other addon left it (names
+    lower-case), with the provider's Host."""
+    fields = [(k, v) for name, v in req.headers.fields if (k := name.lower()) not in (b"host", _RELAY_HEADER)]
     fields.append((b"host", head_host(up.scheme, up.host, up.port)))
     return fields
 
